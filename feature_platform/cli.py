@@ -1,0 +1,242 @@
+"""`feature-platform`: generate sample data, ingest your own, run the whole asset graph, open the UI."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from feature_platform.config import ConfigError, Settings
+from feature_platform.sources.loaders import SourceError
+
+DEFAULT_USERS = 2000
+DEFAULT_DAYS = 90
+DEFAULT_SEED = 7
+INSTANCE_YAML = """\
+# Local Dagster instance written by feature-platform: SQLite storage in this folder, no service needed.
+# For PostgreSQL see dagster.yaml at the repository root.
+telemetry:
+  enabled: false
+python_logs:
+  managed_python_loggers: [feature_platform]
+"""
+
+
+def echo(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    progress = logging.getLogger("feature_platform")
+    progress.setLevel(logging.INFO)
+    try:
+        return args.handler(args)
+    except (SourceError, ConfigError) as exc:
+        echo(f"error: {exc}")
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feature-platform", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="write sample raw data (customers, events, reviews, listings)")
+    _generation_flags(gen, required=False)
+    gen.add_argument("--out", type=Path, required=True, help="folder to write the files into")
+    gen.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    gen.set_defaults(handler=cmd_generate)
+
+    ing = sub.add_parser("ingest", help="validate and land your own raw files (CSV or Parquet)")
+    ing.add_argument("--source", type=Path, required=True, help="folder with customers.*, events.* (or events/), ...")
+    ing.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
+    ing.set_defaults(handler=cmd_ingest)
+
+    run = sub.add_parser("run", help="materialize the whole asset graph (generates sample data if none is set)")
+    _generation_flags(run, required=False)
+    run.add_argument("--source", type=Path, help="use your own raw files instead of sample data")
+    run.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
+    run.set_defaults(handler=cmd_run)
+
+    ui = sub.add_parser("ui", help="open the Dagster UI on this data directory (dagster dev)")
+    ui.add_argument("--data-dir", type=Path)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=cmd_ui)
+    return parser
+
+
+def _generation_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--users", type=_positive, help=f"number of users (default {DEFAULT_USERS})")
+    parser.add_argument("--days", type=_positive, help=f"days of history (default {DEFAULT_DAYS})")
+    parser.add_argument("--end-date", type=_date, help="last day with data, YYYY-MM-DD (default yesterday, UTC)")
+    parser.add_argument("--seed", type=int, help=f"random seed (default {DEFAULT_SEED})")
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {value!r}") from None
+
+
+def _yesterday() -> dt.date:
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+
+def _generation_params(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "users": args.users or DEFAULT_USERS,
+        "days": args.days or DEFAULT_DAYS,
+        "end_date": (args.end_date or _yesterday()).isoformat(),
+        "seed": DEFAULT_SEED if args.seed is None else args.seed,
+    }
+
+
+def _generate(params: dict[str, object], out: Path, file_format: str = "parquet") -> None:
+    from feature_platform.sources.generator import GeneratorConfig, generate
+
+    config = GeneratorConfig(
+        users=int(params["users"]), days=int(params["days"]),
+        end_date=dt.date.fromisoformat(str(params["end_date"])), seed=int(params["seed"]), file_format=file_format,
+    )
+    echo(f"generating sample data: {config.users:,} users x {config.days} days ending {config.end_date} (seed {config.seed}) -> {out}")
+    summary = generate(config, out, progress=lambda line: echo(f"    {line}"))
+    counts = ", ".join(f"{name} {rows:,}" for name, rows in summary.rows.items())
+    echo(f"    wrote {counts} in {summary.seconds:.1f} s")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    _generate(_generation_params(args), args.out, args.format)
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "data_dir", None):
+        settings = settings.with_overrides(data_dir=args.data_dir.resolve())
+    return settings
+
+
+def _instance(settings: Settings):
+    """The Dagster instance in DAGSTER_HOME, defaulting to a SQLite one under the data directory."""
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = settings.dagster_home
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            (home / "dagster.yaml").write_text(INSTANCE_YAML)
+        os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def _sample_source(settings: Settings, args: argparse.Namespace) -> Path:
+    """Reuse the sample data when it matches the flags (or no flag was given), else (re)generate it."""
+    from feature_platform.sources.locate import recorded_source, remember_source
+
+    meta_path = settings.sample_dir / "_generation.json"
+    asked = any(getattr(args, name) is not None for name in ("users", "days", "end_date", "seed"))
+    wanted = _generation_params(args)
+    existing = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    if existing is not None and (not asked or existing == wanted) and recorded_source(settings) == settings.sample_dir:
+        echo(f"sample data: reusing {settings.sample_dir} ({existing['users']:,} users x {existing['days']} days ending {existing['end_date']})")
+        return settings.sample_dir
+    _generate(wanted, settings.sample_dir)
+    meta_path.write_text(json.dumps(wanted, indent=2) + "\n")
+    remember_source(settings, settings.sample_dir, kind="sample")
+    return settings.sample_dir
+
+
+def _resolve_source(settings: Settings, args: argparse.Namespace) -> Path:
+    from feature_platform.sources.locate import recorded_source, remember_source
+
+    if args.source is not None:
+        if not args.source.is_dir():
+            raise SourceError(f"--source {args.source}: not a folder")
+        remember_source(settings, args.source, kind="external")
+        return args.source.resolve()
+    if settings.raw_dir is not None:
+        return settings.raw_dir
+    recorded = recorded_source(settings)
+    if recorded is not None and recorded != settings.sample_dir:
+        echo(f"raw data: {recorded} (recorded by an earlier ingest; pass --source to change it)")
+        return recorded
+    return _sample_source(settings, args)
+
+
+def _materialize(settings: Settings, source: Path, steps) -> int:
+    from feature_platform.definitions import defs
+    from feature_platform.orchestration.constants import DAILY_PARTITIONS, PARTITIONS_START_DATE
+    from feature_platform.orchestration.pipeline import run_steps
+    from feature_platform.orchestration.resources import PlatformResource
+    from feature_platform.sources.dates import source_event_days
+
+    started = time.monotonic()
+    instance = _instance(settings)
+    last_partition = DAILY_PARTITIONS.get_last_partition_key()
+    first_day, last_day = source_event_days(source, PARTITIONS_START_DATE, last_partition)
+    echo(f"data directory {settings.data_dir}; raw data {source}; partitions {first_day} .. {last_day}")
+    resources = {"platform": PlatformResource(data_dir=str(settings.data_dir), raw_dir=str(source))}
+    outcomes = run_steps(defs, steps, instance, resources, first_day, last_day, echo)
+    ok = all(o.success for o in outcomes) and len(outcomes) == len(steps)
+    passed = sum(o.checks_passed for o in outcomes)
+    failed = sum(len(o.checks_failed) for o in outcomes)
+    days = (dt.date.fromisoformat(last_day) - dt.date.fromisoformat(first_day)).days + 1
+    echo(
+        f"{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s: {days} daily partitions "
+        f"({first_day} .. {last_day}), {passed} checks passed, {failed} failed; "
+        f"runs recorded in {os.environ['DAGSTER_HOME']} (see them with `feature-platform ui`)"
+    )
+    return 0 if ok else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from feature_platform.orchestration.pipeline import ALL_STEPS
+
+    warnings.filterwarnings("ignore", module="dagster")
+    settings = _settings(args)
+    return _materialize(settings, _resolve_source(settings, args), ALL_STEPS)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from feature_platform.orchestration.pipeline import RAW_STEP
+    from feature_platform.sources.locate import remember_source
+
+    warnings.filterwarnings("ignore", module="dagster")
+    settings = _settings(args)
+    if not args.source.is_dir():
+        raise SourceError(f"--source {args.source}: not a folder")
+    remember_source(settings, args.source, kind="external")
+    code = _materialize(settings, args.source.resolve(), (RAW_STEP,))
+    echo(f"quarantined rows (with reasons) are under {settings.data_dir / 'quarantine'}")
+    return code
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _instance(settings)
+    env = {**os.environ, "FP_DATA_DIR": str(settings.data_dir)}
+    command = ["dagster", "dev", "-m", "feature_platform.definitions", "-h", args.host, "-p", str(args.port)]
+    echo(f"DAGSTER_HOME={env['DAGSTER_HOME']} {' '.join(command)}")
+    os.execvpe(command[0], command, env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

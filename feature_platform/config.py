@@ -1,0 +1,76 @@
+"""Platform settings from ``FP_*`` environment variables, read when asked for, never at import time.
+
+One frozen dataclass holds every setting so the CLI, the Dagster resources and the tests resolve
+configuration the same way. Tests build ``Settings(...)`` directly instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "data"
+DEFAULT_RETENTION_DAYS = 365
+DEFAULT_MAX_QUARANTINE_RATE = 0.05
+
+
+class ConfigError(ValueError):
+    """A setting has a value the platform cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR).resolve())
+    raw_dir: Path | None = None
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    max_quarantine_rate: float = DEFAULT_MAX_QUARANTINE_RATE
+
+    def __post_init__(self) -> None:
+        if self.retention_days < 1:
+            raise ConfigError(f"FP_RETENTION_DAYS must be >= 1, got {self.retention_days}")
+        if not 0.0 <= self.max_quarantine_rate <= 1.0:
+            raise ConfigError(f"FP_MAX_QUARANTINE_RATE must be in [0, 1], got {self.max_quarantine_rate}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        raw_dir = env.get("FP_RAW_DIR")
+        return cls(
+            data_dir=Path(env.get("FP_DATA_DIR") or DEFAULT_DATA_DIR).resolve(),
+            raw_dir=Path(raw_dir).resolve() if raw_dir else None,
+            retention_days=_int(env, "FP_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+            max_quarantine_rate=_float(env, "FP_MAX_QUARANTINE_RATE", DEFAULT_MAX_QUARANTINE_RATE),
+        )
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"
+
+    @property
+    def sample_dir(self) -> Path:
+        return self.data_dir / "sample"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None

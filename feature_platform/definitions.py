@@ -1,0 +1,14 @@
+"""The Dagster entry point: assembles every domain's definitions into one ``Definitions``.
+
+It computes nothing and reads no environment variable; resources resolve their settings at run time.
+"""
+
+import dagster as dg
+
+from feature_platform.orchestration.raw.assets import RAW_ASSETS
+from feature_platform.orchestration.resources import PlatformResource
+
+defs = dg.Definitions(
+    assets=[*RAW_ASSETS],
+    resources={"platform": PlatformResource()},
+)

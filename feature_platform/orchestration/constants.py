@@ -1,0 +1,28 @@
+"""Shared Dagster constants: the one daily partitions definition, asset keys, groups, owners.
+
+Import these; never re-spell a key or a group name as a string elsewhere.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+# The first day any partitioned asset can have. Events before it are quarantined with the reason
+# timestamp_before_partitions_start (nothing is dropped). The last partition is yesterday (UTC):
+# a day is materialized once it is over.
+PARTITIONS_START_DATE = "2020-01-01"
+DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE, timezone="UTC", end_offset=0)
+
+GROUP_RAW = "raw"
+
+OWNER_DATA = "team:data-platform"
+
+RAW_CUSTOMERS = dg.AssetKey(["raw", "customers"])
+RAW_EVENTS = dg.AssetKey(["raw", "events"])
+RAW_REVIEWS = dg.AssetKey(["raw", "reviews"])
+RAW_LISTINGS = dg.AssetKey(["raw", "listings"])
+RAW_UNPARTITIONED = (RAW_CUSTOMERS, RAW_REVIEWS, RAW_LISTINGS)
+
+CHECK_SCHEMA = "schema_matches_contract"
+CHECK_QUARANTINE_RATE = "quarantine_rate_below_threshold"
+CHECK_ROWS_BALANCE = "accepted_plus_quarantined_equals_input"

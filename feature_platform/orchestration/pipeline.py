@@ -1,0 +1,116 @@
+"""The platform's end-to-end materialization, in dependency order, as in-process Dagster runs.
+
+`feature-platform run` and `feature-platform ingest` use this: each step is one Dagster run recorded
+in the instance (so it shows up in `dagster dev` afterwards); partitioned assets of a step run as a
+single-run backfill over the whole date range.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from feature_platform.orchestration.constants import GROUP_RAW
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The step summary below reports failures; Dagster's own console lines would repeat them with stack traces.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str
+    selection: dg.AssetSelection
+
+
+@dataclass
+class StepOutcome:
+    label: str
+    run_id: str
+    seconds: float
+    success: bool
+    rows: dict[str, int] = field(default_factory=dict)  # asset -> rows (summed over partitions)
+    partitions: dict[str, int] = field(default_factory=dict)  # asset -> partitions materialized
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+RAW_STEP = Step("raw inputs", dg.AssetSelection.groups(GROUP_RAW))
+ALL_STEPS: tuple[Step, ...] = (RAW_STEP,)
+
+
+def run_steps(
+    defs: dg.Definitions,
+    steps: Sequence[Step],
+    instance: dg.DagsterInstance,
+    resources: dict[str, object],
+    first_day: str,
+    last_day: str,
+    echo: Callable[[str], None],
+) -> list[StepOutcome]:
+    """Materialize ``steps`` in order over [first_day, last_day]; stop at the first failed step."""
+    every = [*(defs.assets or []), *(defs.asset_checks or [])]
+    outcomes = []
+    for index, step in enumerate(steps, start=1):
+        echo(f"[{index}/{len(steps)}] {step.label} ...")
+        started = time.monotonic()
+        result = dg.materialize(
+            every,
+            selection=step.selection,
+            instance=instance,
+            resources=resources,
+            tags={RANGE_START_TAG: first_day, RANGE_END_TAG: last_day},
+            run_config=QUIET_CONSOLE,
+            raise_on_error=False,
+        )
+        outcome = _outcome(step, result, time.monotonic() - started)
+        outcomes.append(outcome)
+        echo(_describe(outcome))
+        if not outcome.success:
+            break
+    return outcomes
+
+
+def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> StepOutcome:
+    outcome = StepOutcome(label=step.label, run_id=result.run_id, seconds=seconds, success=result.success)
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        key = mat.asset_key.to_user_string()
+        outcome.partitions[key] = outcome.partitions.get(key, 0) + (1 if mat.partition else 0)
+        rows_per_partition = mat.metadata.get("rows_per_partition")
+        if rows_per_partition is not None and mat.partition:
+            outcome.rows[key] = outcome.rows.get(key, 0) + rows_per_partition.value.get(mat.partition, 0)
+        elif (rows := mat.metadata.get("dagster/row_count")) is not None:
+            outcome.rows[key] = outcome.rows.get(key, 0) + int(rows.value)
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            if error.cls_name == "DagsterAssetCheckFailedError":
+                continue  # reported below, with the check's own explanation
+            while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+                error = error.cause  # the user's exception, not Dagster's wrapper
+            outcome.errors.append(f"{event.step_key}: {error.cls_name}: {error.message.strip()}")
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            outcome.checks_passed += 1
+        else:
+            why = f" ({evaluation.description})" if evaluation.description else ""
+            outcome.checks_failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}{why}")
+    return outcome
+
+
+def _describe(outcome: StepOutcome) -> str:
+    lines = []
+    for key in sorted(outcome.rows):
+        parts = f", {outcome.partitions[key]} partitions" if outcome.partitions.get(key) else ""
+        lines.append(f"    {key:<28} {outcome.rows[key]:>12,} rows{parts}")
+    status = "ok" if outcome.success else "FAILED"
+    checks = f"{outcome.checks_passed} checks passed"
+    if outcome.checks_failed:
+        checks += f", {len(outcome.checks_failed)} failed:" + "".join(f"\n      - {c}" for c in outcome.checks_failed)
+    lines.append(f"    {status} in {outcome.seconds:.1f} s; {checks} (run {outcome.run_id[:8]})")
+    lines.extend(f"    error in {error}" for error in outcome.errors)
+    return "\n".join(lines)

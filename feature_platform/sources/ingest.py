@@ -1,0 +1,190 @@
+"""Ingest raw inputs into the offline store: load, validate, land accepted rows, quarantine the rest.
+
+Layout under the data directory:
+    raw/customers.parquet, raw/reviews.parquet, raw/listings.parquet
+    raw/events/<YYYY-MM-DD>.parquet              accepted events of that UTC day (empty file: no events)
+    quarantine/<table>.parquet                   refused rows with reason, detail, source file and row
+    quarantine/events/<YYYY-MM-DD>.parquet       refused events whose timestamp falls on that day
+    quarantine/events/unassigned.parquet         refused events with no usable day (unparseable,
+                                                 in the future, before the first partition)
+The same functions serve `feature-platform ingest` and the Dagster raw assets, so both land
+identical files. Re-running writes identical bytes (rows are sorted before writing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feature_platform.offline.store import OfflineStore, WriteResult
+from feature_platform.sources import loaders
+from feature_platform.sources.schema import CUSTOMERS, EVENTS, RAW_TABLES, RawTable
+from feature_platform.sources.validation import ValidationResult, quarantine_schema, validate
+
+UNASSIGNED = "unassigned"
+
+
+def raw_table(name: str) -> str:
+    return f"raw/{name}"
+
+
+def quarantine_table(name: str) -> str:
+    return f"quarantine/{name}"
+
+
+@dataclass
+class IngestReport:
+    """What one ingest of one table did. ``accepted + quarantined + deferred == input``."""
+
+    table: str
+    input_rows: int = 0
+    accepted_rows: int = 0
+    quarantined_rows: int = 0
+    deferred_rows: int = 0  # valid events of a day that has no partition yet (today): land later
+    reasons: dict[str, int] = field(default_factory=dict)
+    writes: list[WriteResult] = field(default_factory=list)
+    quarantine_writes: list[WriteResult] = field(default_factory=list)
+    source_files: tuple[str, ...] = ()
+    status: str = "ingested"  # or "absent" (optional file missing) / "derived" (customers from events)
+
+    @property
+    def quarantine_rate(self) -> float:
+        return self.quarantined_rows / self.input_rows if self.input_rows else 0.0
+
+    def balanced(self) -> bool:
+        return self.accepted_rows + self.quarantined_rows + self.deferred_rows == self.input_rows
+
+
+def _report(result: ValidationResult, files: tuple[Path, ...]) -> IngestReport:
+    return IngestReport(
+        table=result.table.name,
+        input_rows=result.input_rows,
+        accepted_rows=result.accepted.num_rows,
+        quarantined_rows=result.quarantined.num_rows,
+        reasons=result.reasons,
+        source_files=tuple(str(f) for f in files),
+    )
+
+
+def ingest_table(store: OfflineStore, source_dir: Path, table: RawTable, now: dt.datetime) -> IngestReport:
+    """Ingest an unpartitioned table (customers, reviews, listings) into ``raw/<name>.parquet``.
+
+    An absent optional table is written empty (so downstream reads a known schema) and reported
+    as ``absent``; absent customers are derived from the user ids in the events input.
+    """
+    if table.name not in RAW_TABLES or table is EVENTS:
+        raise ValueError(f"ingest_table handles customers, reviews and listings, not {table.name}")
+    source = loaders.load(source_dir, table)
+    if source is None:
+        if table is CUSTOMERS:
+            return _derive_customers(store, source_dir, now)
+        report = IngestReport(table=table.name, status="absent")
+        report.writes.append(store.write(raw_table(table.name), table.arrow_schema.empty_table()))
+        return report
+    result = validate(source, now)
+    report = _report(result, source.files)
+    report.writes.append(store.write(raw_table(table.name), result.accepted))
+    report.quarantine_writes.append(store.write(quarantine_table(table.name), result.quarantined))
+    return report
+
+
+def _derive_customers(store: OfflineStore, source_dir: Path, now: dt.datetime) -> IngestReport:
+    events = loaders.load(source_dir, EVENTS)
+    if events is None:
+        raise loaders.SourceError(f"{source_dir}: neither customers nor events found; nothing to ingest")
+    users = pc.unique(pc.drop_null(pc.cast(events.data.column("user_id"), pa.string())))
+    users = users.filter(pc.not_equal(pc.utf8_trim_whitespace(users), ""))
+    users = users.take(pc.sort_indices(users))
+    columns = {c.name: pa.nulls(len(users), c.type) for c in CUSTOMERS.columns}
+    columns["user_id"] = users
+    derived = pa.table(columns, schema=CUSTOMERS.arrow_schema)
+    report = IngestReport(table="customers", input_rows=0, status="derived")
+    report.accepted_rows = derived.num_rows
+    report.writes.append(store.write(raw_table("customers"), derived))
+    return report
+
+
+def ingest_events(
+    store: OfflineStore,
+    source_dir: Path,
+    now: dt.datetime,
+    days: list[str],
+    min_timestamp: dt.datetime,
+    last_partition: str,
+) -> IngestReport:
+    """Land the events of each UTC day in ``days`` (ISO dates) as one partition each.
+
+    The whole input is validated each time (duplicates are global), but only the given days are
+    written, so re-running a day is idempotent. The report counts the rows of those days, plus the
+    refused rows with no usable day (the unassigned quarantine) and the valid rows after
+    ``last_partition`` (today's, deferred to a later run). Over all days, these add up to the input.
+    """
+    source = loaders.load(source_dir, EVENTS)
+    if source is None:
+        raise loaders.SourceError(f"{source_dir}: no events input (events.parquet, events.csv or events/)")
+    result = validate(source, now, min_timestamp)
+    return land_events(store, result, source.files, days, last_partition)
+
+
+def land_events(
+    store: OfflineStore, result: ValidationResult, files: tuple[Path, ...], days: list[str], last_partition: str
+) -> IngestReport:
+    wanted = pa.array(sorted(days), pa.string())
+    accepted_day = pc.strftime(result.accepted.column("timestamp"), format="%Y-%m-%d")
+    quarantined_day = result.quarantined.column("partition")
+
+    in_window = pc.is_in(accepted_day, value_set=wanted)
+    q_in_window = pc.fill_null(pc.is_in(quarantined_day, value_set=wanted), False)
+    unassigned = pc.or_(
+        pc.is_null(quarantined_day),
+        pc.is_in(result.quarantined.column("reason"), value_set=pa.array(
+            ["timestamp_in_future", "timestamp_before_partitions_start"])),
+    )
+    q_mine = pc.and_(q_in_window, pc.invert(unassigned))
+
+    accepted = result.accepted.filter(in_window)
+    quarantined = result.quarantined.filter(q_mine)
+    stray = result.quarantined.filter(unassigned)
+    deferred = pc.sum(pc.greater(accepted_day, last_partition)).as_py() or 0
+
+    report = IngestReport(
+        table="events",
+        input_rows=accepted.num_rows + quarantined.num_rows + stray.num_rows + deferred,
+        accepted_rows=accepted.num_rows,
+        quarantined_rows=quarantined.num_rows + stray.num_rows,
+        deferred_rows=deferred,
+        source_files=tuple(str(f) for f in files),
+    )
+    report.reasons = _reason_counts(pa.concat_tables([quarantined, stray]))
+
+    acc_days = pc.strftime(accepted.column("timestamp"), format="%Y-%m-%d")
+    q_days = quarantined.column("partition")
+    qschema = quarantine_schema(EVENTS)
+    for day in wanted.to_pylist():
+        report.writes.append(
+            store.write(raw_table("events"), accepted.filter(pc.equal(acc_days, day)), partition=day)
+        )
+        day_q = quarantined.filter(pc.equal(q_days, day))
+        if day_q.num_rows or store.partition_path(quarantine_table("events"), day).exists():
+            report.quarantine_writes.append(store.write(quarantine_table("events"), day_q, partition=day, schema=qschema))
+    unassigned_path = store.table_dir(quarantine_table("events")) / f"{UNASSIGNED}.parquet"
+    if stray.num_rows or unassigned_path.exists():
+        report.quarantine_writes.append(store.write(f"{quarantine_table('events')}/{UNASSIGNED}", stray, schema=qschema))
+    return report
+
+
+def event_days(result: ValidationResult) -> list[str]:
+    """The distinct UTC days of the accepted events, sorted."""
+    days = pc.unique(pc.strftime(result.accepted.column("timestamp"), format="%Y-%m-%d"))
+    return sorted(days.to_pylist())
+
+
+def _reason_counts(quarantined: pa.Table) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reason in quarantined.column("reason").to_pylist():
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny raw inputs written to tmp_path, and the real servers for marked tests.
+
+A test that needs a server uses the ``postgres_url`` / ``redis_url`` fixture. When the server is
+unreachable it is skipped locally with the reason, and fails in CI (CI or FP_REQUIRE_SERVICES set),
+so CI can never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+import pytest
+from hypothesis import settings
+
+settings.register_profile("default", deadline=None, print_blob=True)
+settings.load_profile("default")
+
+NOW = dt.datetime(2025, 3, 1, 12, 0, 0)
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _service_url(env: str, default: str) -> str:
+    url = os.environ.get(env, default)
+    if not _reachable(url):
+        message = f"{env}={url} is not reachable"
+        if os.environ.get("CI") or os.environ.get("FP_REQUIRE_SERVICES"):
+            pytest.fail(f"{message}; CI requires the service to be up (.ci/run starts it)")
+        pytest.skip(f"{message}; start the server or set {env}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _service_url("FP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _service_url("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def write_csv(folder: Path, name: str, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def tiny_source(tmp_path: Path) -> Path:
+    """Three days of clean events for three users, plus customers: every row valid."""
+    src = tmp_path / "src"
+    write_csv(src, "customers", [
+        {"user_id": "u1", "age": 30, "gender": "female", "premium": "true", "signup_date": "2024-01-05"},
+        {"user_id": "u2", "age": 41, "gender": "male", "premium": "false", "signup_date": "2024-06-01"},
+        {"user_id": "u3", "age": "", "gender": "", "premium": "", "signup_date": ""},
+    ])
+    write_csv(src, "events", [
+        {"event_id": "e1", "user_id": "u1", "event_type": "login", "timestamp": "2025-02-01T08:00:00Z", "amount": ""},
+        {"event_id": "e2", "user_id": "u1", "event_type": "purchase", "timestamp": "2025-02-01T08:05:00Z", "amount": "12.5"},
+        {"event_id": "e3", "user_id": "u2", "event_type": "page_view", "timestamp": "2025-02-02T23:59:59Z", "amount": ""},
+        {"event_id": "e4", "user_id": "u3", "event_type": "page_view", "timestamp": "2025-02-03T00:00:00Z", "amount": ""},
+    ])
+    return src
