@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     run.set_defaults(handler=cmd_run)
 
+    prune = sub.add_parser("prune", help="delete offline partitions older than the retention setting")
+    prune.add_argument("--data-dir", type=Path)
+    prune.add_argument("--keep-days", type=_positive, help="default FP_RETENTION_DAYS or 365")
+    prune.set_defaults(handler=cmd_prune)
+
     ui = sub.add_parser("ui", help="open the Dagster UI on this data directory (dagster dev)")
     ui.add_argument("--data-dir", type=Path)
     ui.add_argument("--host", default="127.0.0.1")
@@ -226,6 +231,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     code = _materialize(settings, args.source.resolve(), (RAW_STEP,))
     echo(f"quarantined rows (with reasons) are under {settings.data_dir / 'quarantine'}")
     return code
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from feature_platform.offline.store import OfflineStore
+
+    settings = _settings(args)
+    keep = args.keep_days or settings.retention_days
+    today = dt.datetime.now(dt.UTC).date()
+    removed = OfflineStore(settings.data_dir).prune_all(keep, today)
+    for table, paths in removed.items():
+        echo(f"{table}: deleted {len(paths)} partitions ({paths[0].stem} .. {paths[-1].stem})")
+    echo(f"retention {keep} days: {sum(len(p) for p in removed.values())} partitions deleted under {settings.data_dir}")
+    return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ class Settings:
             raise ConfigError(f"FP_MAX_QUARANTINE_RATE must be in [0, 1], got {self.max_quarantine_rate}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         raw_dir = env.get("FP_RAW_DIR")
         return cls(
@@ -44,7 +44,7 @@ class Settings:
             max_quarantine_rate=_float(env, "FP_MAX_QUARANTINE_RATE", DEFAULT_MAX_QUARANTINE_RATE),
         )
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property

@@ -164,6 +164,11 @@ class OfflineStore:
             path.unlink()
         return removed
 
+    def prune_all(self, keep_days: int, today: dt.date) -> dict[str, list[Path]]:
+        """Apply the retention setting to every partitioned table; return what was deleted per table."""
+        removed = {table: self.prune(table, keep_days, today) for table in list(self.tables())}
+        return {table: paths for table, paths in removed.items() if paths}
+
     def tables(self) -> Iterable[str]:
         """Every partitioned table (a folder holding partition files) under the root."""
         for folder in sorted({p.parent for p in self.root.rglob("*.parquet") if PARTITION_FILE.match(p.name)}):

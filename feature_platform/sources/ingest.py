@@ -102,8 +102,8 @@ def _derive_customers(store: OfflineStore, source_dir: Path, now: dt.datetime) -
     columns = {c.name: pa.nulls(len(users), c.type) for c in CUSTOMERS.columns}
     columns["user_id"] = users
     derived = pa.table(columns, schema=CUSTOMERS.arrow_schema)
-    report = IngestReport(table="customers", input_rows=0, status="derived")
-    report.accepted_rows = derived.num_rows
+    # The input of a derived table is the list of distinct ids it was derived from.
+    report = IngestReport(table="customers", input_rows=derived.num_rows, accepted_rows=derived.num_rows, status="derived")
     report.writes.append(store.write(raw_table("customers"), derived))
     return report
 

@@ -80,3 +80,16 @@ def test_prune_deletes_only_partitions_older_than_retention(tmp_path):
     assert [p.stem for p in removed] == ["2024-12-30"]
     assert store.partitions("t") == ["2024-12-31", "2025-01-01", "2025-01-31"]
     assert pq.read_table(store.partition_path("t", "2025-01-31")).num_rows == 1
+
+
+def test_prune_all_applies_retention_to_every_partitioned_table(tmp_path):
+    store = OfflineStore(tmp_path)
+    store.write("raw/events", _table(1), partition="2024-01-01")
+    store.write("raw/events", _table(1), partition="2025-01-01")
+    store.write("quarantine/events", _table(1), partition="2024-01-01")
+    store.write("raw/customers", _table(1))  # unpartitioned: never pruned
+    removed = store.prune_all(keep_days=365, today=dt.date(2025, 6, 1))
+    assert {t: [p.stem for p in ps] for t, ps in removed.items()} == {
+        "quarantine/events": ["2024-01-01"], "raw/events": ["2024-01-01"]
+    }
+    assert store.table_path("raw/customers").exists()

@@ -86,7 +86,7 @@ def test_transactions_only_dataset_goes_through(tmp_path):
     )
     store = OfflineStore(tmp_path / "data")
     customers = ingest.ingest_table(store, src, CUSTOMERS, NOW)
-    assert customers.status == "derived"
+    assert customers.status == "derived" and customers.balanced()
     assert pq.read_table(store.table_path("raw/customers")).column("user_id").to_pylist() == ["c1", "c2", "c3"]
     events = _events(store, src, days=["2025-02-01", "2025-02-02"])
     landed = store.read("raw/events")
