@@ -33,9 +33,13 @@ class WriteResult:
     bytes: int
 
 
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection set to UTC, the platform's only time zone."""
-    con = duckdb.connect(":memory:")
+def connect(threads: int | None = None, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection set to UTC, the platform's only time zone.
+
+    The memory limit makes big sorts and windows spill to a temp folder instead of taking most of
+    the machine (DuckDB's default is 80% of RAM).
+    """
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
     con.execute("SET TimeZone = 'UTC'")
     if threads:
         con.execute("SET threads = ?", [threads])

@@ -56,14 +56,17 @@ def find_files(source_dir: Path, table: RawTable) -> list[Path]:
     return files
 
 
-def load(source_dir: Path, table: RawTable) -> LoadedSource | None:
-    """Read every file of ``table`` under ``source_dir``; ``None`` when the table has no file."""
+def load(source_dir: Path, table: RawTable, columns: set[str] | None = None) -> LoadedSource | None:
+    """Read every file of ``table`` under ``source_dir``; ``None`` when the table has no file.
+
+    ``columns`` (schema names) reads only those columns, e.g. the timestamps to find a date range.
+    """
     files = find_files(source_dir, table)
     if not files:
         return None
     parts = []
     for path in files:
-        data = _read_file(path)
+        data = _read_file(path, _column_filter(table, columns))
         data = _rename_to_schema(data, table, path)
         label = path.relative_to(source_dir).as_posix()
         n = data.num_rows
@@ -72,7 +75,7 @@ def load(source_dir: Path, table: RawTable) -> LoadedSource | None:
         parts.append(data)
     data = _concat(parts)
     present = set(data.column_names)
-    missing_required = [
+    missing_required = [] if columns is not None else [
         c.name for c in table.columns
         if c.required and c.name not in present and not (c.name == table.key and table.derive_key)
         and c.name not in table.defaults_when_absent
@@ -92,11 +95,19 @@ def _suffix(path: Path) -> str:
     return ".csv.gz" if name.endswith(".csv.gz") else path.suffix.lower()
 
 
-def _read_file(path: Path) -> pa.Table:
+def _column_filter(table: RawTable, columns: set[str] | None):
+    if columns is None:
+        return None
+    lookup = _name_lookup(table)
+    return lambda original: lookup.get(_norm(original)) in columns
+
+
+def _read_file(path: Path, keep=None) -> pa.Table:
     suffix = _suffix(path)
     try:
         if suffix == ".parquet":
-            data = pq.read_table(path)
+            selected = None if keep is None else [n for n in pq.read_schema(path).names if keep(n)]
+            data = pq.read_table(path, columns=selected)
         else:
             # Everything as text: validation decides what parses, row by row, instead of the reader
             # refusing the whole file over one bad value.
@@ -104,6 +115,7 @@ def _read_file(path: Path) -> pa.Table:
             data = pacsv.read_csv(
                 path,
                 convert_options=pacsv.ConvertOptions(
+                    include_columns=None if keep is None else [n for n in header if keep(n)],
                     column_types={name: pa.string() for name in header},
                     strings_can_be_null=True,
                     null_values=[""],  # "NA", "nan", "null" stay text for validation to judge
@@ -128,7 +140,7 @@ def _integral_floats_to_int(data: pa.Table) -> pa.Table:
 
 def _rename_to_schema(data: pa.Table, table: RawTable, path: Path) -> pa.Table:
     """Keep the schema's columns, renamed from whichever accepted name the file uses."""
-    lookup = {_norm(name): column.name for column in table.columns for name in (column.name, *column.aliases)}
+    lookup = _name_lookup(table)
     claims: dict[str, list[str]] = {}
     for original in data.column_names:
         if (target := lookup.get(_norm(original))) is not None:
@@ -140,6 +152,10 @@ def _rename_to_schema(data: pa.Table, table: RawTable, path: Path) -> pa.Table:
             raise SourceError(f"{path}: columns {originals} all map to {target!r}; keep one")
         chosen[target] = exact[0] if exact else originals[0]
     return pa.table({target: data.column(original) for target, original in chosen.items()})
+
+
+def _name_lookup(table: RawTable) -> dict[str, str]:
+    return {_norm(name): column.name for column in table.columns for name in (column.name, *column.aliases)}
 
 
 def _concat(parts: list[pa.Table]) -> pa.Table:

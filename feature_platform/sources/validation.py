@@ -88,19 +88,16 @@ def validate(
     table = source.table
     con = connect()
     con.register("src", source.data)
-    sql = _validation_sql(table, source.data.schema)
+    present = source.data.schema
+    check_sql = _check_sql(table, present)
     available = {"now": now, "today": now.date(), "min_timestamp": min_timestamp, "event_types": list(EVENT_TYPES)}
-    params = {k: v for k, v in available.items() if f"${k}" in sql}  # DuckDB refuses unused ones
-    con.execute(f"CREATE TEMP TABLE checked AS {sql}", params)
+    params = {k: v for k, v in available.items() if f"${k}" in check_sql}  # DuckDB refuses unused ones
+    # Only typed values and the reason are kept; the original text is re-read for refused rows only.
+    con.execute(f"CREATE TEMP TABLE checked AS {check_sql}", params)
     typed = ", ".join(f'"{c.name}"' for c in table.columns)
     order = ", ".join(f'"{k}"' for k in SORT_KEYS[table.name])
     accepted = con.sql(f"SELECT {typed} FROM checked WHERE _reason IS NULL ORDER BY {order}").to_arrow_table()
-    raw = ", ".join(f'"_raw_{c.name}" AS "{c.name}"' for c in table.columns)
-    extra = ", strftime(timestamp, '%Y-%m-%d') AS partition" if table.name == "events" else ""
-    quarantined = con.sql(
-        f"SELECT {raw}, _reason AS reason, _detail AS detail, {SOURCE_FILE} AS source_file, "
-        f"{SOURCE_ROW} AS source_row{extra} FROM checked WHERE _reason IS NOT NULL ORDER BY source_file, source_row"
-    ).to_arrow_table()
+    quarantined = con.sql(_quarantine_sql(table, present)).to_arrow_table()
     con.close()
     return ValidationResult(
         table=table,
@@ -110,56 +107,82 @@ def validate(
     )
 
 
-def _validation_sql(table: RawTable, present: pa.Schema) -> str:
-    """Build the validation query. Only schema identifiers are formatted in; values are parameters."""
-    raw_exprs, typed_exprs, parse_checks, required_checks = [], [], [], []
+def parse_column(source: LoadedSource, name: str) -> pa.ChunkedArray:
+    """One column parsed to its contract type exactly as validation parses it (NULL where it fails)."""
+    con = connect()
+    con.register("src", source.data)
+    parsed = con.sql(f'SELECT {_typed_expr(source.table, source.data.schema, name)} AS v FROM src').to_arrow_table()
+    con.close()
+    return parsed.column("v").cast(source.table.column(name).type)
+
+
+def _typed_expr(table: RawTable, present: pa.Schema, name: str) -> str:
+    if name in present.names:
+        return _cast_expr(f'"{name}"', present.field(name).type, table.column(name).type)
+    if name == table.key and table.derive_key:
+        return f"CAST({SOURCE_FILE} AS VARCHAR) || ':' || CAST({SOURCE_ROW} AS VARCHAR)"
+    if name in table.defaults_when_absent:
+        return "'" + table.defaults_when_absent[name].replace("'", "''") + "'"
+    return f"CAST(NULL AS {_duck_type(table.column(name).type)})"
+
+
+def _raw_expr(present: pa.Schema, name: str, relation: str) -> str:
+    """The value as the text that arrived (NULL when the file has no such column)."""
+    return f'CAST({relation}."{name}" AS VARCHAR)' if name in present.names else "NULL"
+
+
+def _check_sql(table: RawTable, present: pa.Schema) -> str:
+    """One row per input row: source position, typed columns, and the first failing rule (or NULL).
+
+    Only schema identifiers are formatted in; values are parameters.
+    """
+    typed_exprs, given_exprs, required_checks, parse_checks = [], [], [], []
     for column in table.columns:
         name = column.name
-        if name in present.names:
-            raw = f'CAST("{name}" AS VARCHAR)'
-            typed = _cast_expr(f'"{name}"', present.field(name).type, column.type)
-        elif name == table.key and table.derive_key:
-            raw = "NULL"
-            typed = f"CAST({SOURCE_FILE} AS VARCHAR) || ':' || CAST({SOURCE_ROW} AS VARCHAR)"
-        elif name in table.defaults_when_absent:
-            raw = "NULL"
-            typed = "'" + table.defaults_when_absent[name].replace("'", "''") + "'"
-        else:
-            raw, typed = "NULL", f"CAST(NULL AS {_duck_type(column.type)})"
-        raw_exprs.append(f'{raw} AS "_raw_{name}"')
-        typed_exprs.append(f'{typed} AS "{name}"')
+        typed_exprs.append(f'{_typed_expr(table, present, name)} AS "{name}"')
+        raw = _raw_expr(present, name, "src")
+        given_exprs.append(f"coalesce(trim({raw}), '') <> '' AS \"_given_{name}\"")
         if column.required:
             required_checks.append(
-                f"""WHEN coalesce(trim("_raw_{name}"), '') = '' AND coalesce(trim(CAST("{name}" AS VARCHAR)), '') = ''
-                      THEN 'missing_{name}'"""
+                f"""WHEN NOT "_given_{name}" AND coalesce(trim(CAST("{name}" AS VARCHAR)), '') = '' THEN 'missing_{name}'"""
             )
-        parse_checks.append(
-            f"""WHEN "_raw_{name}" IS NOT NULL AND trim("_raw_{name}") <> '' AND "{name}" IS NULL THEN 'invalid_{name}'"""
-        )
+        parse_checks.append(f"""WHEN "_given_{name}" AND "{name}" IS NULL THEN 'invalid_{name}'""")
     rule_checks = [
         f"""WHEN "{col}" IS NOT NULL AND NOT ({condition}) THEN '{reason}'"""
         for col, condition, reason in VALUE_RULES.get(table.name, ())
     ]
     first_failure = "CASE " + " ".join(required_checks + parse_checks + rule_checks) + " END"
-    detail = "CASE " + " ".join(
-        f"""WHEN _reason LIKE '%\\_{c.name}' ESCAPE '\\' OR _reason LIKE '{c.name}\\_%' ESCAPE '\\'
-              THEN '{c.name}=' || coalesce("_raw_{c.name}", CAST("{c.name}" AS VARCHAR), 'null')"""
-        for c in table.columns
-    ) + " END"
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
     key = f'"{table.key}"'
     return f"""
         WITH typed AS (
-            SELECT {SOURCE_FILE}, {SOURCE_ROW}, {", ".join(raw_exprs)}, {", ".join(typed_exprs)} FROM src
+            SELECT {SOURCE_FILE}, {SOURCE_ROW}, {", ".join(typed_exprs)}, {", ".join(given_exprs)} FROM src
         ), reasoned AS (
-            SELECT *, {first_failure} AS _first FROM typed
-        ), deduped AS (
-            SELECT *, CASE
+            SELECT {SOURCE_FILE}, {SOURCE_ROW}, {columns}, {first_failure} AS _first FROM typed
+        )
+        SELECT {SOURCE_FILE}, {SOURCE_ROW}, {columns}, CASE
                 WHEN _first IS NULL AND row_number() OVER (
                     PARTITION BY {key} ORDER BY (_first IS NOT NULL), {SOURCE_FILE}, {SOURCE_ROW}) > 1
                 THEN 'duplicate_{table.key}' ELSE _first END AS _reason
-            FROM reasoned
-        )
-        SELECT *, {detail} AS _detail FROM deduped
+        FROM reasoned
+    """
+
+
+def _quarantine_sql(table: RawTable, present: pa.Schema) -> str:
+    """Refused rows with their original text, the reason, a detail naming the value, and the source."""
+    raw = ", ".join(f'{_raw_expr(present, c.name, "s")} AS "{c.name}"' for c in table.columns)
+    detail = "CASE " + " ".join(
+        f"""WHEN b._reason LIKE '%\\_{c.name}' ESCAPE '\\' OR b._reason LIKE '{c.name}\\_%' ESCAPE '\\'
+              THEN '{c.name}=' || coalesce({_raw_expr(present, c.name, "s")}, CAST(b."{c.name}" AS VARCHAR), 'null')"""
+        for c in table.columns
+    ) + " END"
+    day = ", strftime(b.timestamp, '%Y-%m-%d') AS partition" if table.name == "events" else ""
+    return f"""
+        SELECT {raw}, b._reason AS reason, {detail} AS detail, CAST(b.{SOURCE_FILE} AS VARCHAR) AS source_file,
+               b.{SOURCE_ROW} AS source_row{day}
+        FROM (SELECT * FROM checked WHERE _reason IS NOT NULL) b
+        JOIN src s ON s.{SOURCE_FILE} = b.{SOURCE_FILE} AND s.{SOURCE_ROW} = b.{SOURCE_ROW}
+        ORDER BY source_file, source_row
     """
 
 
