@@ -28,6 +28,8 @@ setup(
         "scikit-learn>=1.4",
         "xgboost>=2.0",
         "PyYAML>=6",
+        "vaderSentiment>=3.3",  # sentiment of messages and reviews; ships its lexicon, no download
+        "joblib>=1.3",
     ],
     extras_require={
         "dev": [

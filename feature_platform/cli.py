@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     progress.setLevel(logging.INFO)
     try:
         return args.handler(args)
-    except (SourceError, ConfigError) as exc:
+    except (SourceError, ConfigError, KeyError) as exc:
         echo(f"error: {exc}")
         return 2
 
@@ -65,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--source", type=Path, help="use your own raw files instead of sample data")
     run.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     run.set_defaults(handler=cmd_run)
+
+    reg = sub.add_parser("registry", help="list features, show one with its lineage, record fingerprints")
+    reg_sub = reg.add_subparsers(required=True, metavar="ACTION")
+    reg_list = reg_sub.add_parser("list", help="every feature: family, type, version")
+    reg_list.add_argument("--family")
+    reg_list.set_defaults(handler=cmd_registry_list)
+    reg_show = reg_sub.add_parser("show", help="one feature: definition, version, lineage")
+    reg_show.add_argument("name")
+    reg_show.set_defaults(handler=cmd_registry_show)
+    reg_sub.add_parser("check", help="fail when a family's computation changed without a version bump").set_defaults(
+        handler=cmd_registry_check)
+    reg_sub.add_parser("lock", help="record the fingerprint of new family versions").set_defaults(handler=cmd_registry_lock)
 
     prune = sub.add_parser("prune", help="delete offline partitions older than the retention setting")
     prune.add_argument("--data-dir", type=Path)
@@ -211,10 +223,18 @@ def _materialize(settings: Settings, source: Path, steps) -> int:
     return 0 if ok else 1
 
 
+def _quiet_dagster_warnings() -> None:
+    """Beta/preview notices about Dagster APIs we chose deliberately are for developers, not CLI users."""
+    import dagster as dg
+
+    for category in (dg.BetaWarning, dg.PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from feature_platform.orchestration.pipeline import ALL_STEPS
 
-    warnings.filterwarnings("ignore", module="dagster")
+    _quiet_dagster_warnings()
     settings = _settings(args)
     return _materialize(settings, _resolve_source(settings, args), ALL_STEPS)
 
@@ -223,7 +243,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from feature_platform.orchestration.pipeline import RAW_STEP
     from feature_platform.sources.locate import remember_source
 
-    warnings.filterwarnings("ignore", module="dagster")
+    _quiet_dagster_warnings()
     settings = _settings(args)
     if not args.source.is_dir():
         raise SourceError(f"--source {args.source}: not a folder")
@@ -231,6 +251,50 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     code = _materialize(settings, args.source.resolve(), (RAW_STEP,))
     echo(f"quarantined rows (with reasons) are under {settings.data_dir / 'quarantine'}")
     return code
+
+
+def cmd_registry_list(args: argparse.Namespace) -> int:
+    from feature_platform.registry import load_registry
+
+    registry = load_registry()
+    for feature in registry.list_features(args.family):
+        echo(f"{feature.family:<11} {feature.name:<32} {feature.type:<7} {feature.version}")
+    return 0
+
+
+def cmd_registry_show(args: argparse.Namespace) -> int:
+    from feature_platform.registry import load_registry
+
+    registry = load_registry()
+    feature = registry.get_feature(args.name)
+    lineage = registry.lineage(args.name)
+    for key, value in feature.__dict__.items():
+        echo(f"{key:>22}: {value}")
+    echo(f"{'upstream features':>22}: {', '.join(lineage.upstream_features) or '-'}")
+    echo(f"{'raw sources':>22}: {', '.join(lineage.raw_sources)}")
+    echo(f"{'computed by asset':>22}: {lineage.asset}")
+    return 0
+
+
+def cmd_registry_check(args: argparse.Namespace) -> int:
+    from feature_platform.registry.fingerprint import unlocked_changes
+
+    problems = unlocked_changes()
+    for problem in problems:
+        echo(f"error: {problem}")
+    if not problems:
+        echo("every family version matches its recorded fingerprint")
+    return 1 if problems else 0
+
+
+def cmd_registry_lock(args: argparse.Namespace) -> int:
+    from feature_platform.registry.fingerprint import LOCK_PATH, lock
+
+    added = lock()
+    for family, version in added.items():
+        echo(f"recorded {family} {version}")
+    echo(f"{LOCK_PATH}: {len(added)} new version(s) recorded")
+    return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ configuration the same way. Tests build ``Settings(...)`` directly instead of pa
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ class Settings:
     raw_dir: Path | None = None
     retention_days: int = DEFAULT_RETENTION_DAYS
     max_quarantine_rate: float = DEFAULT_MAX_QUARANTINE_RATE
+    topic_model_cutoff: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
@@ -42,6 +44,7 @@ class Settings:
             raw_dir=Path(raw_dir).resolve() if raw_dir else None,
             retention_days=_int(env, "FP_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             max_quarantine_rate=_float(env, "FP_MAX_QUARANTINE_RATE", DEFAULT_MAX_QUARANTINE_RATE),
+            topic_model_cutoff=_datetime(env, "FP_TOPIC_MODEL_CUTOFF"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -55,6 +58,10 @@ class Settings:
     def sample_dir(self) -> Path:
         return self.data_dir / "sample"
 
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name)
@@ -64,6 +71,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _datetime(env: Mapping[str, str], name: str) -> dt.datetime | None:
+    value = env.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).replace(tzinfo=None)
+    except ValueError:
+        raise ConfigError(f"{name} must be an ISO date or timestamp (UTC), got {value!r}") from None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

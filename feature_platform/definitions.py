@@ -5,10 +5,11 @@ It computes nothing and reads no environment variable; resources resolve their s
 
 import dagster as dg
 
+from feature_platform.orchestration.features.assets import FEATURE_ASSETS
 from feature_platform.orchestration.raw.assets import RAW_ASSETS
 from feature_platform.orchestration.resources import PlatformResource
 
 defs = dg.Definitions(
-    assets=[*RAW_ASSETS],
+    assets=[*RAW_ASSETS, *FEATURE_ASSETS],
     resources={"platform": PlatformResource()},
 )

@@ -14,6 +14,7 @@ PARTITIONS_START_DATE = "2020-01-01"
 DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE, timezone="UTC", end_offset=0)
 
 GROUP_RAW = "raw"
+GROUP_FEATURES = "features"
 
 OWNER_DATA = "team:data-platform"
 
@@ -23,6 +24,18 @@ RAW_REVIEWS = dg.AssetKey(["raw", "reviews"])
 RAW_LISTINGS = dg.AssetKey(["raw", "listings"])
 RAW_UNPARTITIONED = (RAW_CUSTOMERS, RAW_REVIEWS, RAW_LISTINGS)
 
+# Feature snapshots (one daily-partitioned asset per registry family; the key is features/<asset>).
+USER_ACTIVITY_FEATURES = dg.AssetKey(["features", "user_activity_features"])
+LEAD_FEATURES = dg.AssetKey(["features", "lead_features"])
+ENGAGEMENT_FEATURES = dg.AssetKey(["features", "engagement_features"])
+PROFILE_FEATURES = dg.AssetKey(["features", "profile_features"])
+REVIEW_FEATURES = dg.AssetKey(["features", "review_features"])
+AFFINITY_FEATURES = dg.AssetKey(["features", "affinity_features"])
+REVIEW_TOPIC_MODEL = dg.AssetKey(["features", "review_topic_model"])
+
 CHECK_SCHEMA = "schema_matches_contract"
 CHECK_QUARANTINE_RATE = "quarantine_rate_below_threshold"
 CHECK_ROWS_BALANCE = "accepted_plus_quarantined_equals_input"
+CHECK_SNAPSHOT_SCHEMA = "schema_matches_registry"
+CHECK_SNAPSHOT_VALUES = "values_within_registry_rules"
+CHECK_SNAPSHOT_ROWS = "one_row_per_known_user"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from feature_platform.orchestration.constants import GROUP_RAW
+from feature_platform.orchestration.constants import GROUP_FEATURES, GROUP_RAW
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -39,7 +39,8 @@ class StepOutcome:
 
 
 RAW_STEP = Step("raw inputs", dg.AssetSelection.groups(GROUP_RAW))
-ALL_STEPS: tuple[Step, ...] = (RAW_STEP,)
+FEATURES_STEP = Step("feature snapshots", dg.AssetSelection.groups(GROUP_FEATURES))
+ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP)
 
 
 def run_steps(
@@ -106,7 +107,7 @@ def _describe(outcome: StepOutcome) -> str:
     lines = []
     for key in sorted(outcome.rows):
         parts = f", {outcome.partitions[key]} partitions" if outcome.partitions.get(key) else ""
-        lines.append(f"    {key:<28} {outcome.rows[key]:>12,} rows{parts}")
+        lines.append(f"    {key:<34} {outcome.rows[key]:>12,} rows{parts}")
     status = "ok" if outcome.success else "FAILED"
     checks = f"{outcome.checks_passed} checks passed"
     if outcome.checks_failed:

@@ -31,18 +31,21 @@ def test_run_on_a_fresh_directory_generates_materializes_and_is_idempotent(tmp_p
     first = cli("run", "--users", "120", "--days", "10", "--end-date", END, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "generating sample data: 120 users x 10 days" in first.stdout
-    assert "[1/1] raw inputs" in first.stdout and "done in" in first.stdout
+    assert "[1/2] raw inputs" in first.stdout and "[2/2] feature snapshots" in first.stdout
+    assert "done in" in first.stdout
     data = tmp_path / "data"
     partitions = sorted(p.name for p in (data / "raw" / "events").glob("*.parquet"))
     assert partitions == [f"2025-03-{d:02d}.parquet" for d in range(1, 11)]
-    assert _runs(data / "dagster_home") == ["SUCCESS"]
+    assert _runs(data / "dagster_home") == ["SUCCESS", "SUCCESS"]  # one run per step
+    snapshots = sorted(p.name for p in (data / "features" / "lead_features").glob("*.parquet"))
+    assert snapshots == partitions
     before = {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")}
 
     second = cli("run", cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "sample data: reusing" in second.stdout
     assert {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")} == before
-    assert _runs(data / "dagster_home") == ["SUCCESS", "SUCCESS"]
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 4
 
 
 def test_ingest_of_a_transactions_export_then_run_keeps_using_it(tmp_path):

@@ -1,0 +1,99 @@
+"""Fingerprints of feature computations, so nobody changes a feature's meaning silently.
+
+A family's fingerprint hashes what determines its values: the code of its module and of the
+feature_platform.features modules it imports (as an AST without docstrings, so comments and
+formatting do not count), its registry config, and its features' names and types. The lock file
+(fingerprints.lock, committed) records the fingerprint of every released family version. A test
+fails when the current fingerprint differs from the one recorded for the current version: change
+the computation, bump the family version, run `feature-platform registry lock`.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import inspect
+import json
+from pathlib import Path
+
+from feature_platform.registry.registry import Family, Registry, RegistryError, load_registry
+
+LOCK_PATH = Path(__file__).with_name("fingerprints.lock")
+FEATURES_PACKAGE = "feature_platform.features"
+
+
+def _normalised_source(module_name: str) -> str:
+    tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _feature_imports(module_name: str) -> list[str]:
+    tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(FEATURES_PACKAGE):
+            if node.module == FEATURES_PACKAGE:  # from feature_platform.features import sentiment
+                found.update(f"{FEATURES_PACKAGE}.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+    return sorted(found - {module_name})
+
+
+def family_fingerprint(family: Family, registry: Registry | None = None) -> str:
+    registry = registry or load_registry()
+    digest = hashlib.sha256()
+    for module_name in [family.module, *_feature_imports(family.module)]:
+        digest.update(module_name.encode())
+        digest.update(_normalised_source(module_name).encode())
+    digest.update(json.dumps(family.config, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([(f.name, f.type, f.length) for f in registry.list_features(family.name)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_lock(path: Path = LOCK_PATH) -> dict[str, dict[str, str]]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def unlocked_changes(registry: Registry | None = None, path: Path = LOCK_PATH) -> list[str]:
+    """Families whose computation differs from what their current version recorded, as messages."""
+    registry = registry or load_registry()
+    lock = read_lock(path)
+    problems = []
+    for family in registry.families.values():
+        current = family_fingerprint(family, registry)
+        recorded = lock.get(family.name, {}).get(family.version)
+        if recorded is None:
+            problems.append(f"{family.name} {family.version}: not recorded; run `feature-platform registry lock`")
+        elif recorded != current:
+            problems.append(
+                f"{family.name} {family.version}: computation changed (fingerprint {recorded} -> {current}) but the "
+                f"version was not bumped; bump families.{family.name}.version in feature_registry.yaml, then run "
+                "`feature-platform registry lock`"
+            )
+    return problems
+
+
+def lock(registry: Registry | None = None, path: Path = LOCK_PATH) -> dict[str, str]:
+    """Record the fingerprint of every family version not recorded yet. Recorded versions never change."""
+    registry = registry or load_registry()
+    data = read_lock(path)
+    added = {}
+    for family in registry.families.values():
+        current = family_fingerprint(family, registry)
+        versions = data.setdefault(family.name, {})
+        if family.version in versions and versions[family.version] != current:
+            raise RegistryError(
+                f"{family.name} {family.version} was recorded with fingerprint {versions[family.version]}; its "
+                f"computation now gives {current}. Bump the family version instead of re-recording it."
+            )
+        if family.version not in versions:
+            versions[family.version] = current
+            added[family.name] = family.version
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return added

@@ -1,0 +1,107 @@
+"""Feature snapshot assets materialized in-process on small generated data into tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from feature_platform.definitions import defs
+from feature_platform.features import activity
+from feature_platform.orchestration import constants as C
+from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
+from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.registry import load_registry
+from feature_platform.sources.generator import GeneratorConfig, generate
+
+END = dt.date(2025, 3, 20)
+EVERY = [*defs.assets]
+FAMILY_KEYS = [C.USER_ACTIVITY_FEATURES, C.LEAD_FEATURES, C.ENGAGEMENT_FEATURES, C.PROFILE_FEATURES,
+               C.REVIEW_FEATURES, C.AFFINITY_FEATURES]
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory):
+    """150 users x 30 days of sample data, landed as raw partitions (one in-process run)."""
+    root = tmp_path_factory.mktemp("features")
+    generate(GeneratorConfig(users=150, days=30, end_date=END, seed=3), root / "src")
+    resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
+                                              now_utc="2025-03-21T03:00:00")}
+    result = dg.materialize(EVERY, selection=dg.AssetSelection.groups(C.GROUP_RAW), resources=resources,
+                            instance=dg.DagsterInstance.ephemeral(),
+                            tags={RANGE_START_TAG: "2025-02-19", RANGE_END_TAG: END.isoformat()})
+    assert result.success
+    return root, resources
+
+
+def _features_run(resources, start: str, end: str, **kwargs):
+    return dg.materialize(EVERY, selection=dg.AssetSelection.groups(C.GROUP_FEATURES), resources=resources,
+                          instance=dg.DagsterInstance.ephemeral(),
+                          tags={RANGE_START_TAG: start, RANGE_END_TAG: end}, **kwargs)
+
+
+def test_a_three_day_backfill_of_every_family_is_one_run_with_passing_checks(landed):
+    root, resources = landed
+    result = _features_run(resources, "2025-03-18", "2025-03-20")
+    assert result.success
+    registry = load_registry()
+    customers = pq.read_table(root / "data" / "raw" / "customers.parquet").num_rows
+    for key in FAMILY_KEYS:
+        family = next(f for f in registry.families.values() if list(f.asset_path) == key.path)
+        mats = [m for m in result.get_asset_materialization_events() if m.asset_key == key]
+        assert sorted(m.materialization.partition for m in mats) == ["2025-03-18", "2025-03-19", "2025-03-20"]
+        snapshot = pq.read_table(root / "data" / "features" / key.path[1] / "2025-03-20.parquet")
+        assert snapshot.schema.remove_metadata().equals(registry.snapshot_schema(family.name))
+        assert snapshot.num_rows <= customers
+        assert "feature_summary" in mats[0].materialization.metadata
+    failed = [(e.asset_key, e.check_name) for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed == []
+    assert len(result.get_asset_check_evaluations()) == 3 * len(FAMILY_KEYS)
+
+
+def test_rerunning_a_partition_writes_identical_bytes(landed):
+    root, resources = landed
+    path = root / "data" / "features" / "lead_features" / "2025-03-19.parquet"
+    assert _features_run(resources, "2025-03-19", "2025-03-19").success
+    first = path.read_bytes()
+    assert _features_run(resources, "2025-03-19", "2025-03-19").success
+    assert path.read_bytes() == first
+
+
+def test_a_family_breaking_a_registry_rule_is_blocked(landed, monkeypatch):
+    _, resources = landed
+    real = activity.compute
+
+    def broken(ctx):
+        table = real(ctx)
+        return table.set_column(table.schema.get_field_index("total_events"), "total_events",
+                                [[-1] * table.num_rows])
+
+    monkeypatch.setattr(activity, "compute", broken)
+    result = dg.materialize(EVERY, selection=[C.USER_ACTIVITY_FEATURES], resources=resources,
+                            instance=dg.DagsterInstance.ephemeral(), partition_key="2025-03-20", raise_on_error=False)
+    assert not result.success
+    [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed.check_name == C.CHECK_SNAPSHOT_VALUES
+    assert "total_events: below_range" in failed.description
+
+
+def test_feature_assets_declare_their_lookback_on_raw_events():
+    graph = defs.resolve_asset_graph()
+    for key in FAMILY_KEYS:
+        node = graph.get(key)
+        assert node.partitions_def == C.DAILY_PARTITIONS
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+        assert C.RAW_CUSTOMERS in node.parent_keys
+    lead = defs.get_assets_def(C.LEAD_FEATURES)
+    mapping = lead.get_partition_mapping(C.RAW_EVENTS)
+    assert isinstance(mapping, dg.TimeWindowPartitionMapping) and mapping.start_offset == -89
+    # a late event on day X makes snapshots X .. X+89 stale
+    downstream = mapping.get_downstream_partitions_for_partitions(
+        C.DAILY_PARTITIONS.empty_subset().with_partition_keys(["2025-01-01"]), C.DAILY_PARTITIONS, C.DAILY_PARTITIONS,
+    )
+    keys = sorted(downstream.get_partition_keys())
+    assert (keys[0], keys[-1], len(keys)) == ("2025-01-01", "2025-03-31", 90)
+    assert C.REVIEW_TOPIC_MODEL in graph.get(C.REVIEW_FEATURES).parent_keys

@@ -1,0 +1,143 @@
+"""The registry: loads, validates strictly, answers lineage, and agrees with what families compute."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+import pytest
+import yaml
+
+from feature_platform import registry as api
+from feature_platform.features.base import SnapshotInputs, family_module
+from feature_platform.registry.fingerprint import family_fingerprint, lock, read_lock, unlocked_changes
+from feature_platform.registry.registry import REGISTRY_PATH, RegistryError, parse_duration, parse_registry
+from feature_platform.sources.schema import EVENT_TYPES
+from feature_platform_tests.features.helpers import customers, events
+
+RAW = yaml.safe_load(REGISTRY_PATH.read_text())
+
+
+def _broken(mutate) -> dict:
+    raw = copy.deepcopy(RAW)
+    mutate(raw)
+    return raw
+
+
+def test_the_shipped_registry_loads():
+    registry = api.load_registry()
+    assert {"activity", "lead", "engagement", "profile", "review", "affinity"} == set(registry.families)
+    assert len(registry.features) == sum(len(f.features) for f in registry.families.values())
+
+
+def test_api_functions():
+    feature = api.get_feature("engagement_score")
+    assert feature.family == "engagement" and feature.type == "float" and feature.value_range == (0, 1)
+    assert api.get_feature_version("engagement_score") == "1.0.0"
+    assert "gender__other" in {f.name for f in api.list_features("profile")}
+    with pytest.raises(KeyError, match="unknown feature 'nope'"):
+        api.get_feature("nope")
+
+
+def test_lineage_reaches_upstream_features_raw_sources_and_the_asset():
+    lineage = api.lineage("engagement_score")
+    assert set(lineage.upstream_features) == {"page_views_30d", "email_opens_30d", "form_submits_30d",
+                                              "purchase_count", "login_frequency"}
+    assert lineage.raw_sources == ("raw/events",)
+    assert lineage.asset == "features/engagement_features"
+    assert api.lineage("topic_vector").raw_sources == ("raw/reviews",)
+
+
+def test_event_vocabulary_is_the_raw_contract():
+    assert api.load_registry().vocabularies["event_type"] == EVENT_TYPES
+
+
+def test_event_types_map_to_the_features_they_touch():
+    touched = set(api.load_registry().features_affected_by("purchase"))
+    assert {"monetary_total", "frequency_purchases_90d", "days_since_last_purchase", "has_purchased"} <= touched
+    assert "sentiment_avg_30d" not in touched
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r["features"][0].update(colour="blue"), r"unknown key\(s\) \['colour'\]"),
+        (lambda r: r["features"][0].update(version="1.0"), "not a semantic version"),
+        (lambda r: r["families"]["lead"].update(version="v2"), "family 'lead': version"),
+        (lambda r: r["features"].append(copy.deepcopy(r["features"][0])), "listed twice"),
+        (lambda r: r["features"][0].update(type="string"), "type must be one of"),
+        (lambda r: r["features"][0].update(family="astrology"), "unknown family"),
+        (lambda r: r["features"][0].update(dependencies=["nope"]), "depends on unknown feature 'nope'"),
+        (lambda r: r["features"][0].update(staleness_tolerance="soon"), "staleness_tolerance"),
+        (lambda r: r["features"][0].update(default="zero"), "default 'zero' is not a int"),
+        (lambda r: r["features"][0].pop("owner"), "missing owner"),
+        (lambda r: r["features"][0].update(event_types=["teleport"]), "unknown event types"),
+        (lambda r: (r["features"][0].update(dependencies=["purchase_count"]),
+                    r["features"][1].update(dependencies=["total_events"])), "dependency cycle"),
+    ],
+)
+def test_invalid_registries_fail_with_a_clear_error(mutate, message):
+    with pytest.raises(RegistryError, match=message):
+        parse_registry(_broken(mutate))
+
+
+@pytest.mark.parametrize(("text", "expected"), [("36h", dt.timedelta(hours=36)), ("2d", dt.timedelta(days=2)),
+                                                 ("15m", dt.timedelta(minutes=15)), ("30s", dt.timedelta(seconds=30))])
+def test_durations(text, expected):
+    assert parse_duration(text) == expected
+
+
+def _fitted_topic_artifacts():
+    from feature_platform.features import topics
+    from feature_platform_tests.features.helpers import table
+    from feature_platform.sources.schema import REVIEWS
+
+    texts = ["fast delivery great courier", "price too high value poor", "delivery late courier slow",
+             "cheap price good value", "great quality material", "quality poor material broke"] * 3
+    rows = [{"review_id": f"r{i}", "user_id": "u1", "rating": 3, "text": t, "timestamp": dt.datetime(2025, 1, 1)}
+            for i, t in enumerate(texts)]
+    return {"review_topic_model": topics.fit_topic_model(table(REVIEWS.arrow_schema, rows),
+                                                         topics.TopicModelConfig(topics=10, min_df=1))}
+
+
+@pytest.mark.parametrize("family", ["activity", "lead", "engagement", "profile", "review", "affinity"])
+def test_each_family_produces_exactly_the_registry_columns(family):
+    """Both ways: no feature missing from the output, no output column missing from the registry."""
+    registry = api.load_registry()
+    fam = registry.family(family)
+    inputs = SnapshotInputs.from_tables(events([]), customers(["u1"]))
+    artifacts = _fitted_topic_artifacts() if family == "review" else {}
+    produced = family_module(fam).compute(inputs.context(dt.date(2025, 3, 1), fam.config, artifacts))
+    assert set(produced.column_names) - {"user_id"} == set(fam.features)
+
+
+def test_every_family_version_has_its_fingerprint_recorded():
+    assert unlocked_changes() == []
+
+
+def test_a_changed_computation_without_a_version_bump_is_caught(tmp_path):
+    registry = api.load_registry()
+    lock_file = tmp_path / "fingerprints.lock"
+    lock(registry, lock_file)
+    assert unlocked_changes(registry, lock_file) == []
+    changed = copy.deepcopy(RAW)
+    changed["families"]["engagement"]["config"]["score_inputs"]["login"]["weight"] = 0.5
+    edited = parse_registry(changed)
+    [problem] = unlocked_changes(edited, lock_file)
+    assert problem.startswith("engagement 1.0.0: computation changed")
+    with pytest.raises(RegistryError, match="Bump the family version"):
+        lock(edited, lock_file)
+    changed["families"]["engagement"]["version"] = "1.1.0"
+    bumped = parse_registry(changed)
+    assert lock(bumped, lock_file) == {"engagement": "1.1.0"}
+    assert unlocked_changes(bumped, lock_file) == []
+    assert read_lock(lock_file)["engagement"]["1.0.0"] != read_lock(lock_file)["engagement"]["1.1.0"]
+
+
+def test_comments_and_docstrings_do_not_change_a_fingerprint():
+    from feature_platform.registry.fingerprint import _normalised_source
+
+    family = api.load_registry().family("activity")
+    before = family_fingerprint(family)
+    assert before == family_fingerprint(family)
+    assert "Activity family" not in _normalised_source(family.module)
