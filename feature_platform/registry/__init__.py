@@ -1,8 +1,8 @@
 """The feature registry (feature_registry.yaml) and its API."""
 
 from feature_platform.registry.registry import (
-    Feature,
     Family,
+    Feature,
     Lineage,
     Registry,
     RegistryError,

@@ -21,10 +21,29 @@ from feature_platform.registry.registry import Family, Registry, RegistryError, 
 
 LOCK_PATH = Path(__file__).with_name("fingerprints.lock")
 FEATURES_PACKAGE = "feature_platform.features"
+# Shared modules count only through the parts that decide values (windows, what a snapshot sees,
+# how output is conformed), so logging or plumbing there does not force every family to bump.
+SEMANTIC_PARTS = {
+    "feature_platform.features.base": ("LOOKBACK_DAYS", "SnapshotWindow", "SnapshotInputs.context", "conform"),
+}
+
+
+def _select(tree: ast.Module, names: tuple[str, ...]) -> ast.Module:
+    kept: list[ast.stmt] = []
+    for node in tree.body:
+        targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        name = getattr(node, "name", None) or (targets[0] if targets else None)
+        if name in names:
+            kept.append(node)
+        elif isinstance(node, ast.ClassDef):
+            kept.extend(m for m in node.body if f"{node.name}.{getattr(m, 'name', '')}" in names)
+    return ast.Module(body=kept, type_ignores=[])
 
 
 def _normalised_source(module_name: str) -> str:
     tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+    if module_name in SEMANTIC_PARTS:
+        tree = _select(tree, SEMANTIC_PARTS[module_name])
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \

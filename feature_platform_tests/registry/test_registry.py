@@ -89,8 +89,8 @@ def test_durations(text, expected):
 
 def _fitted_topic_artifacts():
     from feature_platform.features import topics
-    from feature_platform_tests.features.helpers import table
     from feature_platform.sources.schema import REVIEWS
+    from feature_platform_tests.features.helpers import table
 
     texts = ["fast delivery great courier", "price too high value poor", "delivery late courier slow",
              "cheap price good value", "great quality material", "quality poor material broke"] * 3
@@ -141,3 +141,11 @@ def test_comments_and_docstrings_do_not_change_a_fingerprint():
     before = family_fingerprint(family)
     assert before == family_fingerprint(family)
     assert "Activity family" not in _normalised_source(family.module)
+
+
+def test_shared_base_counts_only_through_its_semantic_parts():
+    from feature_platform.registry.fingerprint import _normalised_source
+
+    base = _normalised_source("feature_platform.features.base")
+    assert "start_90d" in base and "LOOKBACK_DAYS" in base  # the window definition counts
+    assert "snapshots (" not in base  # progress logging does not
