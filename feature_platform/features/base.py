@@ -18,7 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+import os
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -88,6 +90,7 @@ class SnapshotInputs:
         """
         self.con = con
         self.con.execute("SET threads = 1")
+        self._threads = os.cpu_count() or 1
 
     @classmethod
     def from_store(cls, store: OfflineStore, first_day: dt.date, last_day: dt.date) -> SnapshotInputs:
@@ -131,6 +134,21 @@ class SnapshotInputs:
         window = SnapshotWindow(day)
         params = window.params()
         con = self.con
+        with self._all_cores():
+            self._copy_day_tables(day, params)
+        return SnapshotContext(con=con, window=window, config=config, artifacts=artifacts)
+
+    @contextmanager
+    def _all_cores(self) -> Iterator[None]:
+        """Copying the day's tables is order-preserving and value-neutral: let it use every core."""
+        self.con.execute("SET threads = ?", [self._threads])
+        try:
+            yield
+        finally:
+            self.con.execute("SET threads = 1")
+
+    def _copy_day_tables(self, day: dt.date, params: dict[str, Any]) -> None:
+        con = self.con
         con.execute(
             "CREATE OR REPLACE TEMP TABLE events AS SELECT * FROM all_events "
             "WHERE timestamp >= $start_90d AND timestamp < $day_end",
@@ -145,7 +163,6 @@ class SnapshotInputs:
             "CREATE OR REPLACE TEMP TABLE reviews AS SELECT * FROM all_reviews WHERE timestamp < $day_end",
             {"day_end": params["day_end"]},
         )
-        return SnapshotContext(con=con, window=window, config=config, artifacts=artifacts)
 
     def known_users(self) -> int:
         """Users in the current ``users`` table (the row count every snapshot of D must have)."""

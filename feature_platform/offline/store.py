@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def connect(threads: int | None = None, memory_limit: str = "4GB") -> duckdb.Duc
     The memory limit makes big sorts and windows spill to a temp folder instead of taking most of
     the machine (DuckDB's default is 80% of RAM).
     """
-    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
+    spill = Path(tempfile.gettempdir()) / "feature_platform-duckdb"  # never the working directory
+    spill.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(spill)})
     con.execute("SET TimeZone = 'UTC'")
     if threads:
         con.execute("SET threads = ?", [threads])

@@ -24,7 +24,8 @@ FEATURES_PACKAGE = "feature_platform.features"
 # Shared modules count only through the parts that decide values (windows, what a snapshot sees,
 # how output is conformed), so logging or plumbing there does not force every family to bump.
 SEMANTIC_PARTS = {
-    "feature_platform.features.base": ("LOOKBACK_DAYS", "SnapshotWindow", "SnapshotInputs.context", "conform"),
+    "feature_platform.features.base": ("LOOKBACK_DAYS", "SnapshotWindow", "SnapshotInputs.context",
+                                       "SnapshotInputs._copy_day_tables", "conform"),
 }
 
 

@@ -76,3 +76,16 @@ def test_unreadable_input_fails_with_the_file_named(tmp_path):
 def test_bad_flags_are_refused_by_name(tmp_path):
     result = cli("run", "--users", "0", cwd=tmp_path)
     assert result.returncode == 2 and "--users: must be >= 1" in result.stderr
+
+
+def test_registry_commands_show_features_lineage_and_the_fingerprint_guard(tmp_path):
+    shown = cli("registry", "show", "engagement_score", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "computed by asset: features/engagement_features" in shown.stdout
+    assert "upstream features: page_views_30d" in shown.stdout
+    listed = cli("registry", "list", "--family", "profile", cwd=tmp_path)
+    assert "gender__missing" in listed.stdout
+    checked = cli("registry", "check", cwd=tmp_path)
+    assert checked.returncode == 0 and "matches its recorded fingerprint" in checked.stdout
+    unknown = cli("registry", "show", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown feature" in unknown.stdout
