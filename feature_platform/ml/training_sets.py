@@ -1,0 +1,277 @@
+"""Training sets: labelled rows with point-in-time correct features, built from the offline store.
+
+Both builders pick features with :func:`get_historical_features`, so a row only sees snapshots whose
+data is strictly before the row's time. Labels are computed in DuckDB over ``raw/events`` (read
+with ``OfflineStore.scan``), with every value passed as a query parameter.
+
+Churn (one row per known user and snapshot date D)
+    The row's time is D+1 00:00, so it gets snapshot D. The label window is the half-open interval
+    (D+1 00:00, D+1+H 00:00]: an event exactly at D+1 00:00 is outside it (neither in snapshot D,
+    which holds data < D+1 00:00, nor in the label), an event at D+1+H 00:00 is inside it.
+    ``churned`` = 1 when the user has no event of any type (purchases included) in the window,
+    0 otherwise. The data ends at L+1 00:00, L being the last ``raw/events`` partition; the label is
+    null and ``labelled`` false when D+1+H 00:00 is after that end (D+H > L). With D+H == L the
+    window's last instant L+1 00:00 falls in partition L+1, read when it exists. Every day D+1..D+H
+    of a labelled date must have a partition (an empty file means no events); a gap raises rather
+    than labelling users as churned for want of data.
+
+Contact (one row per ``listing_viewed`` / ``impression`` event)
+    ``contacted`` = 1 when the same user has a ``listing_contact_clicked`` or ``listing_favorited``
+    of the same listing strictly after the view and either in the same (non-null) session or at most
+    24 h after it (inclusive), else 0. ``labelled`` is false for a 0 whose 24 h window reaches past
+    the end of the data (the answer could still change); ``contacted`` stays 0 there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feature_platform.offline.pit import get_historical_features
+from feature_platform.offline.store import OfflineStore, connect
+from feature_platform.registry.registry import Registry, load_registry
+from feature_platform.sources.ingest import raw_table
+from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS
+
+EVENTS_TABLE = raw_table("events")
+CUSTOMERS_TABLE = raw_table("customers")
+LISTINGS_TABLE = raw_table("listings")
+SNAPSHOT_FAMILY = "activity"  # its partitions are the candidate churn snapshot dates
+VIEW_TYPES = ("listing_viewed", "impression")
+CONTACT_TYPES = ("listing_contact_clicked", "listing_favorited")
+CONTACT_WINDOW_HOURS = 24
+LISTING_COLUMNS = ("category_id", "city", "price", "is_premium", "image_count")
+CONTEXT_COLUMNS = ("day_of_week", "hour", "device")
+VIEW_COLUMNS = ("event_id", "user_id", "event_type", "listing_id", "session_id", "timestamp")
+ROW = "__ts_row"
+
+
+def churn_training_set(
+    store: OfflineStore,
+    registry: Registry | None,
+    snapshot_dates: Sequence[dt.date] | None = None,
+    horizon_days: int = 30,
+    feature_names: Sequence[str] | None = None,
+) -> pa.Table:
+    """One row per (user known at D, snapshot date D): features of snapshot D, ``churned``, ``labelled``.
+
+    ``snapshot_dates`` defaults to :func:`default_churn_dates`. ``feature_names`` defaults to every
+    registry feature. Columns: user_id, snapshot_date, the features, per family
+    ``<family>_snapshot_date`` / ``<family>_snapshot_missing``, churned (int64, null when unlabelled),
+    labelled (bool). Rows are ordered by snapshot_date, user_id.
+    """
+    if horizon_days < 1:
+        raise ValueError(f"horizon_days must be at least 1, got {horizon_days}")
+    registry = registry or load_registry()
+    last_day = last_event_day(store)
+    if snapshot_dates is None:
+        dates = default_churn_dates(store, registry, horizon_days, last_day)
+    else:
+        dates = sorted(set(snapshot_dates))
+    if not dates:
+        raise ValueError("no snapshot dates given; pass at least one date or None for the default")
+    horizon = dt.timedelta(days=horizon_days)
+    labelled_dates = [d for d in dates if d + horizon <= last_day]
+    _require_event_partitions(store, labelled_dates, horizon_days)
+
+    with connect() as con:
+        con.register("customers", _customers(store))
+        con.sql(
+            f"""
+            SELECT c.user_id, d.snapshot_date, CAST(d.snapshot_date + INTERVAL 1 DAY AS TIMESTAMP) AS timestamp,
+                   row_number() OVER (ORDER BY d.snapshot_date, c.user_id) AS {ROW}
+            FROM (SELECT unnest($dates::DATE[]) AS snapshot_date) AS d
+            JOIN customers AS c ON c.signup_date IS NULL OR c.signup_date <= d.snapshot_date
+            """,
+            params={"dates": dates},
+        ).create("churn_rows")
+        if labelled_dates:
+            start = (min(labelled_dates) + dt.timedelta(days=1)).isoformat()
+            end = (max(labelled_dates) + horizon + dt.timedelta(days=1)).isoformat()
+            events = store.scan(con, EVENTS_TABLE, start, end, EVENTS.arrow_schema)
+        else:
+            events = con.from_arrow(EVENTS.arrow_schema.empty_table())
+        events.create_view("label_events")
+        labelled = con.sql(
+            f"""
+            SELECT r.user_id, r.snapshot_date, r.timestamp,
+                   CASE WHEN r.snapshot_date + $h::INTEGER > $last::DATE THEN NULL
+                        WHEN EXISTS (
+                            SELECT 1 FROM label_events AS e
+                            WHERE e.user_id = r.user_id
+                              AND e.timestamp > r.timestamp
+                              AND e.timestamp <= r.timestamp + to_days($h::INTEGER)
+                        ) THEN 0
+                        ELSE 1 END::BIGINT AS churned,
+                   r.snapshot_date + $h::INTEGER <= $last::DATE AS labelled
+            FROM churn_rows AS r
+            ORDER BY r.{ROW}
+            """,
+            params={"h": horizon_days, "last": last_day},
+        ).to_arrow_table()
+
+    names = list(feature_names) if feature_names is not None else list(registry.features)
+    rows = labelled.select(["user_id", "snapshot_date", "timestamp"]).cast(
+        pa.schema([("user_id", pa.string()), ("snapshot_date", pa.date32()), ("timestamp", pa.timestamp("us"))]))
+    out = get_historical_features(rows, names, store, registry).drop_columns(["timestamp"])
+    out = out.append_column("churned", labelled.column("churned").cast(pa.int64()))
+    return out.append_column("labelled", labelled.column("labelled").cast(pa.bool_()))
+
+
+def default_churn_dates(
+    store: OfflineStore,
+    registry: Registry,
+    horizon_days: int,
+    last_day: dt.date | None = None,
+) -> list[dt.date]:
+    """Weekly dates among the activity snapshot partitions, counting back from the last labelable one.
+
+    A date D is labelable when D + horizon_days <= the last ``raw/events`` partition. Dates are
+    D_last, D_last - 7, D_last - 14, ... where a snapshot partition exists (gaps are skipped).
+    """
+    last_day = last_day or last_event_day(store)
+    table = "/".join(registry.family(SNAPSHOT_FAMILY).asset_path)
+    horizon = dt.timedelta(days=horizon_days)
+    complete = [d for d in map(dt.date.fromisoformat, store.partitions(table)) if d + horizon <= last_day]
+    if not complete:
+        raise ValueError(f"no partition of {table} has a full {horizon_days}-day label horizon before the last "
+                         f"raw/events day {last_day}; materialize older snapshots or pass snapshot_dates")
+    anchor = max(complete)
+    return [d for d in complete if (anchor - d).days % 7 == 0]
+
+
+def contact_training_set(
+    store: OfflineStore,
+    registry: Registry | None,
+    feature_names: Sequence[str] | None = None,
+) -> pa.Table:
+    """One row per listing view or impression: user features as of the event, listing, context, label.
+
+    Columns: event_id, user_id, event_type, listing_id, session_id, timestamp, category_id, city,
+    price, is_premium, image_count (null for a listing missing from ``raw/listings``), day_of_week
+    (0 = Monday), hour, device (from ``raw/customers``), the user features and per-family flags of
+    :func:`get_historical_features`, contacted (int64), labelled (bool). Ordered by timestamp, event_id.
+    """
+    registry = registry or load_registry()
+    data_end = dt.datetime.combine(last_event_day(store) + dt.timedelta(days=1), dt.time(0))
+    with connect() as con:
+        store.scan(con, EVENTS_TABLE, schema=EVENTS.arrow_schema).create_view("raw_events")
+        con.register("customers", _customers(store))
+        con.register("listings", _optional_table(store, LISTINGS_TABLE, LISTINGS.arrow_schema))
+        con.sql(
+            f"""
+            SELECT {", ".join(VIEW_COLUMNS)}, row_number() OVER (ORDER BY timestamp, event_id) AS {ROW}
+            FROM raw_events WHERE list_contains($views, event_type)
+            """,
+            params={"views": list(VIEW_TYPES)},
+        ).create("views")
+        con.sql(
+            "SELECT user_id, listing_id, session_id, timestamp FROM raw_events WHERE list_contains($contacts, event_type)",
+            params={"contacts": list(CONTACT_TYPES)},
+        ).create("contacts")
+        views = _views_with_labels(con, data_end)
+
+    names = list(feature_names) if feature_names is not None else list(registry.features)
+    out = get_historical_features(views, names, store, registry)
+    flags = [c for c in out.column_names if c not in views.column_names and c not in names]
+    base = [c for c in views.column_names if c not in ("contacted", "labelled")]
+    return out.select([*base, *names, *flags, "contacted", "labelled"])
+
+
+def _views_with_labels(con: duckdb.DuckDBPyConnection, data_end: dt.datetime) -> pa.Table:
+    (rows,), = con.execute("SELECT count(*) FROM views").fetchall()
+    table = con.sql(
+        f"""
+        SELECT {", ".join(f"v.{c}" for c in VIEW_COLUMNS)},
+               {", ".join(f"l.{c}" for c in LISTING_COLUMNS)},
+               (isodow(v.timestamp) - 1)::BIGINT AS day_of_week,
+               hour(v.timestamp)::BIGINT AS hour,
+               c.device,
+               lab.contacted,
+               lab.contacted = 1 OR v.timestamp + to_hours($window::INTEGER) < $end::TIMESTAMP AS labelled
+        FROM views AS v
+        LEFT JOIN listings AS l ON l.listing_id = v.listing_id
+        LEFT JOIN customers AS c ON c.user_id = v.user_id
+        JOIN (
+            SELECT v2.{ROW}, CASE WHEN EXISTS (
+                SELECT 1 FROM contacts AS k
+                WHERE k.user_id = v2.user_id AND k.listing_id = v2.listing_id AND k.timestamp > v2.timestamp
+                  AND (k.session_id = v2.session_id OR k.timestamp <= v2.timestamp + to_hours($window::INTEGER))
+            ) THEN 1 ELSE 0 END::BIGINT AS contacted
+            FROM views AS v2
+        ) AS lab ON lab.{ROW} = v.{ROW}
+        ORDER BY v.{ROW}
+        """,
+        params={"window": CONTACT_WINDOW_HOURS, "end": data_end},
+    ).to_arrow_table()
+    if table.num_rows != rows:
+        raise ValueError(f"{rows} views became {table.num_rows} rows: a listing_id in {LISTINGS_TABLE} or a "
+                         f"user_id in {CUSTOMERS_TABLE} is listed twice; fix that table")
+    return table
+
+
+def training_metadata(table: pa.Table, label: str, registry: Registry | None = None) -> dict[str, Any]:
+    """Summary to store next to a training set: sizes, label rate, snapshot dates, feature versions.
+
+    Labelled rows are those with ``labelled`` true (when the column exists) and a non-null label; the
+    label rate is the mean label over them (None when there are none). The snapshot date range is
+    over ``snapshot_date`` when present, else over every ``<family>_snapshot_date`` (ISO strings).
+    """
+    if label not in table.column_names:
+        raise KeyError(f"label column {label!r} not in the table; columns: {table.column_names}")
+    registry = registry or load_registry()
+    values = table.column(label)
+    mask = pc.is_valid(values)
+    if "labelled" in table.column_names:
+        mask = pc.and_(mask, pc.fill_null(table.column("labelled"), False))
+    labelled = pc.filter(values, mask)
+    count = len(labelled)
+    rate = pc.mean(labelled.cast(pa.float64())).as_py() if count else None
+
+    date_columns = ["snapshot_date"] if "snapshot_date" in table.column_names else [
+        c for c in table.column_names if c.endswith("_snapshot_date")]
+    dates = [d for c in date_columns for d in (pc.min(table.column(c)).as_py(), pc.max(table.column(c)).as_py())
+             if d is not None]
+    features = [c for c in table.column_names if c in registry.features]
+    return {
+        "rows": table.num_rows,
+        "labelled_rows": count,
+        "label_rate": rate,
+        "snapshot_date_min": min(dates).isoformat() if dates else None,
+        "snapshot_date_max": max(dates).isoformat() if dates else None,
+        "registry_version": registry.version,
+        "feature_versions": {name: registry.get_feature_version(name) for name in features},
+    }
+
+
+def last_event_day(store: OfflineStore) -> dt.date:
+    """The last ``raw/events`` partition: the data ends at the following midnight."""
+    partitions = store.partitions(EVENTS_TABLE)
+    if not partitions:
+        raise FileNotFoundError(f"no {EVENTS_TABLE} partitions under {store.root}; run `feature-platform ingest`")
+    return dt.date.fromisoformat(partitions[-1])
+
+
+def _require_event_partitions(store: OfflineStore, dates: Sequence[dt.date], horizon_days: int) -> None:
+    have = set(store.partitions(EVENTS_TABLE))
+    missing = sorted({
+        (d + dt.timedelta(days=k)).isoformat() for d in dates for k in range(1, horizon_days + 1)
+    } - have)
+    if missing:
+        raise ValueError(f"{EVENTS_TABLE} lacks partitions {missing[:5]}{' ...' if len(missing) > 5 else ''} inside "
+                         "the label horizon; ingest those days (an empty partition means no events) or drop the dates")
+
+
+def _customers(store: OfflineStore) -> pa.Table:
+    return store.read_table(CUSTOMERS_TABLE).select(["user_id", "signup_date", "device"]).cast(pa.schema(
+        [CUSTOMERS.arrow_schema.field(c) for c in ("user_id", "signup_date", "device")]))
+
+
+def _optional_table(store: OfflineStore, table: str, schema: pa.Schema) -> pa.Table:
+    path = store.table_path(table)
+    return store.read_table(table).select(schema.names).cast(schema) if path.exists() else schema.empty_table()
