@@ -1,0 +1,134 @@
+"""Turn registry features into fixed numeric columns: the one expansion used by training and serving.
+
+A spec is fitted once on training data (:func:`fit_expansion`), saved as JSON next to the model and
+applied unchanged at serving time (:func:`expand`), so a model always sees the same columns in the
+same order whatever keys or rows a later table holds.
+
+Rules per registry type
+    int / float  one float column; null -> NaN.
+    bool         one column, 1.0 / 0.0; null -> NaN.
+    vector       ``<prefix>_<i>`` for i < the registry ``length``; the prefix is the name, except
+                 for the names in :data:`VECTOR_PREFIXES` (``topic_vector`` -> ``topic_0..topic_9``).
+                 A null vector -> NaN in all its columns; a vector of another length raises.
+    map          ``<name>__<key>`` per key seen at fit time, keys sorted; a key unseen at fit time is
+                 ignored, a fitted key missing from a row is 0.0, a null map -> NaN in all its columns.
+
+Flag columns (``<family>_snapshot_date`` / ``<family>_snapshot_missing``), keys and labels are not
+registry features and are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feature_platform.registry.registry import Registry
+
+VECTOR_PREFIXES = {"topic_vector": "topic"}
+SCALAR_TYPES = ("int", "float", "bool")
+
+
+@dataclass(frozen=True)
+class ExpandedFeature:
+    """How one feature becomes columns: ``keys`` for maps, ``length`` for vectors."""
+
+    name: str
+    type: str
+    columns: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class ExpansionSpec:
+    features: tuple[ExpandedFeature, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for f in self.features for c in f.columns]
+
+    def to_json(self) -> str:
+        return json.dumps({"features": [
+            {"name": f.name, "type": f.type, "columns": list(f.columns), "keys": list(f.keys), "length": f.length}
+            for f in self.features
+        ]}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExpansionSpec:
+        raw = json.loads(text)
+        return cls(tuple(
+            ExpandedFeature(name=f["name"], type=f["type"], columns=tuple(f["columns"]), keys=tuple(f["keys"]),
+                            length=f["length"])
+            for f in raw["features"]
+        ))
+
+
+def fit_expansion(table: pa.Table, feature_names: Sequence[str], registry: Registry) -> ExpansionSpec:
+    """Fix the output columns of ``feature_names``: map keys come from ``table``, the rest from the registry."""
+    features = []
+    for name in feature_names:
+        if name not in registry.features:
+            raise KeyError(f"{name!r} is not a registry feature (flag, key and label columns are not features); "
+                           "pass only names from the registry")
+        feature = registry.get_feature(name)
+        if feature.type in SCALAR_TYPES:
+            features.append(ExpandedFeature(name, feature.type, (name,)))
+        elif feature.type == "vector":
+            if feature.length is None:
+                raise ValueError(f"vector feature {name!r} has no length in the registry; add `length`")
+            prefix = VECTOR_PREFIXES.get(name, name)
+            columns = tuple(f"{prefix}_{i}" for i in range(feature.length))
+            features.append(ExpandedFeature(name, "vector", columns, length=feature.length))
+        elif feature.type == "map":
+            keys = tuple(sorted({k for row in _column(table, name).to_pylist() if row for k, _ in row}))
+            features.append(ExpandedFeature(name, "map", tuple(f"{name}__{k}" for k in keys), keys=keys))
+        else:
+            raise ValueError(f"feature {name!r} has type {feature.type!r}, which expand does not know")
+    spec = ExpansionSpec(tuple(features))
+    columns = spec.columns
+    if len(set(columns)) != len(columns):
+        duplicates = sorted({c for c in columns if columns.count(c) > 1})
+        raise ValueError(f"expanded column names collide: {duplicates}; rename a feature or map key")
+    return spec
+
+
+def expand(table: pa.Table, spec: ExpansionSpec) -> tuple[np.ndarray, list[str]]:
+    """A float64 matrix (rows of ``table`` x ``spec.columns``) and its column names."""
+    out = np.full((table.num_rows, len(spec.columns)), np.nan, dtype=np.float64)
+    start = 0
+    for feature in spec.features:
+        width = len(feature.columns)
+        block = out[:, start:start + width]
+        column = _column(table, feature.name)
+        if feature.type in SCALAR_TYPES:
+            block[:, 0] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        elif feature.type == "vector":
+            for row, values in enumerate(column.to_pylist()):
+                if values is None:
+                    continue
+                if len(values) != feature.length:
+                    raise ValueError(f"row {row}: {feature.name} has {len(values)} values, the spec expects "
+                                     f"{feature.length}; the feature's length changed, refit the spec")
+                block[row] = [np.nan if v is None else v for v in values]
+        else:
+            index = {k: i for i, k in enumerate(feature.keys)}
+            for row, pairs in enumerate(column.to_pylist()):
+                if pairs is None:
+                    continue
+                block[row] = 0.0
+                for key, value in pairs:
+                    if key in index:
+                        block[row, index[key]] = np.nan if value is None else value
+        start += width
+    return out, spec.columns
+
+
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray:
+    if name not in table.column_names:
+        raise KeyError(f"feature {name!r} is not a column of the table; columns: {table.column_names}")
+    return table.column(name)
