@@ -17,13 +17,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from feature_platform.offline.store import OfflineStore, WriteResult
 from feature_platform.sources import loaders
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, RAW_TABLES, RawTable
-from feature_platform.sources.validation import ValidationResult, quarantine_schema, validate
+from feature_platform.sources.validation import ValidationResult, quarantine_schema, reason_counts, validate
 
 UNASSIGNED = "unassigned"
 
@@ -133,41 +134,39 @@ def ingest_events(
 def land_events(
     store: OfflineStore, result: ValidationResult, files: tuple[Path, ...], days: list[str], last_partition: str
 ) -> IngestReport:
-    wanted = pa.array(sorted(days), pa.string())
-    accepted_day = pc.strftime(result.accepted.column("timestamp"), format="%Y-%m-%d")
-    quarantined_day = result.quarantined.column("partition")
+    wanted = sorted(days)
+    # Accepted rows are sorted by timestamp (validation's SORT_KEYS), so each day is one contiguous
+    # slice: find the boundaries once instead of scanning every row once per day.
+    stamps = result.accepted.column("timestamp").to_numpy()
+    accepted_by_day = {day: _day_slice(result.accepted, stamps, day) for day in wanted}
+    after_last = np.datetime64(dt.date.fromisoformat(last_partition) + dt.timedelta(days=1), "us")
+    deferred = len(stamps) - int(np.searchsorted(stamps, after_last, side="left"))
 
-    in_window = pc.is_in(accepted_day, value_set=wanted)
-    q_in_window = pc.fill_null(pc.is_in(quarantined_day, value_set=wanted), False)
+    quarantined_day = result.quarantined.column("partition")
     unassigned = pc.or_(
         pc.is_null(quarantined_day),
         pc.is_in(result.quarantined.column("reason"), value_set=pa.array(
             ["timestamp_in_future", "timestamp_before_partitions_start"])),
     )
-    q_mine = pc.and_(q_in_window, pc.invert(unassigned))
-
-    accepted = result.accepted.filter(in_window)
-    quarantined = result.quarantined.filter(q_mine)
+    in_window = pc.fill_null(pc.is_in(quarantined_day, value_set=pa.array(wanted, pa.string())), False)
+    quarantined = result.quarantined.filter(pc.and_(in_window, pc.invert(unassigned)))
     stray = result.quarantined.filter(unassigned)
-    deferred = pc.sum(pc.greater(accepted_day, last_partition)).as_py() or 0
 
+    accepted_rows = sum(t.num_rows for t in accepted_by_day.values())
     report = IngestReport(
         table="events",
-        input_rows=accepted.num_rows + quarantined.num_rows + stray.num_rows + deferred,
-        accepted_rows=accepted.num_rows,
+        input_rows=accepted_rows + quarantined.num_rows + stray.num_rows + deferred,
+        accepted_rows=accepted_rows,
         quarantined_rows=quarantined.num_rows + stray.num_rows,
         deferred_rows=deferred,
         source_files=tuple(str(f) for f in files),
+        reasons=reason_counts(pa.concat_tables([quarantined, stray])),
     )
-    report.reasons = _reason_counts(pa.concat_tables([quarantined, stray]))
 
-    acc_days = pc.strftime(accepted.column("timestamp"), format="%Y-%m-%d")
     q_days = quarantined.column("partition")
     qschema = quarantine_schema(EVENTS)
-    for day in wanted.to_pylist():
-        report.writes.append(
-            store.write(raw_table("events"), accepted.filter(pc.equal(acc_days, day)), partition=day)
-        )
+    for day in wanted:
+        report.writes.append(store.write(raw_table("events"), accepted_by_day[day], partition=day))
         day_q = quarantined.filter(pc.equal(q_days, day))
         if day_q.num_rows or store.partition_path(quarantine_table("events"), day).exists():
             report.quarantine_writes.append(store.write(quarantine_table("events"), day_q, partition=day, schema=qschema))
@@ -177,14 +176,8 @@ def land_events(
     return report
 
 
-def event_days(result: ValidationResult) -> list[str]:
-    """The distinct UTC days of the accepted events, sorted."""
-    days = pc.unique(pc.strftime(result.accepted.column("timestamp"), format="%Y-%m-%d"))
-    return sorted(days.to_pylist())
-
-
-def _reason_counts(quarantined: pa.Table) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for reason in quarantined.column("reason").to_pylist():
-        counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items()))
+def _day_slice(table: pa.Table, stamps: np.ndarray, day: str) -> pa.Table:
+    start = np.datetime64(dt.date.fromisoformat(day), "us")
+    first = int(np.searchsorted(stamps, start, side="left"))
+    last = int(np.searchsorted(stamps, start + np.timedelta64(1, "D"), side="left"))
+    return table.slice(first, last - first)

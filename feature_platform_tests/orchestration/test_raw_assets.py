@@ -58,6 +58,9 @@ def test_too_many_bad_rows_block_the_run_with_a_reason(tmp_path):
     [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert failed.check_name == C.CHECK_QUARANTINE_RATE
     assert "5 of 10 rows quarantined" in failed.description
+    [mat] = result.asset_materializations_for_node("raw__events")
+    assert mat.metadata["quarantine_reasons"].value == {"unknown_event_type": 5}
+    assert (mat.metadata["accepted_rows"].value, mat.metadata["quarantined_rows"].value) == (5, 5)
     # the quarantine keeps the refused rows with their reason
     q = pq.read_table(tmp_path / "data" / "quarantine" / "events" / "2025-02-01.parquet")
     assert set(q.column("reason").to_pylist()) == {"unknown_event_type"}
