@@ -7,7 +7,6 @@ cache by text makes re-scoring the same 30-day window every day cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import cache, lru_cache
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -24,7 +23,3 @@ def compound(text: str | None) -> float | None:
     if text is None or not text.strip():
         return None
     return float(_analyzer().polarity_scores(text)["compound"])
-
-
-def compound_many(texts: Iterable[str | None]) -> list[float | None]:
-    return [compound(t) for t in texts]

@@ -41,10 +41,33 @@ def _select(tree: ast.Module, names: tuple[str, ...]) -> ast.Module:
     return ast.Module(body=kept, type_ignores=[])
 
 
-def _normalised_source(module_name: str) -> str:
+def _top_level_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    targets = getattr(node, "targets", None) or [getattr(node, "target", None)]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
+
+
+def _closure(tree: ast.Module, names: set[str]) -> tuple[str, ...]:
+    """The imported names plus every top-level definition they use, transitively."""
+    defined = {name: node for node in tree.body for name in _top_level_names(node)}
+    wanted, todo = set(), [n for n in names if n in defined]
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        todo.extend(n.id for n in ast.walk(defined[name]) if isinstance(n, ast.Name) and n.id in defined)
+    return tuple(sorted(wanted))
+
+
+def _normalised_source(module_name: str, imported: set[str] | None = None) -> str:
+    """The module's AST without docstrings; only what ``imported`` names reach, when given."""
     tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
     if module_name in SEMANTIC_PARTS:
         tree = _select(tree, SEMANTIC_PARTS[module_name])
+    elif imported is not None:
+        tree = _select(tree, _closure(tree, imported))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
@@ -53,24 +76,26 @@ def _normalised_source(module_name: str) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-def _feature_imports(module_name: str) -> list[str]:
+def _feature_imports(module_name: str) -> dict[str, set[str] | None]:
+    """Shared feature modules a family uses: module -> the names it imports (None: the whole module)."""
     tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
-    found = set()
+    found: dict[str, set[str] | None] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(FEATURES_PACKAGE):
             if node.module == FEATURES_PACKAGE:  # from feature_platform.features import sentiment
-                found.update(f"{FEATURES_PACKAGE}.{alias.name}" for alias in node.names)
-            else:
-                found.add(node.module)
-    return sorted(found - {module_name})
+                found.update({f"{FEATURES_PACKAGE}.{alias.name}": None for alias in node.names})
+            elif found.get(node.module, set()) is not None:
+                found[node.module] = found.get(node.module, set()) | {alias.name for alias in node.names}
+    found.pop(module_name, None)
+    return dict(sorted(found.items()))
 
 
 def family_fingerprint(family: Family, registry: Registry | None = None) -> str:
     registry = registry or load_registry()
     digest = hashlib.sha256()
-    for module_name in [family.module, *_feature_imports(family.module)]:
+    for module_name, imported in [(family.module, None), *_feature_imports(family.module).items()]:
         digest.update(module_name.encode())
-        digest.update(_normalised_source(module_name).encode())
+        digest.update(_normalised_source(module_name, imported).encode())
     digest.update(json.dumps(family.config, sort_keys=True, default=str).encode())
     digest.update(json.dumps([(f.name, f.type, f.length) for f in registry.list_features(family.name)]).encode())
     return digest.hexdigest()[:16]

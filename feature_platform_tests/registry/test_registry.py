@@ -149,3 +149,14 @@ def test_shared_base_counts_only_through_its_semantic_parts():
     base = _normalised_source("feature_platform.features.base")
     assert "start_90d" in base and "LOOKBACK_DAYS" in base  # the window definition counts
     assert "snapshots (" not in base  # progress logging does not
+
+
+def test_a_shared_module_counts_only_through_what_a_family_imports():
+    import ast
+
+    from feature_platform.registry.fingerprint import _closure
+
+    tree = ast.parse("RATE = 2\n\ndef helper(x):\n    return x * RATE\n\ndef used(x):\n    return helper(x)\n\n"
+                     "def unrelated():\n    return 1\n")
+    assert _closure(tree, {"used"}) == ("RATE", "helper", "used")  # what `used` reaches, transitively
+    assert "unrelated" not in _closure(tree, {"used"})
