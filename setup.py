@@ -30,6 +30,7 @@ setup(
         "PyYAML>=6",
         "vaderSentiment>=3.3",  # sentiment of messages and reviews; ships its lexicon, no download
         "joblib>=1.3",
+        "matplotlib>=3.8",  # model plots (ROC/PR, importance, calibration), rendered headless (Agg)
     ],
     extras_require={
         "dev": [

@@ -214,10 +214,12 @@ def _materialize(settings: Settings, source: Path, steps) -> int:
     ok = all(o.success for o in outcomes) and len(outcomes) == len(steps)
     passed = sum(o.checks_passed for o in outcomes)
     failed = sum(len(o.checks_failed) for o in outcomes)
+    warned = sum(len(o.checks_warned) for o in outcomes)
     days = (dt.date.fromisoformat(last_day) - dt.date.fromisoformat(first_day)).days + 1
     echo(
         f"{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s: {days} daily partitions "
-        f"({first_day} .. {last_day}), {passed} checks passed, {failed} failed; "
+        f"({first_day} .. {last_day}), {passed} checks passed, {failed} failed"
+        f"{f', {warned} warned' if warned else ''}; "
         f"runs recorded in {os.environ['DAGSTER_HOME']} (see them with `feature-platform ui`)"
     )
     return 0 if ok else 1

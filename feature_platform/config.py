@@ -15,6 +15,8 @@ from pathlib import Path
 DEFAULT_DATA_DIR = "data"
 DEFAULT_RETENTION_DAYS = 365
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
+DEFAULT_CHURN_HORIZON_DAYS = 30
+DEFAULT_MODEL_AUC_FLOOR = 0.7
 
 
 class ConfigError(ValueError):
@@ -28,12 +30,18 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     max_quarantine_rate: float = DEFAULT_MAX_QUARANTINE_RATE
     topic_model_cutoff: dt.datetime | None = None
+    churn_horizon_days: int = DEFAULT_CHURN_HORIZON_DAYS
+    model_auc_floor: float = DEFAULT_MODEL_AUC_FLOOR
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
             raise ConfigError(f"FP_RETENTION_DAYS must be >= 1, got {self.retention_days}")
         if not 0.0 <= self.max_quarantine_rate <= 1.0:
             raise ConfigError(f"FP_MAX_QUARANTINE_RATE must be in [0, 1], got {self.max_quarantine_rate}")
+        if self.churn_horizon_days < 1:
+            raise ConfigError(f"FP_CHURN_HORIZON_DAYS must be >= 1, got {self.churn_horizon_days}")
+        if not 0.0 <= self.model_auc_floor <= 1.0:
+            raise ConfigError(f"FP_MODEL_AUC_FLOOR must be in [0, 1], got {self.model_auc_floor}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +53,8 @@ class Settings:
             retention_days=_int(env, "FP_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             max_quarantine_rate=_float(env, "FP_MAX_QUARANTINE_RATE", DEFAULT_MAX_QUARANTINE_RATE),
             topic_model_cutoff=_datetime(env, "FP_TOPIC_MODEL_CUTOFF"),
+            churn_horizon_days=_int(env, "FP_CHURN_HORIZON_DAYS", DEFAULT_CHURN_HORIZON_DAYS),
+            model_auc_floor=_float(env, "FP_MODEL_AUC_FLOOR", DEFAULT_MODEL_AUC_FLOOR),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -17,22 +17,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.calibration import calibration_curve
+from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    classification_report,
-    log_loss,
-    roc_auc_score,
-)
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
+from feature_platform.ml import evaluation
+from feature_platform.ml.evaluation import DEFAULT_AUC_FLOOR, Evaluation, evaluate, require_both_classes
 from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
 from feature_platform.registry.registry import Registry
 
@@ -43,29 +38,7 @@ RECENCY_NULL_DAYS = 365.0  # null recency = nothing in the 90-day lookback: olde
 MODELS = ("logistic_regression", "random_forest", "xgboost")
 SPLITS = ("random", "out_of_time")
 OOT = "out_of_time"
-TOP_FEATURES = 20
-CALIBRATION_BINS = 10
 CV_FOLDS = 3
-THRESHOLD = 0.5
-
-
-@dataclass
-class Evaluation:
-    """Test-set metrics of one model on one split."""
-
-    roc_auc: float
-    pr_auc: float
-    log_loss: float
-    brier: float
-    classification_report: dict[str, Any]
-    importance: list[tuple[str, float]]  # top TOP_FEATURES, largest first
-    calibration: dict[str, list[float]]  # prob_true / prob_pred per non-empty bin
-    best_params: dict[str, Any]
-    n_train: int
-    n_test: int
-
-    def metrics(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -75,6 +48,8 @@ class ChurnTrainingResult:
     estimators: dict[str, dict[str, Any]] = field(repr=False)  # split -> model -> fitted estimator
     champion: str
     seed: int
+    final_spec: ExpansionSpec | None = None  # fitted on every labelled row: what is served
+    final_model: Any = field(default=None, repr=False)  # the champion refitted on every labelled row
 
     @property
     def champion_oot_auc(self) -> float:
@@ -106,10 +81,8 @@ def train_churn_models(
     specs: dict[str, ExpansionSpec] = {}
     estimators: dict[str, dict[str, Any]] = {}
     for split, (train, test) in splits.items():
-        for part, rows in (("training", train), ("test", test)):
-            if len(np.unique(y[rows])) < 2:
-                raise ValueError(f"{split} split: the {part} rows hold one class only; ROC-AUC is undefined. "
-                                 "Use more snapshot dates or change oot_dates")
+        require_both_classes(y[train], split, "training")
+        require_both_classes(y[test], split, "test")
         spec = fit_expansion(data.take(train), feature_names, registry)
         x_train, columns = expand(data.take(train), spec)
         x_test, _ = expand(data.take(test), spec)
@@ -120,33 +93,28 @@ def train_churn_models(
             search.fit(x_train, y[train])
             model = search.best_estimator_
             importance = _importance(name, model)
-            evaluations[split][name] = _evaluate(model, x_test, y[test], columns, importance, search.best_params_,
-                                                 len(train))
+            evaluations[split][name] = evaluate(y[test], model.predict_proba(x_test)[:, 1], columns, importance,
+                                                search.best_params_, len(train))
             estimators[split][name] = model
         baseline = _baseline(seed)
         recency_train = _recency(data.take(train))
         baseline.fit(recency_train, y[train])
         coef = float(abs(baseline.named_steps["model"].coef_[0][0]))
-        evaluations[split][BASELINE] = _evaluate(baseline, _recency(data.take(test)), y[test], [BASELINE_FEATURE],
-                                                 np.array([coef]), {}, len(train))
+        evaluations[split][BASELINE] = evaluate(y[test], baseline.predict_proba(_recency(data.take(test)))[:, 1],
+                                                [BASELINE_FEATURE], np.array([coef]), {}, len(train))
         estimators[split][BASELINE] = baseline
 
     champion = max(MODELS, key=lambda m: (evaluations[OOT][m].roc_auc, -MODELS.index(m)))
-    return ChurnTrainingResult(evaluations, specs, estimators, champion, seed)
+    # What is served: the champion with its out-of-time hyper-parameters, refitted on every labelled row.
+    final_spec = fit_expansion(data, feature_names, registry)
+    final_model = clone(estimators[OOT][champion]).fit(expand(data, final_spec)[0], y)
+    return ChurnTrainingResult(evaluations, specs, estimators, champion, seed, final_spec, final_model)
 
 
-def promotion_decision(result: ChurnTrainingResult, auc_floor: float = 0.7) -> tuple[bool, str]:
+def promotion_decision(result: ChurnTrainingResult, auc_floor: float = DEFAULT_AUC_FLOOR) -> tuple[bool, str]:
     """Promote when the champion's out-of-time ROC-AUC beats the recency baseline's and is at least the floor."""
-    auc, base = result.champion_oot_auc, result.baseline_oot_auc
-    problems = []
-    if not auc > base:
-        problems.append(f"does not beat the recency baseline ({BASELINE}, OOT ROC-AUC {base:.4f})")
-    if not auc >= auc_floor:
-        problems.append(f"is below the floor {auc_floor:.4f}")
-    head = f"champion {result.champion} OOT ROC-AUC {auc:.4f}"
-    if problems:
-        return False, f"not promoted: {head} {' and '.join(problems)}"
-    return True, f"promoted: {head} beats the baseline's {base:.4f} and the floor {auc_floor:.4f}"
+    return evaluation.promotion_decision(result.champion, result.champion_oot_auc, BASELINE, result.baseline_oot_auc,
+                                         auc_floor)
 
 
 def _labelled(table: pa.Table) -> pa.Table:
@@ -218,30 +186,3 @@ def _baseline(seed: int) -> Pipeline:
 def _recency(table: pa.Table) -> np.ndarray:
     column = pc.cast(table.column(BASELINE_FEATURE), pa.float64())
     return column.to_numpy(zero_copy_only=False).reshape(-1, 1)
-
-
-def _evaluate(
-    model: Any,
-    x: np.ndarray,
-    y: np.ndarray,
-    columns: Sequence[str],
-    importance: np.ndarray,
-    best_params: dict[str, Any],
-    n_train: int,
-) -> Evaluation:
-    p = model.predict_proba(x)[:, 1]
-    prob_true, prob_pred = calibration_curve(y, p, n_bins=CALIBRATION_BINS)
-    order = sorted(range(len(columns)), key=lambda i: (-float(importance[i]), columns[i]))[:TOP_FEATURES]
-    return Evaluation(
-        roc_auc=float(roc_auc_score(y, p)),
-        pr_auc=float(average_precision_score(y, p)),
-        log_loss=float(log_loss(y, p, labels=[0, 1])),
-        brier=float(brier_score_loss(y, p)),
-        classification_report=classification_report(y, (p >= THRESHOLD).astype(int), labels=[0, 1],
-                                                     output_dict=True, zero_division=0),
-        importance=[(columns[i], float(importance[i])) for i in order],
-        calibration={"prob_true": prob_true.tolist(), "prob_pred": prob_pred.tolist()},
-        best_params=dict(best_params),
-        n_train=n_train,
-        n_test=len(y),
-    )

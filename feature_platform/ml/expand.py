@@ -14,13 +14,20 @@ Rules per registry type
                  ignored, a fitted key missing from a row is 0.0, a null map -> NaN in all its columns.
 
 Flag columns (``<family>_snapshot_date`` / ``<family>_snapshot_missing``), keys and labels are not
-registry features and are refused.
+registry features and are refused as ``feature_names``.
+
+Columns that are not registry features but are model inputs (a listing's price, the hour of a view)
+are passed as ``extra`` (column -> kind) and expand by the same spec:
+    numeric      one float column; null -> NaN.
+    categorical  ``<name>=<value>`` per value seen at fit time (the :data:`MAX_CATEGORIES` most
+                 frequent, ties by value), 1.0 where the row has that value, else 0.0; an unseen
+                 value or a null -> 0.0 in all of them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +38,8 @@ from feature_platform.registry.registry import Registry
 
 VECTOR_PREFIXES = {"topic_vector": "topic"}
 SCALAR_TYPES = ("int", "float", "bool")
+EXTRA_KINDS = ("numeric", "categorical")
+MAX_CATEGORIES = 50
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,14 @@ class ExpansionSpec:
         ))
 
 
-def fit_expansion(table: pa.Table, feature_names: Sequence[str], registry: Registry) -> ExpansionSpec:
-    """Fix the output columns of ``feature_names``: map keys come from ``table``, the rest from the registry."""
+def fit_expansion(
+    table: pa.Table,
+    feature_names: Sequence[str],
+    registry: Registry,
+    extra: Mapping[str, str] | None = None,
+) -> ExpansionSpec:
+    """Fix the output columns of ``feature_names`` (then ``extra``): map keys and categories come from
+    ``table``, the rest from the registry."""
     features = []
     for name in feature_names:
         if name not in registry.features:
@@ -89,6 +104,17 @@ def fit_expansion(table: pa.Table, feature_names: Sequence[str], registry: Regis
             features.append(ExpandedFeature(name, "map", tuple(f"{name}__{k}" for k in keys), keys=keys))
         else:
             raise ValueError(f"feature {name!r} has type {feature.type!r}, which expand does not know")
+    for name, kind in (extra or {}).items():
+        if kind == "numeric":
+            features.append(ExpandedFeature(name, "numeric", (name,)))
+        elif kind == "categorical":
+            counts = pc.value_counts(pc.drop_null(pc.cast(_column(table, name).combine_chunks(), pa.string())))
+            pairs = zip(counts.field("counts").to_pylist(), counts.field("values").to_pylist(), strict=True)
+            pairs = sorted(pairs, key=lambda cv: (-cv[0], cv[1]))[:MAX_CATEGORIES]
+            keys = tuple(sorted(v for _, v in pairs))
+            features.append(ExpandedFeature(name, "categorical", tuple(f"{name}={k}" for k in keys), keys=keys))
+        else:
+            raise ValueError(f"extra column {name!r} has kind {kind!r}; use one of {EXTRA_KINDS}")
     spec = ExpansionSpec(tuple(features))
     columns = spec.columns
     if len(set(columns)) != len(columns):
@@ -105,8 +131,12 @@ def expand(table: pa.Table, spec: ExpansionSpec) -> tuple[np.ndarray, list[str]]
         width = len(feature.columns)
         block = out[:, start:start + width]
         column = _column(table, feature.name)
-        if feature.type in SCALAR_TYPES:
+        if feature.type in (*SCALAR_TYPES, "numeric"):
             block[:, 0] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        elif feature.type == "categorical":
+            values = pc.cast(column, pa.string()).to_numpy(zero_copy_only=False)
+            for i, key in enumerate(feature.keys):
+                block[:, i] = values == key
         elif feature.type == "vector":
             for row, values in enumerate(column.to_pylist()):
                 if values is None:

@@ -57,10 +57,11 @@ def churn_training_set(
     snapshot_dates: Sequence[dt.date] | None = None,
     horizon_days: int = 30,
     feature_names: Sequence[str] | None = None,
+    every_days: int = 7,
 ) -> pa.Table:
     """One row per (user known at D, snapshot date D): features of snapshot D, ``churned``, ``labelled``.
 
-    ``snapshot_dates`` defaults to :func:`default_churn_dates`. ``feature_names`` defaults to every
+    ``snapshot_dates`` defaults to :func:`default_churn_dates` (one date every ``every_days``). ``feature_names`` defaults to every
     registry feature. Columns: user_id, snapshot_date, the features, per family
     ``<family>_snapshot_date`` / ``<family>_snapshot_missing``, churned (int64, null when unlabelled),
     labelled (bool). Rows are ordered by snapshot_date, user_id.
@@ -70,7 +71,7 @@ def churn_training_set(
     registry = registry or load_registry()
     last_day = last_event_day(store)
     if snapshot_dates is None:
-        dates = default_churn_dates(store, registry, horizon_days, last_day)
+        dates = default_churn_dates(store, registry, horizon_days, last_day, every_days)
     else:
         dates = sorted(set(snapshot_dates))
     if not dates:
@@ -128,12 +129,16 @@ def default_churn_dates(
     registry: Registry,
     horizon_days: int,
     last_day: dt.date | None = None,
+    every_days: int = 7,
 ) -> list[dt.date]:
-    """Weekly dates among the activity snapshot partitions, counting back from the last labelable one.
+    """Weekly (``every_days``) dates among the activity snapshot partitions, counting back from the
+    last labelable one.
 
     A date D is labelable when D + horizon_days <= the last ``raw/events`` partition. Dates are
     D_last, D_last - 7, D_last - 14, ... where a snapshot partition exists (gaps are skipped).
     """
+    if every_days < 1:
+        raise ValueError(f"every_days must be at least 1, got {every_days}")
     last_day = last_day or last_event_day(store)
     table = "/".join(registry.family(SNAPSHOT_FAMILY).asset_path)
     horizon = dt.timedelta(days=horizon_days)
@@ -142,7 +147,7 @@ def default_churn_dates(
         raise ValueError(f"no partition of {table} has a full {horizon_days}-day label horizon before the last "
                          f"raw/events day {last_day}; materialize older snapshots or pass snapshot_dates")
     anchor = max(complete)
-    return [d for d in complete if (anchor - d).days % 7 == 0]
+    return [d for d in complete if (anchor - d).days % every_days == 0]
 
 
 def contact_training_set(
@@ -153,7 +158,8 @@ def contact_training_set(
     """One row per listing view or impression: user features as of the event, listing, context, label.
 
     Columns: event_id, user_id, event_type, listing_id, session_id, timestamp, category_id, city,
-    price, is_premium, image_count (null for a listing missing from ``raw/listings``), day_of_week
+    price, is_premium, image_count, price_rank (the percent rank of the price among the listings of
+    its category, 0 = cheapest; all null for a listing missing from ``raw/listings``), day_of_week
     (0 = Monday), hour, device (from ``raw/customers``), the user features and per-family flags of
     :func:`get_historical_features`, contacted (int64), labelled (bool). Ordered by timestamp, event_id.
     """
@@ -188,14 +194,18 @@ def _views_with_labels(con: duckdb.DuckDBPyConnection, data_end: dt.datetime) ->
     table = con.sql(
         f"""
         SELECT {", ".join(f"v.{c}" for c in VIEW_COLUMNS)},
-               {", ".join(f"l.{c}" for c in LISTING_COLUMNS)},
+               {", ".join(f"l.{c}" for c in LISTING_COLUMNS)}, l.price_rank,
                (isodow(v.timestamp) - 1)::BIGINT AS day_of_week,
                hour(v.timestamp)::BIGINT AS hour,
                c.device,
                lab.contacted,
                lab.contacted = 1 OR v.timestamp + to_hours($window::INTEGER) < $end::TIMESTAMP AS labelled
         FROM views AS v
-        LEFT JOIN listings AS l ON l.listing_id = v.listing_id
+        LEFT JOIN (
+            SELECT *, CASE WHEN price IS NULL THEN NULL
+                           ELSE percent_rank() OVER (PARTITION BY category_id ORDER BY price) END AS price_rank
+            FROM listings
+        ) AS l ON l.listing_id = v.listing_id
         LEFT JOIN customers AS c ON c.user_id = v.user_id
         JOIN (
             SELECT v2.{ROW}, CASE WHEN EXISTS (

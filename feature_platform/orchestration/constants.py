@@ -15,8 +15,11 @@ DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE
 
 GROUP_RAW = "raw"
 GROUP_FEATURES = "features"
+GROUP_TRAINING = "training"
+GROUP_MODELS = "models"
 
 OWNER_DATA = "team:data-platform"
+OWNER_ML = "team:ml"
 
 RAW_CUSTOMERS = dg.AssetKey(["raw", "customers"])
 RAW_EVENTS = dg.AssetKey(["raw", "events"])
@@ -32,6 +35,14 @@ PROFILE_FEATURES = dg.AssetKey(["features", "profile_features"])
 REVIEW_FEATURES = dg.AssetKey(["features", "review_features"])
 AFFINITY_FEATURES = dg.AssetKey(["features", "affinity_features"])
 REVIEW_TOPIC_MODEL = dg.AssetKey(["features", "review_topic_model"])
+FEATURE_SNAPSHOTS = (USER_ACTIVITY_FEATURES, LEAD_FEATURES, ENGAGEMENT_FEATURES, PROFILE_FEATURES, REVIEW_FEATURES,
+                     AFFINITY_FEATURES)
+
+# Training sets (unpartitioned Parquet files training/<name>.parquet in the offline store) and models.
+TRAINING_DATASET = dg.AssetKey(["training", "training_dataset"])  # churn; the brief's name
+CONTACT_TRAINING_SET = dg.AssetKey(["training", "contact_training_set"])
+CHURN_MODEL = dg.AssetKey(["models", "churn_model"])
+CONTACT_MODEL = dg.AssetKey(["models", "contact_model"])
 
 CHECK_SCHEMA = "schema_matches_contract"
 CHECK_QUARANTINE_RATE = "quarantine_rate_below_threshold"
@@ -39,3 +50,4 @@ CHECK_ROWS_BALANCE = "accepted_plus_quarantined_equals_input"
 CHECK_SNAPSHOT_SCHEMA = "schema_matches_registry"
 CHECK_SNAPSHOT_VALUES = "values_within_registry_rules"
 CHECK_SNAPSHOT_ROWS = "one_row_per_known_user"
+CHECK_PROMOTION_GATE = "promotion_gate"

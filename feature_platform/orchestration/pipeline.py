@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from feature_platform.orchestration.constants import GROUP_FEATURES, GROUP_RAW
+from feature_platform.orchestration.constants import GROUP_FEATURES, GROUP_MODELS, GROUP_RAW, GROUP_TRAINING
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -35,12 +35,16 @@ class StepOutcome:
     partitions: dict[str, int] = field(default_factory=dict)  # asset -> partitions materialized
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
+    checks_warned: list[str] = field(default_factory=list)  # failed checks of WARN severity: reported, not fatal
     errors: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # one line per trained model: metrics and the gate
 
 
 RAW_STEP = Step("raw inputs", dg.AssetSelection.groups(GROUP_RAW))
 FEATURES_STEP = Step("feature snapshots", dg.AssetSelection.groups(GROUP_FEATURES))
-ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP)
+TRAINING_STEP = Step("training sets", dg.AssetSelection.groups(GROUP_TRAINING))
+MODELS_STEP = Step("models", dg.AssetSelection.groups(GROUP_MODELS))
+ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP)
 
 
 def run_steps(
@@ -86,6 +90,10 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
             outcome.rows[key] = outcome.rows.get(key, 0) + rows_per_partition.value.get(mat.partition, 0)
         elif (rows := mat.metadata.get("dagster/row_count")) is not None:
             outcome.rows[key] = outcome.rows.get(key, 0) + int(rows.value)
+        if "oot_roc_auc" in mat.metadata:
+            outcome.models.append(_model_line(key, {k: v.value for k, v in mat.metadata.items()}))
+        elif str(getattr(mat.metadata.get("status"), "value", "")).startswith("skipped"):
+            outcome.models.append(f"{key:<34} {mat.metadata['status'].value}")
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
             error = event.step_failure_data.error
@@ -99,12 +107,21 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
             outcome.checks_passed += 1
         else:
             why = f" ({evaluation.description})" if evaluation.description else ""
-            outcome.checks_failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}{why}")
+            failed = outcome.checks_warned if evaluation.severity == dg.AssetCheckSeverity.WARN else outcome.checks_failed
+            failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}{why}")
     return outcome
 
 
+def _model_line(key: str, meta: dict) -> str:
+    gate = "promoted" if meta["promoted"] else "NOT promoted"
+    return (f"{key:<34} {meta['champion_estimator']}: out-of-time ROC-AUC {meta['oot_roc_auc']:.3f} "
+            f"(baseline {meta['baseline_oot_roc_auc']:.3f}, floor {meta['auc_floor']:.2f}), "
+            f"{meta['training_rows']:,} labelled rows; {gate}; serving {meta['serving_version']}\n"
+            f"    {'':<34} model card: {meta['model_card']}")
+
+
 def _describe(outcome: StepOutcome) -> str:
-    lines = []
+    lines = [f"    {line}" for line in outcome.models]
     for key in sorted(outcome.rows):
         parts = f", {outcome.partitions[key]} partitions" if outcome.partitions.get(key) else ""
         lines.append(f"    {key:<34} {outcome.rows[key]:>12,} rows{parts}")
@@ -112,6 +129,8 @@ def _describe(outcome: StepOutcome) -> str:
     checks = f"{outcome.checks_passed} checks passed"
     if outcome.checks_failed:
         checks += f", {len(outcome.checks_failed)} failed:" + "".join(f"\n      - {c}" for c in outcome.checks_failed)
+    if outcome.checks_warned:
+        checks += f", {len(outcome.checks_warned)} warned:" + "".join(f"\n      - {c}" for c in outcome.checks_warned)
     lines.append(f"    {status} in {outcome.seconds:.1f} s; {checks} (run {outcome.run_id[:8]})")
     lines.extend(f"    error in {error}" for error in outcome.errors)
     return "\n".join(lines)

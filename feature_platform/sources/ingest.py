@@ -24,7 +24,13 @@ import pyarrow.compute as pc
 from feature_platform.offline.store import OfflineStore, WriteResult
 from feature_platform.sources import loaders
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, RAW_TABLES, RawTable
-from feature_platform.sources.validation import ValidationResult, quarantine_schema, reason_counts, validate
+from feature_platform.sources.validation import (
+    ValidationResult,
+    parse_column,
+    quarantine_schema,
+    reason_counts,
+    validate,
+)
 
 UNASSIGNED = "unassigned"
 
@@ -94,14 +100,19 @@ def ingest_table(store: OfflineStore, source_dir: Path, table: RawTable, now: dt
 
 
 def _derive_customers(store: OfflineStore, source_dir: Path, now: dt.datetime) -> IngestReport:
+    """One customer per distinct user id of the events, known (signup_date) from the day of their
+    first parseable event, so nobody appears in a snapshot or a training set before their data does."""
     events = loaders.load(source_dir, EVENTS)
     if events is None:
         raise loaders.SourceError(f"{source_dir}: neither customers nor events found; nothing to ingest")
-    users = pc.unique(pc.drop_null(pc.cast(events.data.column("user_id"), pa.string())))
-    users = users.filter(pc.not_equal(pc.utf8_trim_whitespace(users), ""))
-    users = users.take(pc.sort_indices(users))
+    ids = pc.utf8_trim_whitespace(pc.cast(events.data.column("user_id"), pa.string()))
+    first = pa.table({"user_id": ids, "timestamp": parse_column(events, "timestamp")}).filter(
+        pc.and_(pc.is_valid(ids), pc.not_equal(ids, ""))
+    ).group_by("user_id").aggregate([("timestamp", "min")]).sort_by("user_id")
+    users = first.column("user_id")
     columns = {c.name: pa.nulls(len(users), c.type) for c in CUSTOMERS.columns}
     columns["user_id"] = users
+    columns["signup_date"] = pc.cast(first.column("timestamp_min"), CUSTOMERS.arrow_schema.field("signup_date").type)
     derived = pa.table(columns, schema=CUSTOMERS.arrow_schema)
     # The input of a derived table is the list of distinct ids it was derived from.
     report = IngestReport(table="customers", input_rows=derived.num_rows, accepted_rows=derived.num_rows, status="derived")

@@ -228,7 +228,7 @@ def test_contact_keeps_every_view_and_impression_once_in_time_order(contact_stor
     assert table.column("event_id").to_pylist() == list(EXPECTED_CONTACT)
     assert table.column_names == [
         "event_id", "user_id", "event_type", "listing_id", "session_id", "timestamp",
-        "category_id", "city", "price", "is_premium", "image_count", "day_of_week", "hour", "device",
+        "category_id", "city", "price", "is_premium", "image_count", "price_rank", "day_of_week", "hour", "device",
         *FEATURES, "activity_snapshot_date", "activity_snapshot_missing", "contacted", "labelled"]
 
 
@@ -237,6 +237,7 @@ def test_contact_listing_and_context_columns(contact_store):
     assert {k: rows[k]["category_id"] for k in ("a", "b", "f")} == {"a": "cars", "b": "flats", "f": None}
     assert (rows["f"]["price"], rows["f"]["is_premium"], rows["f"]["image_count"]) == (None, None, None)
     assert (rows["a"]["price"], rows["a"]["is_premium"], rows["a"]["image_count"]) == (9500.0, True, 7)
+    assert rows["a"]["price_rank"] == 0.0 and rows["f"]["price_rank"] is None  # alone in its category; unknown
     # 2025-03-02 is a Sunday, 03-05 a Wednesday, 03-10 a Monday
     assert {k: rows[k]["day_of_week"] for k in ("a", "b", "e")} == {"a": 6, "b": 2, "e": 0}
     assert {rows[k]["hour"] for k in ("a", "b", "h")} == {10, 12}

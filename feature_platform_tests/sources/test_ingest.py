@@ -82,14 +82,19 @@ def test_transactions_only_dataset_goes_through(tmp_path):
     src = tmp_path / "src"
     write_csv(src, "transactions_ignored", [{"x": 1}])
     (src / "events.csv").write_text(
-        "Customer ID,Date,Amount\nc1,2025-02-01,10.0\nc2,2025-02-01,5\nc1,2025-02-02,7.25\nc3,2025-02-02,-4\n"
+        "Customer ID,Date,Amount\nc1,2025-02-02,10.0\nc2,2025-02-01,5\nc1,2025-02-01,7.25\nc3,2025-02-02,-4\n"
+        "c4,not a date,1\n"
     )
     store = OfflineStore(tmp_path / "data")
     customers = ingest.ingest_table(store, src, CUSTOMERS, NOW)
     assert customers.status == "derived" and customers.balanced()
-    assert pq.read_table(store.table_path("raw/customers")).column("user_id").to_pylist() == ["c1", "c2", "c3"]
+    derived = pq.read_table(store.table_path("raw/customers"))
+    assert derived.column("user_id").to_pylist() == ["c1", "c2", "c3", "c4"]
+    # Known from the day of their first event (c1's rows are out of order); no parseable event -> unknown date.
+    assert derived.column("signup_date").to_pylist() == [
+        dt.date(2025, 2, 1), dt.date(2025, 2, 1), dt.date(2025, 2, 2), None]
     events = _events(store, src, days=["2025-02-01", "2025-02-02"])
     landed = store.read("raw/events")
     assert set(landed.column("event_type").to_pylist()) == {"purchase"}
     assert sorted(landed.column("event_id").to_pylist()) == ["events.csv:1", "events.csv:2", "events.csv:3"]
-    assert events.reasons == {"negative_amount": 1} and events.balanced()
+    assert events.reasons == {"negative_amount": 1, "invalid_timestamp": 1} and events.balanced()

@@ -1,0 +1,227 @@
+"""Contact model on the contact training set: XGBoost, a listing-contact-rate baseline, ranking quality.
+
+The model predicts whether a listing view (or impression) leads to a contact or favourite of that
+listing by the same user (see :func:`feature_platform.ml.training_sets.contact_training_set`). Its
+inputs are the user's point-in-time features plus the listing and the context of the view, all
+through the one expansion (:func:`feature_platform.ml.expand.expand`, listing and context columns
+passed as ``extra``, with the user-listing match inputs of :func:`add_match_inputs`).
+
+Two splits, as for churn: ``random`` (80/20 stratified) and ``out_of_time`` (train on the views
+before the time that leaves the last ``oot_fraction`` of views, test on those). The baseline is
+what a product without a model would use: each listing's historical contact rate on the training
+rows, smoothed towards the overall rate with :data:`PRIOR_VIEWS` pseudo-views (an unseen listing
+gets the overall rate). Ranking quality per user (NDCG@k and precision@k over the listings a user
+viewed in the test rows) is reported for model and baseline. Seeded and single-threaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from xgboost import XGBClassifier
+
+from feature_platform.ml import evaluation
+from feature_platform.ml.evaluation import DEFAULT_AUC_FLOOR, Evaluation, evaluate, require_both_classes
+from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
+from feature_platform.registry.registry import Registry
+
+LABEL = "contacted"
+MODEL = "xgboost"
+BASELINE = "baseline_listing_rate"
+OOT = "out_of_time"
+# Listing and context inputs (not registry features): column -> expansion kind.
+EXTRA_INPUTS = {
+    "listing_category_affinity": "numeric",  # the user-listing match inputs of add_match_inputs
+    "listing_city_affinity": "numeric",
+    "listing_price_gap": "numeric",
+    "price": "numeric",
+    "price_rank": "numeric",
+    "is_premium": "numeric",
+    "image_count": "numeric",
+    "day_of_week": "numeric",
+    "hour": "numeric",
+    "category_id": "categorical",
+    "city": "categorical",
+    "device": "categorical",
+}
+PRIOR_VIEWS = 20.0
+RANK_K = 5
+CV_FOLDS = 3
+
+
+@dataclass
+class ContactTrainingResult:
+    evaluations: dict[str, dict[str, Evaluation]]  # split -> MODEL / BASELINE -> evaluation
+    specs: dict[str, ExpansionSpec]
+    estimators: dict[str, Any] = field(repr=False)  # split -> fitted model
+    seed: int
+    final_spec: ExpansionSpec | None = None
+    final_model: Any = field(default=None, repr=False)
+    champion: str = MODEL
+
+    @property
+    def champion_oot_auc(self) -> float:
+        return self.evaluations[OOT][MODEL].roc_auc
+
+    @property
+    def baseline_oot_auc(self) -> float:
+        return self.evaluations[OOT][BASELINE].roc_auc
+
+    def metrics(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {s: {m: e.metrics() for m, e in models.items()} for s, models in self.evaluations.items()}
+
+
+def train_contact_model(
+    table: pa.Table,
+    feature_names: Sequence[str],
+    registry: Registry,
+    seed: int = 7,
+    oot_fraction: float = 0.2,
+) -> ContactTrainingResult:
+    """Fit and evaluate the model and the baseline on both splits; refit the model on every labelled row."""
+    data = add_match_inputs(_labelled(table))
+    y = np.asarray(data.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
+    splits = {"random": _random_split(y, seed), OOT: _oot_split(data, oot_fraction)}
+    evaluations: dict[str, dict[str, Evaluation]] = {}
+    specs: dict[str, ExpansionSpec] = {}
+    estimators: dict[str, Any] = {}
+    users = np.asarray(data.column("user_id").to_pylist(), dtype=object)
+    for split, (train, test) in splits.items():
+        require_both_classes(y[train], split, "training")
+        require_both_classes(y[test], split, "test")
+        train_rows, test_rows = data.take(train), data.take(test)
+        spec = fit_expansion(train_rows, feature_names, registry, extra=EXTRA_INPUTS)
+        x_train, columns = expand(train_rows, spec)
+        x_test, _ = expand(test_rows, spec)
+        search = GridSearchCV(_model(seed), {"max_depth": [3, 5]}, scoring="roc_auc", n_jobs=1,
+                              cv=StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed))
+        search.fit(x_train, y[train])
+        model = search.best_estimator_
+        p = model.predict_proba(x_test)[:, 1]
+        model_eval = evaluate(y[test], p, columns, model.feature_importances_, search.best_params_, len(train))
+        model_eval.ranking = ranking_metrics(users[test], y[test], p, RANK_K)
+        rates = listing_contact_rates(train_rows)
+        base = baseline_scores(test_rows, rates)
+        base_eval = evaluate(y[test], base, ["listing_contact_rate"], np.array([1.0]), {"prior_views": PRIOR_VIEWS},
+                             len(train))
+        base_eval.ranking = ranking_metrics(users[test], y[test], base, RANK_K)
+        specs[split], estimators[split] = spec, model
+        evaluations[split] = {MODEL: model_eval, BASELINE: base_eval}
+    final_spec = fit_expansion(data, feature_names, registry, extra=EXTRA_INPUTS)
+    final_model = clone(estimators[OOT]).fit(expand(data, final_spec)[0], y)
+    return ContactTrainingResult(evaluations, specs, estimators, seed, final_spec, final_model)
+
+
+def add_match_inputs(table: pa.Table) -> pa.Table:
+    """How well each row's listing matches its user, from the user's point-in-time affinities.
+
+    ``listing_category_affinity`` = category_affinity[category_id], ``listing_city_affinity`` =
+    city_affinity[city] (0 when the map lacks the key, null when the map is null), and
+    ``listing_price_gap`` = |price_rank - price_sensitivity| (null when either is null). The same
+    function builds these inputs for training and for serving a prediction.
+    """
+    out = table
+    for name, map_column, key_column in (("listing_category_affinity", "category_affinity", "category_id"),
+                                         ("listing_city_affinity", "city_affinity", "city")):
+        maps, keys = table.column(map_column).to_pylist(), table.column(key_column).to_pylist()
+        values = [None if m is None else dict(m).get(k, 0.0) for m, k in zip(maps, keys, strict=True)]
+        out = out.append_column(name, pa.array(values, type=pa.float64()))
+    gap = pc.abs(pc.subtract(pc.cast(table.column("price_rank"), pa.float64()),
+                             pc.cast(table.column("price_sensitivity"), pa.float64())))
+    return out.append_column("listing_price_gap", gap)
+
+
+def promotion_decision(result: ContactTrainingResult, auc_floor: float = DEFAULT_AUC_FLOOR) -> tuple[bool, str]:
+    """Promote when the model's out-of-time ROC-AUC beats the listing-rate baseline's and the floor."""
+    return evaluation.promotion_decision(MODEL, result.champion_oot_auc, BASELINE, result.baseline_oot_auc, auc_floor)
+
+
+def listing_contact_rates(table: pa.Table) -> dict[str, Any]:
+    """Smoothed contact rate per listing over ``table``'s rows: (contacts + m·prior) / (views + m)."""
+    listings = table.column("listing_id").to_pylist()
+    labels = np.asarray(table.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.float64)
+    prior = float(labels.mean()) if len(labels) else 0.0
+    views: dict[str, float] = {}
+    contacts: dict[str, float] = {}
+    for listing, label in zip(listings, labels, strict=True):
+        views[listing] = views.get(listing, 0.0) + 1.0
+        contacts[listing] = contacts.get(listing, 0.0) + label
+    return {
+        "prior": prior,
+        "rates": {k: (contacts[k] + PRIOR_VIEWS * prior) / (views[k] + PRIOR_VIEWS) for k in views},
+    }
+
+
+def baseline_scores(table: pa.Table, rates: dict[str, Any]) -> np.ndarray:
+    known = rates["rates"]
+    return np.array([known.get(k, rates["prior"]) for k in table.column("listing_id").to_pylist()], dtype=np.float64)
+
+
+def ranking_metrics(users: Sequence[Any], y: np.ndarray, scores: np.ndarray, k: int = RANK_K) -> dict[str, float]:
+    """Mean NDCG@k and precision@k over users with at least one positive among their rows.
+
+    Each user's rows are ranked by score, highest first (ties keep row order). Precision@k divides
+    the positives in the top min(k, n) by min(k, n). NDCG uses binary gains and log2(rank + 1).
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, user in enumerate(users):
+        groups.setdefault(user, []).append(i)
+    ndcgs, precisions = [], []
+    for rows in groups.values():
+        labels = np.asarray(y)[rows]
+        if labels.sum() == 0:
+            continue
+        order = sorted(range(len(rows)), key=lambda j: -float(scores[rows[j]]))
+        top = labels[order][:k]
+        dcg = sum(g / math.log2(r + 2) for r, g in enumerate(top))
+        ideal = sum(1.0 / math.log2(r + 2) for r in range(min(k, int(labels.sum()))))
+        ndcgs.append(dcg / ideal)
+        precisions.append(float(top.sum()) / len(top))
+    return {
+        f"ndcg@{k}": float(np.mean(ndcgs)) if ndcgs else float("nan"),
+        f"precision@{k}": float(np.mean(precisions)) if precisions else float("nan"),
+        "users_ranked": len(ndcgs),
+    }
+
+
+def has_labelled_rows(table: pa.Table) -> bool:
+    return table.num_rows > 0 and bool(pc.any(pc.fill_null(table.column("labelled"), False)).as_py())
+
+
+def _labelled(table: pa.Table) -> pa.Table:
+    for column in (LABEL, "labelled", "timestamp", "listing_id", "user_id"):
+        if column not in table.column_names:
+            raise KeyError(f"column {column!r} missing; pass the contact training set (contact_training_set)")
+    data = table.filter(pc.and_(pc.fill_null(table.column("labelled"), False), pc.is_valid(table.column(LABEL))))
+    if data.num_rows == 0:
+        raise ValueError("no labelled listing views: ingest events with listing_viewed or impression rows")
+    return data
+
+
+def _random_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def _oot_split(data: pa.Table, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"oot_fraction must be in (0, 1), got {fraction}")
+    ts = pc.cast(data.column("timestamp"), pa.int64()).to_numpy(zero_copy_only=False)
+    cut = np.sort(ts)[int(len(ts) * (1.0 - fraction))]
+    test = ts >= cut
+    if test.all() or not test.any():
+        raise ValueError("out-of-time split: every view has the same timestamp; there is no earlier part to train on")
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def _model(seed: int) -> XGBClassifier:
+    return XGBClassifier(n_estimators=150, learning_rate=0.1, importance_type="gain", eval_metric="logloss",
+                         tree_method="hist", random_state=seed, n_jobs=1)
