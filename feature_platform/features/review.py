@@ -40,7 +40,7 @@ def _text_scores(ctx: SnapshotContext, model: TopicModel | None, topics: int) ->
     scored = [(text, score) for (text,) in candidates if (score := compound(text)) is not None]  # None: blank
     texts = sorted(text for text, _ in scored)
     sentiment = dict(scored)
-    if texts and model is None:
+    if texts and model is None and TOPIC_MODEL_ARTIFACT not in ctx.artifacts:
         raise ValueError(
             f"{len(texts)} review texts need topic mixes but ctx.artifacts has no {TOPIC_MODEL_ARTIFACT!r}; "
             f"{MATERIALIZE_HINT}"
@@ -51,7 +51,8 @@ def _text_scores(ctx: SnapshotContext, model: TopicModel | None, topics: int) ->
     }
     mixes = model.transform(texts) if model is not None and texts else None
     for k in range(topics):
-        columns[f"topic_{k}"] = pa.array(mixes[:, k] if mixes is not None else [], pa.float64())
+        # No model (artifact given as None: the texts cannot give a vocabulary): topic mixes are null.
+        columns[f"topic_{k}"] = pa.array(mixes[:, k]) if mixes is not None else pa.nulls(len(texts), pa.float64())
     return pa.table(columns)
 
 
@@ -70,7 +71,7 @@ def compute(ctx: SnapshotContext) -> pa.Table:
                        avg(r.rating) AS avg_rating,
                        count(*) AS total_reviews,
                        avg(s.sentiment) AS avg_sentiment_score,
-                       CASE WHEN count(s.text) > 0 THEN [{topic_means}] END AS topic_vector
+                       CASE WHEN count(s.topic_0) > 0 THEN [{topic_means}] END AS topic_vector
                 FROM reviews r
                 LEFT JOIN {_SCORES_VIEW} s ON s.text = r.text
                 GROUP BY r.user_id

@@ -160,8 +160,21 @@ def _training_texts(reviews: pa.Table, config: TopicModelConfig) -> tuple[list[s
 
 
 def has_usable_text(reviews: pa.Table, config: TopicModelConfig) -> bool:
-    """Whether any review would be fitted on (non-blank text before the cut-off)."""
-    return bool(_training_texts(reviews, config)[0])
+    """Whether a topic model can be fitted: non-blank texts before the cut-off that give a vocabulary
+    (some word in at least ``min_df`` of them)."""
+    texts = _training_texts(reviews, config)[0]
+    if not texts:
+        return False
+    try:
+        _vectorizer(config).fit(texts)
+    except ValueError:  # sklearn: empty vocabulary, or min_df above the number of texts
+        return False
+    return True
+
+
+def _vectorizer(config: TopicModelConfig) -> CountVectorizer:
+    return CountVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN, stop_words=STOP_WORDS,
+                           max_features=config.max_features, min_df=config.min_df)
 
 
 def fit_topic_model(reviews: pa.Table, config: TopicModelConfig) -> TopicModel:
@@ -173,13 +186,7 @@ def fit_topic_model(reviews: pa.Table, config: TopicModelConfig) -> TopicModel:
             f"no usable review text to fit the topic model on: {reviews.num_rows} reviews, none with a "
             f"non-blank text {where}"
         )
-    vectorizer = CountVectorizer(
-        lowercase=True,
-        token_pattern=TOKEN_PATTERN,
-        stop_words=STOP_WORDS,
-        max_features=config.max_features,
-        min_df=config.min_df,
-    )
+    vectorizer = _vectorizer(config)
     try:
         counts = vectorizer.fit_transform(texts)
     except ValueError as exc:  # sklearn: empty vocabulary, or min_df above the number of texts

@@ -124,7 +124,8 @@ def add_match_inputs(table: pa.Table) -> pa.Table:
     """How well each row's listing matches its user, from the user's point-in-time affinities.
 
     ``listing_category_affinity`` = category_affinity[category_id], ``listing_city_affinity`` =
-    city_affinity[city] (0 when the map lacks the key, null when the map is null), and
+    city_affinity[city] (0 when the map lacks the key, null when the map or the key is null, as for a
+    listing missing from ``raw/listings``), and
     ``listing_price_gap`` = |price_rank - price_sensitivity| (null when either is null). The same
     function builds these inputs for training and for serving a prediction.
     """
@@ -132,7 +133,7 @@ def add_match_inputs(table: pa.Table) -> pa.Table:
     for name, map_column, key_column in (("listing_category_affinity", "category_affinity", "category_id"),
                                          ("listing_city_affinity", "city_affinity", "city")):
         maps, keys = table.column(map_column).to_pylist(), table.column(key_column).to_pylist()
-        values = [None if m is None else dict(m).get(k, 0.0) for m, k in zip(maps, keys, strict=True)]
+        values = [None if m is None or k is None else dict(m).get(k, 0.0) for m, k in zip(maps, keys, strict=True)]
         out = out.append_column(name, pa.array(values, type=pa.float64()))
     gap = pc.abs(pc.subtract(pc.cast(table.column("price_rank"), pa.float64()),
                              pc.cast(table.column("price_sensitivity"), pa.float64())))
@@ -215,7 +216,7 @@ def _oot_split(data: pa.Table, fraction: float) -> tuple[np.ndarray, np.ndarray]
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"oot_fraction must be in (0, 1), got {fraction}")
     ts = pc.cast(data.column("timestamp"), pa.int64()).to_numpy(zero_copy_only=False)
-    cut = np.sort(ts)[int(len(ts) * (1.0 - fraction))]
+    cut = np.sort(ts)[min(int(len(ts) * (1.0 - fraction)), len(ts) - 1)]
     test = ts >= cut
     if test.all() or not test.any():
         raise ValueError("out-of-time split: every view has the same timestamp; there is no earlier part to train on")

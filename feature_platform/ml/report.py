@@ -84,7 +84,7 @@ def model_card(
 
 | | |
 | --- | --- |
-| rows (labelled) | {training.get('labelled_rows', 'n/a'):,} of {training.get('rows', 'n/a'):,} |
+| rows (labelled) | {_count(training.get('labelled_rows'))} of {_count(training.get('rows'))} |
 | label rate | {_f(training.get('label_rate'))} |
 | snapshot dates | {training.get('snapshot_date_min')} .. {training.get('snapshot_date_max')} |
 | training-data fingerprint | `{training_fingerprint}` |
@@ -112,6 +112,10 @@ Best hyper-parameters (out-of-time search): `{champion_eval.best_params}`
 
 {images}
 """
+
+
+def _count(value: Any) -> str:
+    return "n/a" if value is None else f"{value:,}"
 
 
 def _f(value: Any) -> str:

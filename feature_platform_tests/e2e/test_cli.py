@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+
+from feature_platform_tests.e2e.transactions import write_transactions
 
 pytestmark = pytest.mark.e2e
 
@@ -27,40 +33,65 @@ def _runs(home: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT status FROM runs")]
 
 
-def test_run_on_a_fresh_directory_generates_materializes_and_is_idempotent(tmp_path):
-    first = cli("run", "--users", "120", "--days", "10", "--end-date", END, cwd=tmp_path)
+def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempotent(tmp_path):
+    short_horizon = {"FP_CHURN_HORIZON_DAYS": "7"}  # 40 days of data: weekly snapshot dates with a 7-day label
+    first = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=tmp_path, env_extra=short_horizon)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "generating sample data: 120 users x 10 days" in first.stdout
-    assert "[1/2] raw inputs" in first.stdout and "[2/2] feature snapshots" in first.stdout
+    assert "generating sample data: 150 users x 40 days" in first.stdout
+    for step in ("[1/4] raw inputs", "[2/4] feature snapshots", "[3/4] training sets", "[4/4] models"):
+        assert step in first.stdout
     assert "done in" in first.stdout
     data = tmp_path / "data"
     partitions = sorted(p.name for p in (data / "raw" / "events").glob("*.parquet"))
-    assert partitions == [f"2025-03-{d:02d}.parquet" for d in range(1, 11)]
-    assert _runs(data / "dagster_home") == ["SUCCESS", "SUCCESS"]  # one run per step
+    assert len(partitions) == 40 and partitions[-1] == f"{END}.parquet"
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 4  # one run per step
     snapshots = sorted(p.name for p in (data / "features" / "lead_features").glob("*.parquet"))
     assert snapshots == partitions
+    # Each model prints its out-of-time metrics and the gate's decision, and is stored as its champion.
+    for name in ("churn", "contact"):
+        line = next(line for line in first.stdout.splitlines() if line.strip().startswith(f"models/{name}_model"))
+        assert "out-of-time ROC-AUC" in line and "baseline" in line and "; promoted;" in line, line
+        champion = json.loads((data / "models" / name / "champion.json").read_text())["version"]
+        assert f"serving {champion}" in line
+        assert (data / "models" / name / champion / "model_card.md").exists()
     before = {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")}
 
-    second = cli("run", cwd=tmp_path)
+    second = cli("run", cwd=tmp_path, env_extra=short_horizon)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "sample data: reusing" in second.stdout
     assert {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")} == before
-    assert _runs(data / "dagster_home") == ["SUCCESS"] * 4
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 8
 
 
-def test_ingest_of_a_transactions_export_then_run_keeps_using_it(tmp_path):
+def test_run_without_enough_history_for_the_label_horizon_says_so(tmp_path):
+    result = cli("run", "--users", "50", "--days", "10", "--end-date", END, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "[3/4] training sets" in result.stdout and "FAILED" in result.stdout
+    assert "has a full 30-day label horizon" in result.stdout  # the reason, not a stack trace
+    assert "[4/4]" not in result.stdout
+
+
+def test_a_transactions_only_export_gives_a_churn_champion_without_code_changes(tmp_path):
+    """customer id, date, amount from a shop (a simulation the platform did not make), ingested as is."""
     src = tmp_path / "shop"
     src.mkdir()
-    (src / "events.csv").write_text(
-        "CustomerID,InvoiceDate,Revenue\n17850,2025-01-05 08:26:00,15.3\n13047,2025-01-05 09:00:00,22\n"
-        "17850,2025-01-07 10:00:00,4.5\n"
-    )
+    rows = write_transactions(src / "events.csv", customers=500, days=120, end=dt.date(2025, 6, 30))
+    assert rows > 3000
     ingest = cli("ingest", "--source", str(src), "--data-dir", "d", cwd=tmp_path)
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    assert "raw/customers" in ingest.stdout and "partitions 2025-01-05 .. 2025-01-07" in ingest.stdout
-    run = cli("run", "--data-dir", "d", cwd=tmp_path)
+    assert "raw/customers" in ingest.stdout and "partitions 2025-03-04 .. 2025-06-30" in ingest.stdout
+    run = cli("run", "--data-dir", "d", cwd=tmp_path, env_extra={"FP_CHURN_HORIZON_DAYS": "30"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"raw data: {src}" in run.stdout and "generating" not in run.stdout
+    churn = next(line for line in run.stdout.splitlines() if line.strip().startswith("models/churn_model"))
+    assert "; promoted;" in churn, run.stdout
+    auc, baseline = (float(x) for x in re.search(r"ROC-AUC ([0-9.]+) \(baseline ([0-9.]+)", churn).groups())
+    assert auc >= 0.75 and auc > baseline
+    # No listing views in a shop's transactions: the contact model is skipped with a warning, not an error.
+    assert "models/contact_model" in run.stdout and "skipped: the data has no listing views" in run.stdout
+    assert "1 warned" in run.stdout
+    training = pq.read_table(tmp_path / "d" / "training" / "training_dataset.parquet")
+    assert training.column("labelled").to_pylist() == [True] * training.num_rows
 
 
 def test_unreadable_input_fails_with_the_file_named(tmp_path):

@@ -125,6 +125,15 @@ def test_no_model_with_texts_says_what_to_materialize():
         snapshot("review", D, review_rows=[rv(MIDNIGHT_D)])
 
 
+def test_a_model_known_to_be_unavailable_gives_null_topics_and_still_sentiment():
+    """The topic model asset skipped (the reviews give no vocabulary) and says so with an explicit None."""
+    rows = [rv(MIDNIGHT_D, 4, GOOD), rv(MIDNIGHT_D, 2, LATE)]
+    row = snapshot("review", D, review_rows=rows, artifacts={"review_topic_model": None})["u1"]
+    assert row["topic_vector"] is None
+    assert row["total_reviews"] == 2 and row["avg_rating"] == 3.0
+    assert row["avg_sentiment_score"] == pytest.approx((compound(GOOD) + compound(LATE)) / 2)
+
+
 def test_a_model_with_another_topic_count_is_refused():
     rows = [{"user_id": "x", "rating": 3, "text": t, "timestamp": MIDNIGHT_D} for t in (GOOD, LATE, PRICEY)]
     three = fit_topic_model(table(REVIEWS.arrow_schema, rows), TopicModelConfig(topics=3, min_df=1))

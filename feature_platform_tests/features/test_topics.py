@@ -144,7 +144,11 @@ def test_fitting_without_usable_text_fails_clearly(texts, config, message):
 @pytest.mark.parametrize(
     ("texts", "config", "usable"),
     [([], TopicModelConfig(), False), ([None, " "], TopicModelConfig(), False),
-     (["late parcel"], TopicModelConfig(cutoff=T0), False), (["late parcel"], TopicModelConfig(cutoff=CUTOFF), True)],
+     (["late parcel", "late box"], TopicModelConfig(cutoff=T0), False),
+     (["late parcel", "late box"], TopicModelConfig(cutoff=CUTOFF), True),
+     # Texts, but no vocabulary: one review cannot reach min_df=2; only stop words.
+     (["late parcel"], TopicModelConfig(cutoff=CUTOFF), False),
+     (["the and of", "it is the"], TopicModelConfig(min_df=1), False)],
 )
 def test_has_usable_text(texts, config, usable):
     assert topics.has_usable_text(reviews(texts), config) is usable

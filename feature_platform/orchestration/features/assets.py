@@ -79,7 +79,11 @@ def _family_asset(family: Family) -> dg.AssetsDefinition:
         days = [dt.date.fromisoformat(k) for k in context.partition_keys]
         artifacts = {}
         if "features/review_topic_model" in family.sources:
-            artifacts["review_topic_model"] = topics.load_current_or_none(platform.settings().models_dir / TOPIC_MODEL_DIR)
+            model = topics.load_current_or_none(platform.settings().models_dir / TOPIC_MODEL_DIR)
+            # No model because the reviews cannot give one: topics are null. No model although they could:
+            # leave the artifact out, so the family asks for features/review_topic_model to be materialized.
+            if model is not None or not topics.has_usable_text(store.read_table("raw/reviews"), _topic_config(platform)):
+                artifacts["review_topic_model"] = model
         inputs = SnapshotInputs.from_store(store, days[0], days[-1])
         writes, problems, rows, last = [], {}, {}, None
         try:
@@ -126,9 +130,8 @@ def review_topic_model(context: dg.AssetExecutionContext, platform: PlatformReso
     Cut-off: FP_TOPIC_MODEL_CUTOFF (ISO date, UTC) or, unset, every review present at fit time.
     """
     settings = platform.settings()
-    family = load_registry().family("review")
     reviews = platform.store().read_table("raw/reviews")
-    config = topics.TopicModelConfig(topics=int(family.config["topics"]), cutoff=settings.topic_model_cutoff)
+    config = _topic_config(platform)
     if not topics.has_usable_text(reviews, config):
         context.log.warning("no review text to fit a topic model on; review topic features will be null")
         return dg.MaterializeResult(metadata={"status": "skipped: no usable review text", "reviews": reviews.num_rows})
@@ -144,6 +147,11 @@ def review_topic_model(context: dg.AssetExecutionContext, platform: PlatformReso
             "top_words": dg.MetadataValue.md(f"| topic | top words |\n| --- | --- |\n{words}"),
         }
     )
+
+
+def _topic_config(platform: PlatformResource) -> topics.TopicModelConfig:
+    family = load_registry().family("review")
+    return topics.TopicModelConfig(topics=int(family.config["topics"]), cutoff=platform.settings().topic_model_cutoff)
 
 
 FEATURE_ASSETS = [review_topic_model, *(_family_asset(f) for f in load_registry().families.values())]
