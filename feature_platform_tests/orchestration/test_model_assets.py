@@ -66,7 +66,7 @@ def test_training_sets_report_their_rows_label_rate_and_feature_versions(trained
     assert meta["feature_versions"]["topic_vector"] == "1.0.1"
     # Weekly dates back from the last one with a full horizon (END - HORIZON).
     dates = sorted(set(table.column("snapshot_date").to_pylist()))
-    assert dates[-1] == END - dt.timedelta(days=HORIZON) and {(b - a).days for a, b in zip(dates, dates[1:])} == {7}
+    assert dates[-1] == END - dt.timedelta(days=HORIZON) and {(b - a).days for a, b in zip(dates, dates[1:], strict=False)} == {7}
     contact = _metadata(result, C.CONTACT_TRAINING_SET)
     assert contact["dagster/row_count"] > 1000 and 0.0 < contact["label_rate"] < 0.5
 
