@@ -37,6 +37,7 @@ setup(
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",
+            "selenium>=4.20",  # UI tests drive the system's headless Chromium through chromedriver
         ],
     },
     entry_points={

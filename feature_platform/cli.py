@@ -23,6 +23,8 @@ INSTANCE_YAML = """\
 # For PostgreSQL see dagster.yaml at the repository root.
 telemetry:
   enabled: false
+nux:
+  enabled: false  # no "join the community" pop-up in the UI
 python_logs:
   managed_python_loggers: [feature_platform]
 """
@@ -316,9 +318,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _instance(settings)
     env = {**os.environ, "FP_DATA_DIR": str(settings.data_dir)}
-    command = ["dagster", "dev", "-m", "feature_platform.definitions", "-h", args.host, "-p", str(args.port)]
+    # The dagster of this interpreter, so `.venv/bin/feature-platform ui` works without an activated venv.
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "feature_platform.definitions", "-h", args.host,
+               "-p", str(args.port)]
     echo(f"DAGSTER_HOME={env['DAGSTER_HOME']} {' '.join(command)}")
-    os.execvpe(command[0], command, env)
+    os.execve(command[0], command, env)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -32,13 +33,17 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def _unavailable(message: str) -> None:
+    """Skip locally with the reason; fail in CI, which must never go green by skipping."""
+    if os.environ.get("CI") or os.environ.get("FP_REQUIRE_SERVICES"):
+        pytest.fail(f"{message}; CI requires it (.ci/run provides it)")
+    pytest.skip(message)
+
+
 def _service_url(env: str, default: str) -> str:
     url = os.environ.get(env, default)
     if not _reachable(url):
-        message = f"{env}={url} is not reachable"
-        if os.environ.get("CI") or os.environ.get("FP_REQUIRE_SERVICES"):
-            pytest.fail(f"{message}; CI requires the service to be up (.ci/run starts it)")
-        pytest.skip(f"{message}; start the server or set {env}")
+        _unavailable(f"{env}={url} is not reachable; start the server or set {env}")
     return url
 
 
@@ -50,6 +55,27 @@ def postgres_url() -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return _service_url("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven through the system's chromedriver (Debian chromium + chromium-driver)."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        _unavailable("headless Chromium is not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--window-size=1500,1800"):
+        options.add_argument(flag)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield session
+    finally:
+        session.quit()
 
 
 def write_csv(folder: Path, name: str, rows: list[dict]) -> Path:

@@ -1,0 +1,82 @@
+"""The model plots and the promotion gate as a person sees them: the real UI in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from feature_platform_tests.e2e.test_cli import END, cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """`feature-platform run` on 150 users x 40 days, then `feature-platform ui` on that data directory."""
+    root = tmp_path_factory.mktemp("ui")
+    run = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=root,
+              env_extra={"FP_CHURN_HORIZON_DAYS": "7"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}
+    env["PATH"] = "/usr/bin:/bin"  # the command must find its own dagster, not one on PATH
+    server = subprocess.Popen([sys.executable, "-m", "feature_platform.cli", "ui", "--port", str(port)], cwd=root,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/server_info", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "feature-platform ui exited"
+                assert time.monotonic() < deadline, "the UI did not answer within 180 s"
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_the_churn_model_page_shows_its_metrics_plots_and_gate(ui, browser, tmp_path):
+    browser.get(f"{ui}/assets/models/churn_model")
+    wait = WebDriverWait(browser, 90)
+    wait.until(EC.presence_of_element_located((By.XPATH, "//*[text()='plot_roc_pr']")))
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert "out_of_time" in page and "baseline_recency" in page  # the metrics table renders inline
+    assert "Join the Dagster community" not in page  # the instance the CLI writes turns the pop-up off
+    for plot, size in (("plot_roc_pr", ("1000", "450")), ("plot_calibration", ("600", "700"))):
+        row = browser.find_element(By.XPATH, f"//tr[.//*[text()='{plot}']]")
+        browser.execute_script("arguments[0].click()",
+                               row.find_element(By.XPATH, ".//*[contains(text(), 'Show Markdown')]"))
+        image = wait.until(EC.visibility_of_element_located(
+            (By.XPATH, "//img[starts-with(@src, 'data:image/png;base64,')]")))
+        wait.until(lambda _, shown=image: shown.get_attribute("naturalWidth") != "0")
+        assert (image.get_attribute("naturalWidth"), image.get_attribute("naturalHeight")) == size
+        browser.save_screenshot(str(tmp_path / f"churn_model_{plot}.png"))
+        browser.find_element(By.XPATH, "//button[normalize-space()='Close']").click()
+        wait.until(EC.invisibility_of_element_located((By.XPATH, "//img[starts-with(@src, 'data:image/png')]")))
+
+    browser.get(f"{ui}/assets/models/churn_model?view=checks")
+    wait.until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'promotion_gate')]")))
+    wait.until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'promoted: champion')]")))
+    checks = browser.find_element(By.TAG_NAME, "body").text
+    assert "blocking" in checks and "Passed" in checks and "beats the baseline baseline_recency" in checks
+    browser.save_screenshot(str(tmp_path / "churn_model_checks.png"))
