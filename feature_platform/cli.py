@@ -85,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep-days", type=_positive, help="default FP_RETENTION_DAYS or 365")
     prune.set_defaults(handler=cmd_prune)
 
+    online = sub.add_parser("online", help="the Redis online store: what is served, roll back a push")
+    online_sub = online.add_subparsers(required=True, metavar="ACTION")
+    status = online_sub.add_parser("status", help="served snapshot, keys, memory, age, kept versions")
+    status.add_argument("--data-dir", type=Path)
+    status.set_defaults(handler=cmd_online_status)
+    rollback = online_sub.add_parser("rollback", help="serve the previous snapshot again (one step back)")
+    rollback.add_argument("--data-dir", type=Path)
+    rollback.set_defaults(handler=cmd_online_rollback)
+
     ui = sub.add_parser("ui", help="open the Dagster UI on this data directory (dagster dev)")
     ui.add_argument("--data-dir", type=Path)
     ui.add_argument("--host", default="127.0.0.1")
@@ -311,6 +320,49 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for table, paths in removed.items():
         echo(f"{table}: deleted {len(paths)} partitions ({paths[0].stem} .. {paths[-1].stem})")
     echo(f"retention {keep} days: {sum(len(p) for p in removed.values())} partitions deleted under {settings.data_dir}")
+    return 0
+
+
+def _online(settings: Settings):
+    from feature_platform.online.connection import connect
+    from feature_platform.online.store import OnlineStore
+    from feature_platform.registry import load_registry
+
+    return OnlineStore(connect(settings), load_registry(), settings.redis_prefix)
+
+
+def cmd_online_status(args: argparse.Namespace) -> int:
+    from feature_platform.online.connection import describe
+
+    settings = _settings(args)
+    status = _online(settings).status()
+    echo(f"{'online store':>24}: {describe(settings)} (key prefix {settings.redis_prefix!r})")
+    if status["served_version"] is None:
+        echo(f"{'served':>24}: nothing yet; `feature-platform run` pushes the latest snapshot")
+        return 1
+    rows = {
+        "served version": status["served_version"],
+        "snapshot date": f"{status['snapshot_date']} (data up to {status['computed_at']} UTC)",
+        "age": f"{status['age_hours']} h",
+        "keys": f"{status['keys']:,} users x {status['features']} features, {status['bytes']:,} bytes of values",
+        "previous version": status["previous_version"] or "none (rollback not possible)",
+        "versions kept": ", ".join(status["versions"]),
+        "redis memory": f"{status['redis_used_memory_bytes'] / 2**20:.1f} MiB",
+    }
+    for key, value in rows.items():
+        echo(f"{key:>24}: {value}")
+    return 0
+
+
+def cmd_online_rollback(args: argparse.Namespace) -> int:
+    from feature_platform.online.store import OnlineStoreError
+
+    try:
+        before, after = _online(_settings(args)).rollback()
+    except OnlineStoreError as exc:
+        echo(f"error: {exc}")
+        return 1
+    echo(f"rolled back: now serving {after} (was {before}); run it again to go forward")
     return 0
 
 

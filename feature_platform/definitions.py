@@ -7,11 +7,12 @@ import dagster as dg
 
 from feature_platform.orchestration.features.assets import FEATURE_ASSETS
 from feature_platform.orchestration.models.assets import MODEL_ASSETS
+from feature_platform.orchestration.online.assets import ONLINE_ASSETS
 from feature_platform.orchestration.raw.assets import RAW_ASSETS
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.orchestration.training.assets import TRAINING_ASSETS
 
 defs = dg.Definitions(
-    assets=[*RAW_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS],
+    assets=[*RAW_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *ONLINE_ASSETS],
     resources={"platform": PlatformResource()},
 )

@@ -17,6 +17,7 @@ GROUP_RAW = "raw"
 GROUP_FEATURES = "features"
 GROUP_TRAINING = "training"
 GROUP_MODELS = "models"
+GROUP_ONLINE = "online"
 
 OWNER_DATA = "team:data-platform"
 OWNER_ML = "team:ml"
@@ -43,6 +44,7 @@ TRAINING_DATASET = dg.AssetKey(["training", "training_dataset"])  # churn; the b
 CONTACT_TRAINING_SET = dg.AssetKey(["training", "contact_training_set"])
 CHURN_MODEL = dg.AssetKey(["models", "churn_model"])
 CONTACT_MODEL = dg.AssetKey(["models", "contact_model"])
+ONLINE_PUSH = dg.AssetKey(["online", "user_features_push"])
 
 CHECK_SCHEMA = "schema_matches_contract"
 CHECK_QUARANTINE_RATE = "quarantine_rate_below_threshold"

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from feature_platform.orchestration.constants import GROUP_FEATURES, GROUP_MODELS, GROUP_RAW, GROUP_TRAINING
+from feature_platform.orchestration.constants import (
+    GROUP_FEATURES,
+    GROUP_MODELS,
+    GROUP_ONLINE,
+    GROUP_RAW,
+    GROUP_TRAINING,
+)
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -37,14 +43,15 @@ class StepOutcome:
     checks_failed: list[str] = field(default_factory=list)
     checks_warned: list[str] = field(default_factory=list)  # failed checks of WARN severity: reported, not fatal
     errors: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)  # one line per trained model: metrics and the gate
+    notes: list[str] = field(default_factory=list)  # per model / push / skipped asset: what a person wants to know
 
 
 RAW_STEP = Step("raw inputs", dg.AssetSelection.groups(GROUP_RAW))
 FEATURES_STEP = Step("feature snapshots", dg.AssetSelection.groups(GROUP_FEATURES))
 TRAINING_STEP = Step("training sets", dg.AssetSelection.groups(GROUP_TRAINING))
 MODELS_STEP = Step("models", dg.AssetSelection.groups(GROUP_MODELS))
-ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP)
+ONLINE_STEP = Step("online store", dg.AssetSelection.groups(GROUP_ONLINE))
+ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP, ONLINE_STEP)
 
 
 def run_steps(
@@ -90,10 +97,14 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
             outcome.rows[key] = outcome.rows.get(key, 0) + rows_per_partition.value.get(mat.partition, 0)
         elif (rows := mat.metadata.get("dagster/row_count")) is not None:
             outcome.rows[key] = outcome.rows.get(key, 0) + int(rows.value)
-        if "oot_roc_auc" in mat.metadata:
-            outcome.models.append(_model_line(key, {k: v.value for k, v in mat.metadata.items()}))
+        if "keys_written" in mat.metadata:
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            _note(outcome, f"{key:<34} {meta['status']}: version {meta['version']}, {meta['keys_written']:,} "
+                                  f"keys, {meta['keys_per_second']:,.0f} keys/s ({meta['online_store']})")
+        elif "oot_roc_auc" in mat.metadata:
+            _note(outcome, _model_line(key, {k: v.value for k, v in mat.metadata.items()}))
         elif str(getattr(mat.metadata.get("status"), "value", "")).startswith("skipped"):
-            outcome.models.append(f"{key:<34} {mat.metadata['status'].value}")
+            _note(outcome, f"{key:<34} {mat.metadata['status'].value}")
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
             error = event.step_failure_data.error
@@ -112,6 +123,12 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
     return outcome
 
 
+def _note(outcome: StepOutcome, line: str) -> None:
+    """A multi-partition materialization reports the same metadata per partition: say it once."""
+    if line not in outcome.notes:
+        outcome.notes.append(line)
+
+
 def _model_line(key: str, meta: dict) -> str:
     gate = "promoted" if meta["promoted"] else "NOT promoted"
     return (f"{key:<34} {meta['champion_estimator']}: out-of-time ROC-AUC {meta['oot_roc_auc']:.3f} "
@@ -121,7 +138,7 @@ def _model_line(key: str, meta: dict) -> str:
 
 
 def _describe(outcome: StepOutcome) -> str:
-    lines = [f"    {line}" for line in outcome.models]
+    lines = [f"    {line}" for line in outcome.notes]
     for key in sorted(outcome.rows):
         parts = f", {outcome.partitions[key]} partitions" if outcome.partitions.get(key) else ""
         lines.append(f"    {key:<34} {outcome.rows[key]:>12,} rows{parts}")

@@ -24,6 +24,9 @@ class PlatformResource(dg.ConfigurableResource):
     max_quarantine_rate: float | None = Field(
         default=None, description="Blocking threshold on quarantined/input rows; default FP_MAX_QUARANTINE_RATE or 0.05."
     )
+    redis_url: str | None = Field(default=None, description="Online store Redis URL; default FP_REDIS_URL, else the "
+                                                            "embedded redis-server under <data>/online/.")
+    redis_prefix: str | None = Field(default=None, description="Online store key prefix; default FP_REDIS_PREFIX or fp.")
     now_utc: str | None = Field(
         default=None, description="Pin 'now' (ISO timestamp, UTC) for reproducible tests; default the wall clock."
     )
@@ -33,6 +36,8 @@ class PlatformResource(dg.ConfigurableResource):
             data_dir=Path(self.data_dir).resolve() if self.data_dir else None,
             raw_dir=Path(self.raw_dir).resolve() if self.raw_dir else None,
             max_quarantine_rate=self.max_quarantine_rate,
+            redis_url=self.redis_url,
+            redis_prefix=self.redis_prefix,
         )
 
     def store(self) -> OfflineStore:

@@ -1,0 +1,65 @@
+"""The online push: the latest feature snapshot, every family joined per user, served from Redis.
+
+Daily-partitioned like the snapshots and downstream of them, so their blocking checks gate it: a
+snapshot that fails its schema, value or row checks is never pushed. A run over many days (a
+backfill) pushes only its latest day — the store refuses to replace a newer served snapshot with an
+older one anyway — and says so in the metadata.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from feature_platform.offline.snapshots import user_vectors
+from feature_platform.online.connection import connect, describe
+from feature_platform.online.store import OnlineStore
+from feature_platform.orchestration.constants import (
+    DAILY_PARTITIONS,
+    FEATURE_SNAPSHOTS,
+    GROUP_ONLINE,
+    ONLINE_PUSH,
+    OWNER_DATA,
+)
+from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.registry.registry import load_registry
+
+
+@dg.asset(
+    key=ONLINE_PUSH,
+    group_name=GROUP_ONLINE,
+    partitions_def=DAILY_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=list(FEATURE_SNAPSHOTS),
+    kinds={"redis"},
+    owners=[OWNER_DATA],
+)
+def user_features_push(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+    """Every user's whole feature vector of snapshot D as one Redis value under a new version; the
+    served-version pointer moves only once every key is written, and never back to an older date.
+    Keys expire after twice the features' staleness tolerance. Layout: README, 'Online store'."""
+    settings, registry = platform.settings(), load_registry()
+    day = dt.date.fromisoformat(max(context.partition_keys))
+    table = user_vectors(platform.store(), registry, day)
+    online = OnlineStore(connect(settings), registry, settings.redis_prefix)
+    result = online.push(table, day)
+    superseded = sorted(k for k in context.partition_keys if k != day.isoformat())
+    context.log.info("online push %s: %s (%s keys, %.1f s)", day, result.reason, result.keys, result.seconds)
+    return dg.MaterializeResult(metadata={
+        "served": result.served,
+        "status": result.reason,
+        "version": result.version or "none",
+        "previous_version": result.previous or "none",
+        "keys_written": result.keys,
+        "bytes_written": result.bytes,
+        "seconds": round(result.seconds, 3),
+        "keys_per_second": round(result.keys_per_second, 1),
+        "bytes_per_feature_value": round(result.bytes / max(1, result.keys * (table.num_columns - 1)), 2),
+        "deleted_versions": dg.MetadataValue.json(result.deleted_versions),
+        "online_store": describe(settings),
+        **({"partitions_not_pushed": dg.MetadataValue.json({
+            "partitions": superseded, "why": f"a run over many days pushes only its latest, {day}"})}
+           if superseded else {}),
+    })
+
+
+ONLINE_ASSETS = [user_features_push]
