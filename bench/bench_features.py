@@ -78,7 +78,7 @@ def main() -> None:
         inputs = SnapshotInputs.from_store(store, days[0], days[-1])
         per_family = {}
         try:
-            for family in registry.families.values():
+            for family in (f for f in registry.families.values() if not f.derived):  # derived: model scores
                 began = time.perf_counter()
                 for _ in compute_snapshots(registry, family, inputs, days, artifacts):
                     pass

@@ -5,6 +5,7 @@ It computes nothing and reads no environment variable; resources resolve their s
 
 import dagster as dg
 
+from feature_platform.orchestration.derived.assets import DERIVED_ASSETS
 from feature_platform.orchestration.features.assets import FEATURE_ASSETS
 from feature_platform.orchestration.models.assets import MODEL_ASSETS
 from feature_platform.orchestration.online.assets import ONLINE_ASSETS
@@ -13,6 +14,6 @@ from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.orchestration.training.assets import TRAINING_ASSETS
 
 defs = dg.Definitions(
-    assets=[*RAW_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *ONLINE_ASSETS],
+    assets=[*RAW_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *DERIVED_ASSETS, *ONLINE_ASSETS],
     resources={"platform": PlatformResource()},
 )

@@ -169,6 +169,17 @@ class SnapshotInputs:
         return self.con.sql("SELECT count(*) FROM users").fetchall()[0][0]
 
 
+def known_user_count(store: OfflineStore, day: dt.date) -> int:
+    """Customers known at D (signup_date null or <= D), counted as the ``users`` table does: the rows
+    every snapshot of D must have, including a derived family's, which is not computed from raw tables."""
+    path = store.table_path("raw/customers")
+    if not path.exists():
+        raise FileNotFoundError(f"raw/customers has not been written yet (expected {path}); ingest first")
+    with connect() as con:
+        return con.execute("SELECT count(*) FROM read_parquet($p) WHERE signup_date IS NULL OR signup_date <= $day",
+                           {"p": str(path), "day": day}).fetchall()[0][0]
+
+
 def family_module(family: Family) -> FamilyModule:
     return importlib.import_module(family.module)
 

@@ -1,8 +1,10 @@
 """Training sets: labelled rows with point-in-time correct features, built from the offline store.
 
 Both builders pick features with :func:`get_historical_features`, so a row only sees snapshots whose
-data is strictly before the row's time. Labels are computed in DuckDB over ``raw/events`` (read
-with ``OfflineStore.scan``), with every value passed as a query parameter.
+data is strictly before the row's time. By default they take every feature of the snapshot families
+and none of a derived family (model outputs such as churn_risk_score): a model must not learn from
+its own, or another model's, scores of the same rows. Labels are computed in DuckDB over
+``raw/events`` (read with ``OfflineStore.scan``), with every value passed as a query parameter.
 
 Churn (one row per known user and snapshot date D)
     The row's time is D+1 00:00, so it gets snapshot D. The label window is the half-open interval
@@ -49,6 +51,11 @@ LISTING_COLUMNS = ("category_id", "city", "price", "is_premium", "image_count")
 CONTEXT_COLUMNS = ("day_of_week", "hour", "device")
 VIEW_COLUMNS = ("event_id", "user_id", "event_type", "listing_id", "session_id", "timestamp")
 ROW = "__ts_row"
+# A listing's price_rank: the percent rank of its price among the listings of its category (0 = cheapest).
+LISTINGS_WITH_PRICE_RANK = """
+    SELECT *, CASE WHEN price IS NULL THEN NULL
+                   ELSE percent_rank() OVER (PARTITION BY category_id ORDER BY price) END AS price_rank
+    FROM listings"""
 
 
 def churn_training_set(
@@ -61,14 +68,20 @@ def churn_training_set(
 ) -> pa.Table:
     """One row per (user known at D, snapshot date D): features of snapshot D, ``churned``, ``labelled``.
 
-    ``snapshot_dates`` defaults to :func:`default_churn_dates` (one date every ``every_days``). ``feature_names`` defaults to every
-    registry feature. Columns: user_id, snapshot_date, the features, per family
+    ``snapshot_dates`` defaults to :func:`default_churn_dates` (one date every ``every_days``).
+    ``feature_names`` defaults to :func:`training_features`; a derived feature (the churn model's own
+    score) is refused. Columns: user_id, snapshot_date, the features, per family
     ``<family>_snapshot_date`` / ``<family>_snapshot_missing``, churned (int64, null when unlabelled),
     labelled (bool). Rows are ordered by snapshot_date, user_id.
     """
     if horizon_days < 1:
         raise ValueError(f"horizon_days must be at least 1, got {horizon_days}")
     registry = registry or load_registry()
+    names = list(feature_names) if feature_names is not None else training_features(registry)
+    derived = [n for n in names if n in registry.features and registry.family(registry.features[n].family).derived]
+    if derived:
+        raise ValueError(f"{derived} are model outputs (a derived family); the churn model would train on its own "
+                         "score. Leave them out of feature_names")
     last_day = last_event_day(store)
     if snapshot_dates is None:
         dates = default_churn_dates(store, registry, horizon_days, last_day, every_days)
@@ -116,12 +129,19 @@ def churn_training_set(
             params={"h": horizon_days, "last": last_day},
         ).to_arrow_table()
 
-    names = list(feature_names) if feature_names is not None else list(registry.features)
     rows = labelled.select(["user_id", "snapshot_date", "timestamp"]).cast(
         pa.schema([("user_id", pa.string()), ("snapshot_date", pa.date32()), ("timestamp", pa.timestamp("us"))]))
     out = get_historical_features(rows, names, store, registry).drop_columns(["timestamp"])
     out = out.append_column("churned", labelled.column("churned").cast(pa.int64()))
     return out.append_column("labelled", labelled.column("labelled").cast(pa.bool_()))
+
+
+def training_features(registry: Registry) -> list[str]:
+    """The default model inputs: every snapshot-family feature, no derived one (models' outputs).
+
+    The registry's ``dependencies: model_inputs`` of a derived feature stands for this same list.
+    """
+    return registry.snapshot_features()
 
 
 def default_churn_dates(
@@ -162,6 +182,7 @@ def contact_training_set(
     its category, 0 = cheapest; all null for a listing missing from ``raw/listings``), day_of_week
     (0 = Monday), hour, device (from ``raw/customers``), the user features and per-family flags of
     :func:`get_historical_features`, contacted (int64), labelled (bool). Ordered by timestamp, event_id.
+    ``feature_names`` defaults to :func:`training_features`.
     """
     registry = registry or load_registry()
     data_end = dt.datetime.combine(last_event_day(store) + dt.timedelta(days=1), dt.time(0))
@@ -182,7 +203,7 @@ def contact_training_set(
         ).create("contacts")
         views = _views_with_labels(con, data_end)
 
-    names = list(feature_names) if feature_names is not None else list(registry.features)
+    names = list(feature_names) if feature_names is not None else training_features(registry)
     out = get_historical_features(views, names, store, registry)
     flags = [c for c in out.column_names if c not in views.column_names and c not in names]
     base = [c for c in views.column_names if c not in ("contacted", "labelled")]
@@ -201,11 +222,7 @@ def _views_with_labels(con: duckdb.DuckDBPyConnection, data_end: dt.datetime) ->
                lab.contacted,
                lab.contacted = 1 OR v.timestamp + to_hours($window::INTEGER) < $end::TIMESTAMP AS labelled
         FROM views AS v
-        LEFT JOIN (
-            SELECT *, CASE WHEN price IS NULL THEN NULL
-                           ELSE percent_rank() OVER (PARTITION BY category_id ORDER BY price) END AS price_rank
-            FROM listings
-        ) AS l ON l.listing_id = v.listing_id
+        LEFT JOIN ({LISTINGS_WITH_PRICE_RANK}) AS l ON l.listing_id = v.listing_id
         LEFT JOIN customers AS c ON c.user_id = v.user_id
         JOIN (
             SELECT v2.{ROW}, CASE WHEN EXISTS (
@@ -275,6 +292,15 @@ def _require_event_partitions(store: OfflineStore, dates: Sequence[dt.date], hor
     if missing:
         raise ValueError(f"{EVENTS_TABLE} lacks partitions {missing[:5]}{' ...' if len(missing) > 5 else ''} inside "
                          "the label horizon; ingest those days (an empty partition means no events) or drop the dates")
+
+
+def listing_inputs(store: OfflineStore) -> pa.Table:
+    """listing_id, the listing columns and price_rank of every listing: the contact model's listing inputs,
+    computed for serving exactly as for training."""
+    with connect() as con:
+        con.register("listings", _optional_table(store, LISTINGS_TABLE, LISTINGS.arrow_schema))
+        return con.sql(f"SELECT listing_id, {', '.join(LISTING_COLUMNS)}, price_rank "
+                       f"FROM ({LISTINGS_WITH_PRICE_RANK}) ORDER BY listing_id").to_arrow_table()
 
 
 def _customers(store: OfflineStore) -> pa.Table:

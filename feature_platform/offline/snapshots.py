@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pyarrow as pa
 
@@ -10,27 +11,52 @@ from feature_platform.offline.store import OfflineStore, connect
 from feature_platform.registry.registry import Registry
 
 
-def user_vectors(store: OfflineStore, registry: Registry, day: dt.date) -> pa.Table:
-    """``user_id`` plus every registry feature of snapshot ``day``, ordered by user_id.
+def user_vectors(
+    store: OfflineStore,
+    registry: Registry,
+    day: dt.date,
+    families: Sequence[str] | None = None,
+) -> pa.Table:
+    """``user_id`` plus every feature of ``families`` (default: all) in snapshot ``day``, ordered by user_id.
 
     Users missing from a family's snapshot get nulls for its features (every family normally has one
-    row per known user). A family without a partition for ``day`` raises: serving half a vector is
-    worse than serving yesterday's whole one.
+    row per known user). A snapshot family without a partition for ``day`` raises: serving half a
+    vector is worse than serving yesterday's whole one. A derived family (model outputs) without one
+    gets nulls, its registry meaning of "not scored": scores start with the first champion and a run
+    scores only its latest day, so older days have none (:func:`missing_derived` names them).
     """
-    paths = {}
-    for family in registry.families.values():
+    names = list(registry.families) if families is None else list(families)
+    paths, absent = {}, []
+    for name in names:
+        family = registry.family(name)
         path = store.partition_path("/".join(family.asset_path), day.isoformat())
-        if not path.exists():
+        if path.exists():
+            paths[name] = path
+        elif family.derived:
+            absent.append(name)
+        else:
             raise FileNotFoundError(f"no {family.name} snapshot for {day} ({path}); materialize it first")
-        paths[family.name] = path
-    names = list(paths)
+    if not paths:
+        raise FileNotFoundError(f"no snapshot of {names} for {day}; materialize the feature snapshots first")
+    joined_names = list(paths)
     selects = [
         f"(SELECT user_id, {', '.join(registry.family(n).features)} FROM read_parquet($p{i})) AS f{i}"
-        for i, n in enumerate(names)
+        for i, n in enumerate(joined_names)
     ]
     joined = selects[0] + "".join(f" FULL OUTER JOIN {s} USING (user_id)" for s in selects[1:])
-    columns = [f for n in names for f in registry.family(n).features]
+    columns = [f for n in joined_names for f in registry.family(n).features]
     with connect() as con:
         table = con.sql(f"SELECT user_id, {', '.join(columns)} FROM {joined} ORDER BY user_id",
-                        params={f"p{i}": str(paths[n]) for i, n in enumerate(names)}).to_arrow_table()
-    return table.select(["user_id", *(f for f in registry.features if f in columns)])
+                        params={f"p{i}": str(paths[n]) for i, n in enumerate(joined_names)}).to_arrow_table()
+    for name in absent:
+        for feature in registry.list_features(name):
+            table = table.append_column(pa.field(feature.name, feature.arrow_type),
+                                        pa.nulls(table.num_rows, feature.arrow_type))
+    wanted = {f for n in names for f in registry.family(n).features}
+    return table.select(["user_id", *(f for f in registry.features if f in wanted)])
+
+
+def missing_derived(store: OfflineStore, registry: Registry, day: dt.date) -> list[str]:
+    """Derived families with no partition for ``day``: their features are null in :func:`user_vectors`."""
+    return [f.name for f in registry.families.values()
+            if f.derived and not store.partition_path("/".join(f.asset_path), day.isoformat()).exists()]

@@ -17,6 +17,7 @@ GROUP_RAW = "raw"
 GROUP_FEATURES = "features"
 GROUP_TRAINING = "training"
 GROUP_MODELS = "models"
+GROUP_DERIVED = "derived"  # model outputs as features, after the models and before the online push
 GROUP_ONLINE = "online"
 
 OWNER_DATA = "team:data-platform"
@@ -44,6 +45,9 @@ TRAINING_DATASET = dg.AssetKey(["training", "training_dataset"])  # churn; the b
 CONTACT_TRAINING_SET = dg.AssetKey(["training", "contact_training_set"])
 CHURN_MODEL = dg.AssetKey(["models", "churn_model"])
 CONTACT_MODEL = dg.AssetKey(["models", "contact_model"])
+# Derived features (registry family `derived`): a model's output per user, a snapshot like the others.
+CHURN_RISK_SCORES = dg.AssetKey(["features", "churn_risk_scores"])
+DERIVED_SNAPSHOTS = (CHURN_RISK_SCORES,)
 ONLINE_PUSH = dg.AssetKey(["online", "user_features_push"])
 
 CHECK_SCHEMA = "schema_matches_contract"

@@ -2,7 +2,9 @@
 
 `feature-platform run` and `feature-platform ingest` use this: each step is one Dagster run recorded
 in the instance (so it shows up in `dagster dev` afterwards); partitioned assets of a step run as a
-single-run backfill over the whole date range.
+single-run backfill over the whole date range, except a step marked ``latest_only``: model scores are
+computed for the day the online step pushes (the last one), not re-computed for history with a model
+trained after it.
 """
 
 import time
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from feature_platform.orchestration.constants import (
+    GROUP_DERIVED,
     GROUP_FEATURES,
     GROUP_MODELS,
     GROUP_ONLINE,
@@ -29,6 +32,11 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 class Step:
     label: str
     selection: dg.AssetSelection
+    latest_only: bool = False  # materialize only the last day of the range
+    # A failed check here ends the run only when later steps depend on what it guards. A model that
+    # fails its promotion gate is simply not served (the previous champion stays), so scoring with the
+    # serving champion and pushing the features still go ahead; the gate is reported as failed.
+    later_steps_proceed_on_failed_checks: bool = False
 
 
 @dataclass
@@ -49,9 +57,10 @@ class StepOutcome:
 RAW_STEP = Step("raw inputs", dg.AssetSelection.groups(GROUP_RAW))
 FEATURES_STEP = Step("feature snapshots", dg.AssetSelection.groups(GROUP_FEATURES))
 TRAINING_STEP = Step("training sets", dg.AssetSelection.groups(GROUP_TRAINING))
-MODELS_STEP = Step("models", dg.AssetSelection.groups(GROUP_MODELS))
+MODELS_STEP = Step("models", dg.AssetSelection.groups(GROUP_MODELS), later_steps_proceed_on_failed_checks=True)
+SCORES_STEP = Step("model scores", dg.AssetSelection.groups(GROUP_DERIVED), latest_only=True)
 ONLINE_STEP = Step("online store", dg.AssetSelection.groups(GROUP_ONLINE))
-ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP, ONLINE_STEP)
+ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP, SCORES_STEP, ONLINE_STEP)
 
 
 def run_steps(
@@ -63,7 +72,8 @@ def run_steps(
     last_day: str,
     echo: Callable[[str], None],
 ) -> list[StepOutcome]:
-    """Materialize ``steps`` in order over [first_day, last_day]; stop at the first failed step."""
+    """Materialize ``steps`` in order over [first_day, last_day]; stop at the first failed step (a step
+    whose only failures are checks and that lets later steps proceed does not stop the run)."""
     every = [*(defs.assets or []), *(defs.asset_checks or [])]
     outcomes = []
     for index, step in enumerate(steps, start=1):
@@ -74,14 +84,14 @@ def run_steps(
             selection=step.selection,
             instance=instance,
             resources=resources,
-            tags={RANGE_START_TAG: first_day, RANGE_END_TAG: last_day},
+            tags={RANGE_START_TAG: last_day if step.latest_only else first_day, RANGE_END_TAG: last_day},
             run_config=QUIET_CONSOLE,
             raise_on_error=False,
         )
         outcome = _outcome(step, result, time.monotonic() - started)
         outcomes.append(outcome)
         echo(_describe(outcome))
-        if not outcome.success:
+        if not outcome.success and (outcome.errors or not step.later_steps_proceed_on_failed_checks):
             break
     return outcomes
 
@@ -103,6 +113,8 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
                                   f"keys, {meta['keys_per_second']:,.0f} keys/s ({meta['online_store']})")
         elif "oot_roc_auc" in mat.metadata:
             _note(outcome, _model_line(key, {k: v.value for k, v in mat.metadata.items()}))
+        elif "champion_version" in mat.metadata:
+            _note(outcome, _score_line(key, {k: v.value for k, v in mat.metadata.items()}))
         elif str(getattr(mat.metadata.get("status"), "value", "")).startswith("skipped"):
             _note(outcome, f"{key:<34} {mat.metadata['status'].value}")
     for event in result.all_events:
@@ -135,6 +147,13 @@ def _model_line(key: str, meta: dict) -> str:
             f"(baseline {meta['baseline_oot_roc_auc']:.3f}, floor {meta['auc_floor']:.2f}), "
             f"{meta['training_rows']:,} labelled rows; {gate}; serving {meta['serving_version']}\n"
             f"    {'':<34} model card: {meta['model_card']}")
+
+
+def _score_line(key: str, meta: dict) -> str:
+    summary = meta["score_summary"]
+    spread = (f"; {summary['snapshot']}: mean {summary['mean']:.3f}, p50 {summary['p50']:.3f}, "
+              f"p99 {summary['p99']:.3f}") if summary.get("mean") is not None else ""
+    return f"{key:<34} {meta['status']}{spread}"
 
 
 def _describe(outcome: StepOutcome) -> str:

@@ -3,6 +3,11 @@
 Validation is strict because everything downstream trusts the registry (snapshot schemas, checks,
 serving defaults, online TTLs): unknown keys, bad semver, duplicate names, unknown families or
 dependencies, dependency cycles and malformed durations are errors that name the feature.
+
+Two kinds of family: ``snapshot`` families (the default) compute features from raw data; ``derived``
+families hold model outputs (a model's probability per user), computed from the snapshot families
+through a model. Models train on snapshot features only, so a snapshot feature may never depend on a
+derived one: the lineage stays a one-way chain raw -> snapshot features -> model -> derived feature.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,12 @@ REQUIRED_FEATURE_KEYS = (
 )
 OPTIONAL_FEATURE_KEYS = ("range", "nullable", "event_types", "length", "for_each")
 FAMILY_KEYS = ("version", "asset", "module", "sources", "description", "config")
+OPTIONAL_FAMILY_KEYS = ("kind",)
+FAMILY_KINDS = ("snapshot", "derived")
+MODEL_SOURCE_PREFIX = "models/"
+# `dependencies: model_inputs` on a derived feature: every feature of every snapshot family, i.e. the
+# features the training sets give the models (ml/training_sets.training_features).
+MODEL_INPUTS = "model_inputs"
 TOP_KEYS = ("registry_version", "defaults", "vocabularies", "families", "features")
 FREQUENCIES = ("daily", "hourly", "weekly", "on_event")
 SERVING_LOCATIONS = ("offline", "online")
@@ -85,10 +96,16 @@ class Family:
     description: str
     config: Mapping[str, Any]
     features: tuple[str, ...] = ()
+    kind: str = "snapshot"
 
     @property
     def asset_path(self) -> tuple[str, str]:
         return (FEATURE_ASSET_PREFIX, self.asset)
+
+    @property
+    def derived(self) -> bool:
+        """Model outputs, not raw-data features: never a model input, possibly absent for a day."""
+        return self.kind == "derived"
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,7 @@ class Lineage:
     upstream_features: tuple[str, ...]
     raw_sources: tuple[str, ...]
     asset: str  # the Dagster asset key that computes it, e.g. features/lead_features
+    models: tuple[str, ...] = ()  # model assets on the way, e.g. models/churn_model for churn_risk_score
 
 
 @dataclass
@@ -110,6 +128,10 @@ class Registry:
         if family is not None and family not in self.families:
             raise KeyError(f"unknown family {family!r}; families: {sorted(self.families)}")
         return [f for f in self.features.values() if family is None or f.family == family]
+
+    def snapshot_features(self) -> list[str]:
+        """Features of the snapshot (non-derived) families, in registry order: what models may train on."""
+        return [f.name for f in self.features.values() if not self.families[f.family].derived]
 
     def get_feature(self, name: str) -> Feature:
         try:
@@ -150,6 +172,7 @@ class Registry:
             upstream_features=tuple(upstream),
             raw_sources=tuple(sorted(s for s in sources if s.startswith("raw/"))),
             asset="/".join(self.family(feature.family).asset_path),
+            models=tuple(sorted(s for s in sources if s.startswith(MODEL_SOURCE_PREFIX))),
         )
 
     def features_affected_by(self, event_type: str) -> list[str]:
@@ -174,16 +197,31 @@ def parse_registry(raw: Mapping[str, Any], origin: str = "registry") -> Registry
     vocabularies = {k: tuple(str(v) for v in values) for k, values in (raw.get("vocabularies") or {}).items()}
     families = {name: _family(name, spec, origin) for name, spec in (raw.get("families") or {}).items()}
     features: dict[str, Feature] = {}
+    model_input_users = []  # derived features declared with `dependencies: model_inputs`
     for entry in raw.get("features") or []:
         for expanded in _expand(entry, vocabularies, origin):
+            if expanded.get("dependencies") == MODEL_INPUTS:
+                model_input_users.append(expanded.get("name"))
+                expanded["dependencies"] = []
             feature = _feature(expanded, families, vocabularies, origin)
             if feature.name in features:
                 raise RegistryError(f"{origin}: feature {feature.name!r} is listed twice")
             features[feature.name] = feature
+    inputs = tuple(f.name for f in features.values() if not families[f.family].derived)
+    for name in model_input_users:
+        if not families[features[name].family].derived:
+            raise RegistryError(f"{origin}: feature {name!r}: `dependencies: {MODEL_INPUTS}` is for features of "
+                                "derived families (model outputs); list the dependencies by name")
+        features[name] = replace(features[name], dependencies=inputs)
     for feature in features.values():
         for dep in feature.dependencies:
             if dep not in features:
                 raise RegistryError(f"{origin}: feature {feature.name!r} depends on unknown feature {dep!r}")
+            if families[features[dep].family].derived and not families[feature.family].derived:
+                raise RegistryError(
+                    f"{origin}: feature {feature.name!r} depends on {dep!r}, a model output (derived family "
+                    f"{features[dep].family!r}); snapshot features are model inputs, so a model would learn from "
+                    "its own output")
     _no_cycles(features, origin)
     families = {
         name: Family(**{**fam.__dict__, "features": tuple(f.name for f in features.values() if f.family == name)})
@@ -231,6 +269,13 @@ def _feature(spec: Mapping[str, Any], families: Mapping[str, Family], vocabulari
         raise RegistryError(f"{where}: missing {', '.join(missing)}")
     if spec["family"] not in families:
         raise RegistryError(f"{where}: unknown family {spec['family']!r}")
+    if not isinstance(spec["dependencies"] or [], list):
+        raise RegistryError(f"{where}: dependencies is a list of feature names (or `{MODEL_INPUTS}` on a derived "
+                            f"feature), got {spec['dependencies']!r}")
+    family = families[spec["family"]]
+    if family.derived and spec["source"] not in family.sources:
+        raise RegistryError(f"{where}: a derived feature's source is one of its family's models {list(family.sources)}, "
+                            f"got {spec['source']!r}")
     if spec["type"] not in FEATURE_TYPES:
         raise RegistryError(f"{where}: type must be one of {FEATURE_TYPES}, got {spec['type']!r}")
     _semver(str(spec["version"]), f"{where}: version")
@@ -281,14 +326,25 @@ def _check_default(spec: Mapping[str, Any], where: str) -> None:
 
 def _family(name: str, spec: Mapping[str, Any], origin: str) -> Family:
     where = f"{origin}: family {name!r}"
-    _no_unknown_keys(spec, FAMILY_KEYS, where)
+    _no_unknown_keys(spec, FAMILY_KEYS + OPTIONAL_FAMILY_KEYS, where)
     missing = [k for k in FAMILY_KEYS if k not in spec]
     if missing:
         raise RegistryError(f"{where}: missing {', '.join(missing)}")
     _semver(str(spec["version"]), f"{where}: version")
+    kind = str(spec.get("kind", "snapshot"))
+    if kind not in FAMILY_KINDS:
+        raise RegistryError(f"{where}: kind must be one of {FAMILY_KINDS}, got {kind!r}")
+    sources = tuple(str(s) for s in spec["sources"])
+    from_models = [s.startswith(MODEL_SOURCE_PREFIX) for s in sources]
+    if kind == "derived" and not (sources and all(from_models)):
+        raise RegistryError(f"{where}: a derived family's sources are the model assets it scores with "
+                            f"({MODEL_SOURCE_PREFIX}<name>), got {list(sources)}")
+    if kind == "snapshot" and any(from_models):
+        raise RegistryError(f"{where}: a snapshot family cannot read a model ({list(sources)}); "
+                            "model outputs belong to a family with `kind: derived`")
     return Family(
         name=name, version=str(spec["version"]), asset=str(spec["asset"]), module=str(spec["module"]),
-        sources=tuple(spec["sources"]), description=str(spec["description"]), config=spec["config"] or {},
+        sources=sources, description=str(spec["description"]), config=spec["config"] or {}, kind=kind,
     )
 
 

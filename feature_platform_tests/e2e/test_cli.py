@@ -38,14 +38,14 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     first = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=tmp_path, env_extra=short_horizon)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "generating sample data: 150 users x 40 days" in first.stdout
-    for step in ("[1/5] raw inputs", "[2/5] feature snapshots", "[3/5] training sets", "[4/5] models",
-                 "[5/5] online store"):
+    for step in ("[1/6] raw inputs", "[2/6] feature snapshots", "[3/6] training sets", "[4/6] models",
+                 "[5/6] model scores", "[6/6] online store"):
         assert step in first.stdout
     assert "done in" in first.stdout
     data = tmp_path / "data"
     partitions = sorted(p.name for p in (data / "raw" / "events").glob("*.parquet"))
     assert len(partitions) == 40 and partitions[-1] == f"{END}.parquet"
-    assert _runs(data / "dagster_home") == ["SUCCESS"] * 5  # one run per step
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 6  # one run per step
     snapshots = sorted(p.name for p in (data / "features" / "lead_features").glob("*.parquet"))
     assert snapshots == partitions
     # Each model prints its out-of-time metrics and the gate's decision, and is stored as its champion.
@@ -55,11 +55,17 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
         champion = json.loads((data / "models" / name / "champion.json").read_text())["version"]
         assert f"serving {champion}" in line
         assert (data / "models" / name / champion / "model_card.md").exists()
-    # The last snapshot is served online from the embedded Redis, whose data file outlives the run.
+    # The champion churn model scores the last snapshot (only: older days are served unscored) ...
+    churn = json.loads((data / "models" / "churn" / "champion.json").read_text())["version"]
+    line = next(line for line in first.stdout.splitlines() if line.strip().startswith("features/churn_risk_scores"))
+    assert f"scored with the churn champion {churn}; {END}: mean " in line, line
+    assert sorted(p.name for p in (data / "features" / "churn_risk_scores").glob("*.parquet")) == [f"{END}.parquet"]
+    # ... and the last snapshot, scores included, is served online from the embedded Redis, whose data file
+    # outlives the run.
     assert f"online/user_features_push          served: version {END}." in first.stdout
     status = cli("online", "status", cwd=tmp_path)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert f"served version: {END}." in status.stdout and "150 users x 92 features" in status.stdout
+    assert f"served version: {END}." in status.stdout and "150 users x 93 features" in status.stdout
     rollback = cli("online", "rollback", cwd=tmp_path)
     assert rollback.returncode == 1 and "no previous version to roll back to" in rollback.stdout
     before = {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")}
@@ -68,15 +74,15 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     assert second.returncode == 0, second.stdout + second.stderr
     assert "sample data: reusing" in second.stdout
     assert {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")} == before
-    assert _runs(data / "dagster_home") == ["SUCCESS"] * 10
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 12
 
 
 def test_run_without_enough_history_for_the_label_horizon_says_so(tmp_path):
     result = cli("run", "--users", "50", "--days", "10", "--end-date", END, cwd=tmp_path)
     assert result.returncode == 1
-    assert "[3/5] training sets" in result.stdout and "FAILED" in result.stdout
+    assert "[3/6] training sets" in result.stdout and "FAILED" in result.stdout
     assert "has a full 30-day label horizon" in result.stdout  # the reason, not a stack trace
-    assert "[4/5]" not in result.stdout
+    assert "[4/6]" not in result.stdout
 
 
 def test_a_transactions_only_export_gives_a_churn_champion_without_code_changes(tmp_path):

@@ -12,6 +12,7 @@ from feature_platform.ml.training_sets import (
     churn_training_set,
     contact_training_set,
     default_churn_dates,
+    training_features,
     training_metadata,
 )
 from feature_platform.offline.store import OfflineStore
@@ -143,11 +144,29 @@ def test_churn_default_dates_are_weekly_back_from_the_last_labelable_snapshot(ch
     assert sorted({d for _, d in churn(churn_store, dates=None)}) == [day(3), day(10), day(17)]
 
 
-def test_churn_with_all_registry_features_flags_families_without_snapshots(churn_store):
+def test_churn_with_all_snapshot_features_flags_families_without_snapshots(churn_store):
     table = churn_training_set(churn_store, REGISTRY, [day(3)], horizon_days=H)
-    assert set(REGISTRY.features) <= set(table.column_names)
+    assert set(REGISTRY.snapshot_features()) <= set(table.column_names)
     assert table.column("lead_snapshot_missing").to_pylist() == [True, True]
     assert table.column("activity_snapshot_missing").to_pylist() == [False, False]
+
+
+def write_scores(store: OfflineStore, d: dt.date, users: list[str]) -> None:
+    schema = REGISTRY.snapshot_schema("derived")
+    store.write("/".join(REGISTRY.family("derived").asset_path), pa.table(
+        {"snapshot_date": [d] * len(users), "user_id": users, "churn_risk_score": [0.5] * len(users)}, schema=schema),
+        partition=d.isoformat())
+
+
+def test_no_training_set_carries_a_model_score_even_when_scores_exist(churn_store, tmp_path):
+    write_scores(churn_store, day(3), ["u1", "u3"])
+    table = churn_training_set(churn_store, REGISTRY, [day(3)], horizon_days=H)
+    assert "churn_risk_score" not in table.column_names and "derived_snapshot_date" not in table.column_names
+    with pytest.raises(ValueError, match=r"\['churn_risk_score'\] are model outputs.*its own score"):
+        churn_training_set(churn_store, REGISTRY, [day(3)], horizon_days=H,
+                           feature_names=["total_events", "churn_risk_score"])
+    assert "churn_risk_score" not in training_features(REGISTRY)
+    assert training_features(REGISTRY) == [f for f in REGISTRY.features if REGISTRY.features[f].family != "derived"]
 
 
 def test_churn_refuses_a_missing_events_day_inside_the_horizon(churn_store):
@@ -253,6 +272,13 @@ def test_contact_features_come_from_the_latest_snapshot_before_the_event(contact
         "g": (60, day(6)), "h": (6, day(6)),
     }
     assert rows["a"]["activity_snapshot_missing"] is True
+
+
+def test_contact_defaults_to_the_snapshot_features_without_model_scores(contact_store):
+    write_scores(contact_store, day(4), ["v1", "v2"])
+    table = contact_training_set(contact_store, REGISTRY)
+    assert set(training_features(REGISTRY)) <= set(table.column_names)
+    assert "churn_risk_score" not in table.column_names
 
 
 def test_contact_metadata(contact_store):

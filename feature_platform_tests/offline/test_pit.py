@@ -101,6 +101,18 @@ def test_user_missing_from_the_chosen_snapshot_gets_nulls_without_the_flag(store
     assert out["engagement_snapshot_missing"].tolist() == [False, False, False]
 
 
+def test_model_scores_join_point_in_time_where_only_some_days_were_scored(store):
+    # Derived partitions exist only for days that were scored (here D2): the join still works, a later row
+    # sees the last scored day, an earlier one gets null with the flag, and the other families are unaffected.
+    write_snapshot(store, "derived", D2, {"u1": {"churn_risk_score": 0.25}})
+    rows = entities([("u1", at(D2)), ("u1", at(D5, 12)), ("u2", at(D5, 12))])
+    out = pit(store, rows, ["churn_risk_score", "page_views_30d"])
+    assert pd.isna(out["churn_risk_score"].iloc[0]) and out["churn_risk_score"].iloc[1] == 0.25
+    assert pd.isna(out["churn_risk_score"].iloc[2])  # u2 not scored on D2
+    assert out["derived_snapshot_missing"].tolist() == [True, False, False]
+    assert out["page_views_30d"].tolist() == [11, 21, 22]
+
+
 def test_input_order_extra_columns_and_duplicates_are_kept(store):
     rows = entities(
         [("u2", at(D3)), ("u1", at(D2)), ("u1", at(D2)), ("u2", at(D1)), ("u1", at(D3))],

@@ -11,6 +11,7 @@ import dagster as dg
 
 from feature_platform.definitions import defs
 from feature_platform.orchestration import constants as C
+from feature_platform.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,3 +51,46 @@ def test_every_raw_asset_has_blocking_schema_and_quarantine_checks():
     for key in (C.RAW_CUSTOMERS, C.RAW_EVENTS, C.RAW_REVIEWS, C.RAW_LISTINGS):
         for name in (C.CHECK_SCHEMA, C.CHECK_QUARANTINE_RATE, C.CHECK_ROWS_BALANCE):
             assert specs[(key, name)].blocking, (key, name)
+
+
+def test_every_registry_family_has_exactly_one_snapshot_asset_at_its_key():
+    keys = [key for asset in defs.assets for key in asset.keys]
+    for family in load_registry().families.values():
+        assert keys.count(dg.AssetKey(list(family.asset_path))) == 1, family.name
+    assert list(load_registry().family("derived").asset_path) == C.CHURN_RISK_SCORES.path
+
+
+def test_the_churn_score_sits_between_the_model_and_the_online_push_with_blocking_checks():
+    graph = defs.resolve_asset_graph()
+    node = graph.get(C.CHURN_RISK_SCORES)
+    assert node.group_name == C.GROUP_DERIVED and node.partitions_def == C.DAILY_PARTITIONS
+    assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    assert node.parent_keys == {C.CHURN_MODEL, C.RAW_CUSTOMERS, *C.FEATURE_SNAPSHOTS}
+    assert graph.get(C.ONLINE_PUSH).parent_keys == {*C.FEATURE_SNAPSHOTS, C.CHURN_RISK_SCORES}
+    specs = {(s.asset_key, s.name): s for a in defs.assets for s in a.check_specs}
+    for name in (C.CHECK_SNAPSHOT_SCHEMA, C.CHECK_SNAPSHOT_VALUES, C.CHECK_SNAPSHOT_ROWS):
+        assert specs[(C.CHURN_RISK_SCORES, name)].blocking, name
+
+
+def test_one_lineage_runs_from_raw_events_through_the_model_to_the_online_key_and_never_back():
+    graph = defs.resolve_asset_graph()
+
+    def ancestors(key: dg.AssetKey) -> set[dg.AssetKey]:
+        found, todo = set(), [key]
+        while todo:
+            for parent in graph.get(todo.pop()).parent_keys - found:
+                found.add(parent)
+                todo.append(parent)
+        return found
+
+    # raw event -> feature snapshots -> training set -> model -> churn_risk_score -> online push
+    chain = [C.RAW_EVENTS, C.LEAD_FEATURES, C.TRAINING_DATASET, C.CHURN_MODEL, C.CHURN_RISK_SCORES, C.ONLINE_PUSH]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert upstream in graph.get(downstream).parent_keys, (upstream, downstream)
+    # the registry tells the same story, down to the raw source
+    lineage = load_registry().lineage("churn_risk_score")
+    assert lineage.asset == "/".join(C.CHURN_RISK_SCORES.path) and lineage.models == ("/".join(C.CHURN_MODEL.path),)
+    assert "/".join(C.RAW_EVENTS.path) in lineage.raw_sources
+    # no model input and no training set is downstream of a score: a model never learns from its own output
+    for key in (C.TRAINING_DATASET, C.CONTACT_TRAINING_SET, C.CHURN_MODEL, *C.FEATURE_SNAPSHOTS):
+        assert C.CHURN_RISK_SCORES not in ancestors(key), key

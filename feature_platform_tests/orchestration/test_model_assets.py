@@ -17,6 +17,7 @@ from feature_platform.ml.model_store import ModelStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
 
 END = dt.date(2025, 3, 20)
@@ -115,6 +116,30 @@ def test_the_stored_churn_champion_scores_a_snapshot_through_its_own_expansion(t
     assert columns == version.manifest["columns"]
     p = model.predict_proba(x)[:, 1]
     assert len(p) == rows.num_rows and np.all((p >= 0) & (p <= 1)) and p.std() > 0
+
+
+def test_the_churn_score_is_the_trained_champion_on_its_own_inputs_which_the_registry_lineage_names(trained):
+    data, resources, _ = trained
+    models = ModelStore(data / "models")
+    model, spec, version = models.load("churn", models.champion("churn").version)
+    lineage = load_registry().lineage("churn_risk_score")
+    assert list(lineage.upstream_features) == version.manifest["feature_names"]  # the model's inputs, exactly
+    assert lineage.models == ("/".join(C.CHURN_MODEL.path),) and "churn_risk_score" not in version.manifest["columns"]
+    result = _run(resources, dg.AssetSelection.assets(C.CHURN_RISK_SCORES),
+                  **{RANGE_START_TAG: END.isoformat(), RANGE_END_TAG: END.isoformat()})
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    assert _metadata(result, C.CHURN_RISK_SCORES)["champion_version"] == version.version
+    scores = pq.read_table(data / "features" / "churn_risk_scores" / f"{END.isoformat()}.parquet")
+    rows = pq.read_table(data / "features" / "user_activity_features" / f"{END.isoformat()}.parquet")
+    for family in ("lead_features", "engagement_features", "profile_features", "review_features", "affinity_features"):
+        part = pq.read_table(data / "features" / family / f"{END.isoformat()}.parquet")
+        assert part.column("user_id").equals(rows.column("user_id"))  # sorted, one row per known user
+        for name in part.column_names[2:]:
+            rows = rows.append_column(name, part.column(name))
+    assert scores.column("user_id").equals(rows.column("user_id"))
+    expected = model.predict_proba(expand(rows, spec)[0])[:, 1]
+    np.testing.assert_allclose(scores.column("churn_risk_score").to_numpy(), expected, rtol=0, atol=1e-12)
+    assert 0.0 < expected.mean() < 1.0 and expected.std() > 0
 
 
 def test_a_model_trained_on_shuffled_labels_is_not_promoted_and_the_champion_stays(trained):

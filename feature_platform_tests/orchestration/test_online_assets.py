@@ -19,6 +19,7 @@ from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_T
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests.orchestration.champions import promote_tiny_churn_champion
 
 END = dt.date(2025, 3, 12)
 EVERY = [*defs.assets]
@@ -38,6 +39,9 @@ def landed(tmp_path_factory):
                                               now_utc="2025-03-13T03:00:00")}
     assert _run(resources, dg.AssetSelection.groups(C.GROUP_RAW), "2025-03-01", END.isoformat()).success
     assert _run(resources, dg.AssetSelection.groups(C.GROUP_FEATURES), "2025-03-10", END.isoformat()).success
+    # Model scores for the last day only (as `feature-platform run` does): older days are served unscored.
+    promote_tiny_churn_champion(root / "data", END)
+    assert _run(resources, dg.AssetSelection.assets(C.CHURN_RISK_SCORES), END.isoformat(), END.isoformat()).success
     return root / "data", resources
 
 
@@ -71,6 +75,9 @@ def test_a_run_over_days_pushes_the_latest_and_every_user_reads_back_equal_to_th
         expected = {k: (dict(v) if k in maps and v is not None else v) for k, v in row.items() if k != "user_id"}
         assert served[row["user_id"]].values == expected, row["user_id"]
     assert {v.snapshot_date for v in served.values()} == {END}
+    # the model's output is served with the rest: every user has a score, equal to the offline one
+    assert meta["derived_families_missing"] == []
+    assert all(0.0 <= v.values["churn_risk_score"] <= 1.0 for v in served.values())
 
 
 def test_pushing_an_older_day_alone_keeps_the_newer_snapshot_served(online):
@@ -80,4 +87,5 @@ def test_pushing_an_older_day_alone_keeps_the_newer_snapshot_served(online):
     assert older.success
     meta = older.get_asset_materialization_events()[-1].materialization.metadata
     assert meta["served"].value is False and meta["status"].value.startswith("skipped: 2025-03-12 is served")
+    assert meta["derived_families_missing"].value == ["derived"]  # 03-10 was never scored: not an error
     assert store.current().snapshot_date == END

@@ -26,7 +26,8 @@ def _broken(mutate) -> dict:
 
 def test_the_shipped_registry_loads():
     registry = api.load_registry()
-    assert {"activity", "lead", "engagement", "profile", "review", "affinity"} == set(registry.families)
+    assert {"activity", "lead", "engagement", "profile", "review", "affinity", "derived"} == set(registry.families)
+    assert [f.name for f in registry.families.values() if f.derived] == ["derived"]
     assert len(registry.features) == sum(len(f.features) for f in registry.families.values())
 
 
@@ -46,6 +47,29 @@ def test_lineage_reaches_upstream_features_raw_sources_and_the_asset():
     assert lineage.raw_sources == ("raw/events",)
     assert lineage.asset == "features/engagement_features"
     assert api.lineage("topic_vector").raw_sources == ("raw/reviews",)
+
+
+def test_the_churn_score_lineage_runs_through_the_model_to_every_snapshot_feature_and_raw_source():
+    registry = api.load_registry()
+    lineage = registry.lineage("churn_risk_score")
+    assert lineage.models == ("models/churn_model",)
+    assert lineage.asset == "features/churn_risk_scores"
+    # `dependencies: model_inputs`: exactly the features the training sets give the churn model
+    assert list(lineage.upstream_features) == registry.snapshot_features()
+    assert {"total_events", "engagement_score", "gender_female", "topic_vector", "category_affinity"} <= set(
+        lineage.upstream_features)
+    assert "churn_risk_score" not in lineage.upstream_features
+    assert lineage.raw_sources == ("raw/customers", "raw/events", "raw/listings", "raw/reviews")
+    score = registry.get_feature("churn_risk_score")
+    assert (score.family, score.type, score.value_range, score.nullable, score.default) == (
+        "derived", "float", (0, 1), True, None)
+    assert "null when no churn model has been promoted" in score.description
+    assert "online" in score.serving_location
+    assert api.lineage("engagement_score").models == ()  # snapshot features are not model outputs
+
+
+def _derived_entry(raw: dict) -> dict:
+    return next(f for f in raw["features"] if f["name"] == "churn_risk_score")
 
 
 def test_event_vocabulary_is_the_raw_contract():
@@ -74,6 +98,13 @@ def test_event_types_map_to_the_features_they_touch():
         (lambda r: r["features"][0].update(event_types=["teleport"]), "unknown event types"),
         (lambda r: (r["features"][0].update(dependencies=["purchase_count"]),
                     r["features"][1].update(dependencies=["total_events"])), "dependency cycle"),
+        (lambda r: r["families"]["derived"].update(kind="magic"), "kind must be one of"),
+        (lambda r: r["families"]["derived"].update(sources=["raw/events"]), "a derived family's sources are the model"),
+        (lambda r: r["families"]["lead"].update(sources=["models/churn_model"]), "a snapshot family cannot read a model"),
+        (lambda r: _derived_entry(r).update(source="raw/events"), "a derived feature's source is one of its family"),
+        (lambda r: r["features"][0].update(dependencies="model_inputs"), "is for features of derived families"),
+        (lambda r: r["features"][0].update(dependencies="purchase_count"), "dependencies is a list of feature names"),
+        (lambda r: r["features"][0].update(dependencies=["churn_risk_score"]), "a model would learn from its own output"),
     ],
 )
 def test_invalid_registries_fail_with_a_clear_error(mutate, message):

@@ -154,4 +154,5 @@ def _topic_config(platform: PlatformResource) -> topics.TopicModelConfig:
     return topics.TopicModelConfig(topics=int(family.config["topics"]), cutoff=platform.settings().topic_model_cutoff)
 
 
-FEATURE_ASSETS = [review_topic_model, *(_family_asset(f) for f in load_registry().families.values())]
+# Derived families (model outputs) are computed downstream of their models: orchestration/derived/.
+FEATURE_ASSETS = [review_topic_model, *(_family_asset(f) for f in load_registry().families.values() if not f.derived)]

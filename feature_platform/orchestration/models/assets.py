@@ -60,7 +60,9 @@ def _gate_spec(key: dg.AssetKey, baseline: str) -> dg.AssetCheckSpec:
 
 
 def registry_versions(registry: Registry) -> dict[str, str]:
-    return {"registry": registry.version, **{f"family:{f.name}": f.version for f in registry.families.values()}}
+    """The registry and input-family versions a model was trained on (derived families are never inputs)."""
+    return {"registry": registry.version,
+            **{f"family:{f.name}": f.version for f in registry.families.values() if not f.derived}}
 
 
 def publish(

@@ -3,18 +3,21 @@
 Daily-partitioned like the snapshots and downstream of them, so their blocking checks gate it: a
 snapshot that fails its schema, value or row checks is never pushed. A run over many days (a
 backfill) pushes only its latest day — the store refuses to replace a newer served snapshot with an
-older one anyway — and says so in the metadata.
+older one anyway — and says so in the metadata. Derived features (model scores such as
+churn_risk_score) are part of the vector; a day that was never scored serves them as null, and the
+metadata names the missing derived families.
 """
 
 import datetime as dt
 
 import dagster as dg
 
-from feature_platform.offline.snapshots import user_vectors
+from feature_platform.offline.snapshots import missing_derived, user_vectors
 from feature_platform.online.connection import connect, describe
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
+    DERIVED_SNAPSHOTS,
     FEATURE_SNAPSHOTS,
     GROUP_ONLINE,
     ONLINE_PUSH,
@@ -29,7 +32,7 @@ from feature_platform.registry.registry import load_registry
     group_name=GROUP_ONLINE,
     partitions_def=DAILY_PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=list(FEATURE_SNAPSHOTS),
+    deps=[*FEATURE_SNAPSHOTS, *DERIVED_SNAPSHOTS],
     kinds={"redis"},
     owners=[OWNER_DATA],
 )
@@ -39,7 +42,11 @@ def user_features_push(context: dg.AssetExecutionContext, platform: PlatformReso
     Keys expire after twice the features' staleness tolerance. Layout: README, 'Online store'."""
     settings, registry = platform.settings(), load_registry()
     day = dt.date.fromisoformat(max(context.partition_keys))
-    table = user_vectors(platform.store(), registry, day)
+    store = platform.store()
+    table = user_vectors(store, registry, day)
+    unscored = missing_derived(store, registry, day)
+    if unscored:
+        context.log.warning("no %s partition for %s: its features are served as null", ", ".join(unscored), day)
     online = OnlineStore(connect(settings), registry, settings.redis_prefix)
     result = online.push(table, day)
     superseded = sorted(k for k in context.partition_keys if k != day.isoformat())
@@ -56,6 +63,7 @@ def user_features_push(context: dg.AssetExecutionContext, platform: PlatformReso
         "bytes_per_feature_value": round(result.bytes / max(1, result.keys * (table.num_columns - 1)), 2),
         "deleted_versions": dg.MetadataValue.json(result.deleted_versions),
         "online_store": describe(settings),
+        "derived_families_missing": dg.MetadataValue.json(unscored),
         **({"partitions_not_pushed": dg.MetadataValue.json({
             "partitions": superseded, "why": f"a run over many days pushes only its latest, {day}"})}
            if superseded else {}),

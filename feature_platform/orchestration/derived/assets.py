@@ -1,0 +1,106 @@
+"""Derived feature assets: model outputs materialized as a feature family and served with the rest.
+
+``features/churn_risk_scores`` is the snapshot of the registry's ``derived`` family: for each day D it
+scores every user of the six family snapshots of D with the current churn champion (through the
+champion's stored expansion) and writes ``features/churn_risk_scores/<D>.parquet`` exactly like a
+family snapshot, behind the same blocking schema/values/rows checks. So one lineage runs raw events ->
+feature snapshots -> training set -> churn model -> churn_risk_score -> online push.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from feature_platform.features.base import conform, known_user_count
+from feature_platform.features.quality import value_violations
+from feature_platform.ml.model_store import ModelStore
+from feature_platform.ml.scoring import score_summary, score_users
+from feature_platform.offline.snapshots import user_vectors
+from feature_platform.orchestration.constants import (
+    CHURN_MODEL,
+    CHURN_RISK_SCORES,
+    DAILY_PARTITIONS,
+    FEATURE_SNAPSHOTS,
+    GROUP_DERIVED,
+    OWNER_ML,
+    RAW_CUSTOMERS,
+)
+from feature_platform.orchestration.features.checks import (
+    rows_result,
+    schema_result,
+    snapshot_check_specs,
+    values_result,
+)
+from feature_platform.orchestration.metadata import write_metadata
+from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.registry.fingerprint import family_fingerprint
+from feature_platform.registry.registry import load_registry
+
+DERIVED_FAMILY = "derived"
+CHURN_SCORE = "churn_risk_score"
+
+
+@dg.asset(
+    key=CHURN_RISK_SCORES,
+    group_name=GROUP_DERIVED,
+    partitions_def=DAILY_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[CHURN_MODEL, RAW_CUSTOMERS, *FEATURE_SNAPSHOTS],
+    kinds={"scikitlearn", "parquet"},
+    owners=[OWNER_ML],
+    check_specs=snapshot_check_specs(CHURN_RISK_SCORES),
+    metadata={"family": DERIVED_FAMILY, "family_version": load_registry().family(DERIVED_FAMILY).version,
+              "registry_version": load_registry().version, "model": "/".join(CHURN_MODEL.path)},
+)
+def churn_risk_scores(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+    """churn_risk_score: the champion churn model's probability per user of snapshot D, a feature like
+    any other (registry family `derived`), pushed online with the rest.
+
+    Each day's user vectors (every snapshot family joined per user) go through the champion's own
+    stored expansion, as in training. Without a champion every score is null, and the metadata says so;
+    that is not a failure. A backfill scores older days with the current champion (see champion_version).
+    """
+    registry, settings, store = load_registry(), platform.settings(), platform.store()
+    family = registry.family(DERIVED_FAMILY)
+    model_name = family.config["models"][CHURN_SCORE]
+    models = ModelStore(settings.models_dir)
+    champion = models.champion(model_name)
+    model, spec = models.load(model_name, champion.version)[:2] if champion else (None, None)
+    inputs = [f.name for f in registry.families.values() if not f.derived]
+    days = [dt.date.fromisoformat(k) for k in sorted(context.partition_keys)]
+    writes, problems, rows, nulls, last = [], {}, {}, 0, None
+    for day in days:
+        vectors = user_vectors(store, registry, day, inputs)
+        snapshot = conform(score_users(vectors, CHURN_SCORE, model, spec), registry, family, day)
+        writes.append(store.write("/".join(family.asset_path), snapshot, partition=day.isoformat()))
+        problems[day.isoformat()] = [str(v) for v in value_violations(snapshot, registry.list_features(family.name))]
+        rows[day.isoformat()] = (snapshot.num_rows, known_user_count(store, day))
+        nulls += snapshot.column(CHURN_SCORE).null_count
+        last = snapshot
+    if champion is None:
+        status = f"no {model_name} champion yet: every {CHURN_SCORE} is null (not a failure)"
+        context.log.warning("%s; promote a %s model and re-materialize to score", status, model_name)
+    else:
+        status = f"scored with the {model_name} champion {champion.version}"
+        context.log.info("%s: %s partitions %s .. %s", status, len(writes), days[0], days[-1])
+    summary = score_summary(last, CHURN_SCORE)
+    return dg.MaterializeResult(
+        metadata={
+            **write_metadata(writes),
+            "status": status,
+            "model": "/".join(CHURN_MODEL.path),
+            "champion_version": champion.version if champion else "none",
+            "null_scores": nulls,
+            "score_summary": dg.MetadataValue.json({"snapshot": days[-1].isoformat(), **summary}),
+            "family_version": family.version,
+            "computation_fingerprint": family_fingerprint(family),
+        },
+        check_results=[
+            schema_result(CHURN_RISK_SCORES, registry.snapshot_schema(family.name), writes),
+            values_result(CHURN_RISK_SCORES, problems, len(writes)),
+            rows_result(CHURN_RISK_SCORES, rows),
+        ],
+    )
+
+
+DERIVED_ASSETS = [churn_risk_scores]
