@@ -6,6 +6,10 @@ Layout (``<p>`` is the key prefix, FP_REDIS_PREFIX, default ``fp``)::
     <p>:version:<version>            hash  snapshot_date, computed_at, layout (JSON feature names),
                                            status (writing|complete), keys, bytes, ttl, pushed_at
     <p>:<version>:u:<user_id>        string, the user's whole vector (see codec.py), with a TTL
+    <p>:<version>:e:<user_id>        hash, the event overlay: fields recomputed from events that arrived
+                                     after the version's cut-off (online/updates.py); ``@as_of`` plus
+                                     one field per feature (a one-value codec array); expires with the
+                                     version; absent for most users
 
 A push writes every user's vector under a new version (pipelined, in batches), marks the version
 complete, and only then moves ``<p>:current`` to it with a compare-and-set script that refuses to
@@ -19,8 +23,12 @@ go back in time. So:
   push writes fresh keys (so fresh TTLs); a value older than its own tolerance reads as ``stale``;
 - the previous version stays for `feature-platform online rollback`; older ones are deleted.
 
-A read sends ``HGET <p>:current version`` and ``GET`` of the key under the version it last saw in
-one pipeline: one round trip. Only right after a swap does it take a second one for the new version.
+A read sends ``HGET <p>:current version``, and ``GET`` of the vector and ``HGETALL`` of the overlay
+under the version it last saw, in one pipeline: one round trip. Only right after a swap does it take a
+second one for the new version. Overlay fields replace the vector's; the vector says which
+(``updated_fields``) and when (``updated_at``). The overlay keeps the no-mixed-snapshot rule: it
+belongs to one version (a new push starts with none), and one ``HSET`` writes a user's update, so a
+reader sees the overlay before or after it, never half of it.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from feature_platform.registry.registry import Registry
 
 DEFAULT_BATCH = 1_000
 STALE, PRESENT, MISSING = "stale", "present", "missing"
+OVERLAY_AS_OF = "@as_of"  # the overlay hash's time field; feature names never start with @
 
 # KEYS[1] = pointer; ARGV = version, snapshot_date, computed_at. Moves the pointer unless a newer
 # snapshot date is served. Returns {1, previous} when moved, {0, served_date} when refused.
@@ -73,19 +82,28 @@ class VersionInfo:
 
 @dataclass
 class OnlineVector:
-    """One user's features from one version; ``values`` holds only what was asked for."""
+    """One user's features from one version; ``values`` holds only what was asked for.
+
+    ``updated_fields`` (of ``values``) were recomputed from events at ``updated_at``, after the
+    snapshot's cut-off ``computed_at``; the rest are the snapshot's.
+    """
 
     user_id: str
     version: str
     snapshot_date: dt.date
     computed_at: dt.datetime
     values: dict[str, Any]
+    updated_at: dt.datetime | None = None
+    updated_fields: tuple[str, ...] = ()
 
     def statuses(self, registry: Registry, now: dt.datetime) -> dict[str, str]:
-        """``present`` or ``stale`` per feature: stale once ``now - computed_at`` exceeds its tolerance."""
-        age = now - self.computed_at
-        return {name: STALE if age > registry.get_feature(name).staleness_tolerance else PRESENT
-                for name in self.values}
+        """``present`` or ``stale`` per feature: stale once its age exceeds its tolerance (the age of an
+        event-updated field counts from ``updated_at``, of the others from ``computed_at``)."""
+        out = {}
+        for name in self.values:
+            since = self.updated_at if name in self.updated_fields and self.updated_at else self.computed_at
+            out[name] = STALE if now - since > registry.get_feature(name).staleness_tolerance else PRESENT
+        return out
 
 
 @dataclass
@@ -124,6 +142,9 @@ class OnlineStore:
 
     def entity_key(self, version: str, user_id: str) -> str:
         return f"{self.prefix}:{version}:u:{user_id}"
+
+    def overlay_key(self, version: str, user_id: str) -> str:
+        return f"{self.prefix}:{version}:e:{user_id}"
 
     # -- push --------------------------------------------------------------------------------
     def ttl_seconds(self, names: Iterable[str]) -> int:
@@ -233,41 +254,92 @@ class OnlineStore:
         guess = self._seen
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(self.pointer_key, "version")
-        for user in user_ids:
-            pipe.get(self.entity_key(guess or "-", user))
-        served, *blobs = pipe.execute()
+        self._queue(pipe, guess or "-", user_ids)
+        served, *replies = pipe.execute()
         served = self._text(served)
         if not served:
             return {user: None for user in user_ids}
         if served != guess:  # first read, or the pointer moved since: read the served version
             self._seen = served
-            blobs = self._get(served, user_ids)
+            replies = self._get(served, user_ids)
         info = self.version_info(served)
         if info is None:
             raise OnlineStoreError(f"the served version {served} has no metadata; push again")
-        return self._decode(info, user_ids, blobs, features)
+        return self._decode(info, user_ids, replies, features)
 
-    def _get(self, version: str, user_ids: Sequence[str]) -> list[bytes | None]:
-        pipe = self.client.pipeline(transaction=False)
+    def _queue(self, pipe: Any, version: str, user_ids: Sequence[str]) -> None:
+        """Per user, the vector and its overlay of one version: both always come from the same version."""
         for user in user_ids:
             pipe.get(self.entity_key(version, user))
+            pipe.hgetall(self.overlay_key(version, user))
+
+    def _get(self, version: str, user_ids: Sequence[str]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        self._queue(pipe, version, user_ids)
         return pipe.execute()
 
-    def _decode(self, info: VersionInfo, user_ids: Sequence[str], blobs: Sequence[bytes | None],
+    def _decode(self, info: VersionInfo, user_ids: Sequence[str], replies: Sequence[Any],
                 features: Sequence[str] | None) -> dict[str, OnlineVector | None]:
         index = {name: i for i, name in enumerate(info.layout)}
         wanted = list(features) if features is not None else list(info.layout)
         missing = [name for name in wanted if name not in index]
         out: dict[str, OnlineVector | None] = {}
-        for user, blob in zip(user_ids, blobs, strict=True):
+        for i, user in enumerate(user_ids):
+            blob, overlay = replies[2 * i], replies[2 * i + 1]
             if blob is None:
-                out[user] = None
+                out[user] = None  # an overlay without its vector (it outlived it by seconds) is not served
                 continue
             values = codec.decode(blob)
             vector = {name: values[index[name]] for name in wanted if name in index}
             vector.update({name: None for name in missing})
-            out[user] = OnlineVector(user, info.version, info.snapshot_date, info.computed_at, vector)
+            updated_at, updated = None, ()
+            if overlay:
+                fields = {self._text(k): v for k, v in overlay.items()}
+                updated = tuple(name for name in wanted if name in fields and name in index)
+                for name in updated:
+                    vector[name] = codec.decode(fields[name])[0]
+                if updated:
+                    updated_at = dt.datetime.fromisoformat(self._text(fields[OVERLAY_AS_OF]))
+            out[user] = OnlineVector(user, info.version, info.snapshot_date, info.computed_at, vector,
+                                     updated_at, updated)
         return out
+
+    # -- event overlay -----------------------------------------------------------------------
+    def write_overlay(self, version: str, updates: Mapping[str, Mapping[str, Any]], as_of: dt.datetime,
+                      batch: int = DEFAULT_BATCH) -> list[str]:
+        """Write event-recomputed values (user -> {feature: value}) over ``version``'s vectors.
+
+        Each user's fields and ``@as_of`` go in one HSET (a reader sees all of them or none); fields
+        not named keep their earlier overlay value. Keys expire when the version's metadata does.
+        Only users that have a vector in ``version`` are written; returns them.
+        """
+        info = self.version_info(version)
+        if info is None or info.status != "complete":
+            raise OnlineStoreError(f"version {version!r} is not in the online store; see `online status`")
+        layout = set(info.layout)
+        unknown = sorted({name for fields in updates.values() for name in fields} - layout)
+        if unknown:
+            raise KeyError(f"features {unknown} are not in version {version}; push a snapshot that has them")
+        remaining = self.client.pttl(self.version_key(version))
+        expire_ms = remaining if remaining and remaining > 0 else info.ttl * 1000
+        users = [u for u, fields in updates.items() if fields]
+        written: list[str] = []
+        stamp = as_of.isoformat(timespec="microseconds")
+        for start in range(0, len(users), batch):
+            chunk = users[start:start + batch]
+            pipe = self.client.pipeline(transaction=False)
+            for user in chunk:
+                pipe.exists(self.entity_key(version, user))
+            present = [u for u, found in zip(chunk, pipe.execute(), strict=True) if found]
+            pipe = self.client.pipeline(transaction=False)
+            for user in present:
+                mapping = {name: codec.encode([value]) for name, value in updates[user].items()}
+                mapping[OVERLAY_AS_OF] = stamp
+                pipe.hset(self.overlay_key(version, user), mapping=mapping)
+                pipe.pexpire(self.overlay_key(version, user), expire_ms)
+            pipe.execute()
+            written.extend(present)
+        return written
 
     def _check_features(self, features: Sequence[str] | None) -> None:
         unknown = [f for f in features or () if f not in self.registry.features]
@@ -306,7 +378,7 @@ class OnlineStore:
         for info in self.versions():
             if info.version in keep:
                 continue
-            keys = list(self.client.scan_iter(match=f"{self.prefix}:{info.version}:u:*", count=1000))
+            keys = list(self.client.scan_iter(match=f"{self.prefix}:{info.version}:[ue]:*", count=1000))
             for start in range(0, len(keys), DEFAULT_BATCH):
                 pipe = self.client.pipeline(transaction=False)
                 for key in keys[start:start + DEFAULT_BATCH]:

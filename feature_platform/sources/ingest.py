@@ -9,20 +9,30 @@ Layout under the data directory:
                                                  in the future, before the first partition)
 The same functions serve `feature-platform ingest` and the Dagster raw assets, so both land
 identical files. Re-running writes identical bytes (rows are sorted before writing).
+
+The events input is the user's files plus the landing log (events accepted by ``POST /events`` or
+`feature-platform events push`, ``<data>/landing/``), validated together: an event that arrived both
+ways counts once (the file's row wins; the landed copy is quarantined as a duplicate), and the next
+daily snapshot includes what landed. A landed event of a day whose partition was already ingested
+reaches the offline store when that day is ingested again (a backfill); ``late_landed`` says which.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from feature_platform.config import Settings
 from feature_platform.offline.store import OfflineStore, WriteResult
 from feature_platform.sources import loaders
+from feature_platform.sources.landing import LandingLog
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, RAW_TABLES, RawTable
 from feature_platform.sources.validation import (
     ValidationResult,
@@ -33,6 +43,7 @@ from feature_platform.sources.validation import (
 )
 
 UNASSIGNED = "unassigned"
+log = logging.getLogger(__name__)
 
 
 def raw_table(name: str) -> str:
@@ -57,6 +68,8 @@ class IngestReport:
     quarantine_writes: list[WriteResult] = field(default_factory=list)
     source_files: tuple[str, ...] = ()
     status: str = "ingested"  # or "absent" (optional file missing) / "derived" (customers from events)
+    landed_rows: int = 0  # rows of the input that came from the landing log (all days)
+    late_landed: dict[str, int] = field(default_factory=dict)  # day -> landed events its partition lacks
 
     @property
     def quarantine_rate(self) -> float:
@@ -102,7 +115,7 @@ def ingest_table(store: OfflineStore, source_dir: Path, table: RawTable, now: dt
 def _derive_customers(store: OfflineStore, source_dir: Path, now: dt.datetime) -> IngestReport:
     """One customer per distinct user id of the events, known (signup_date) from the day of their
     first parseable event, so nobody appears in a snapshot or a training set before their data does."""
-    events = loaders.load(source_dir, EVENTS)
+    events = events_input(source_dir, default_landing(store))
     if events is None:
         raise loaders.SourceError(f"{source_dir}: neither customers nor events found; nothing to ingest")
     ids = pc.utf8_trim_whitespace(pc.cast(events.data.column("user_id"), pa.string()))
@@ -127,19 +140,85 @@ def ingest_events(
     days: list[str],
     min_timestamp: dt.datetime,
     last_partition: str,
+    landing: LandingLog | None = None,
 ) -> IngestReport:
     """Land the events of each UTC day in ``days`` (ISO dates) as one partition each.
 
-    The whole input is validated each time (duplicates are global), but only the given days are
-    written, so re-running a day is idempotent. The report counts the rows of those days, plus the
-    refused rows with no usable day (the unassigned quarantine) and the valid rows after
-    ``last_partition`` (today's, deferred to a later run). Over all days, these add up to the input.
+    The whole input (the files and the landing log, default ``<data>/landing``) is validated each time
+    (duplicates are global), but only the given days are written, so re-running a day is idempotent.
+    The report counts the rows of those days, plus the refused rows with no usable day (the unassigned
+    quarantine) and the valid rows after ``last_partition`` (today's, deferred to a later run). Over
+    all days, these add up to the input.
     """
-    source = loaders.load(source_dir, EVENTS)
+    landing = landing if landing is not None else default_landing(store)
+    landed = landing.loaded_source()
+    source = combine_events(loaders.load(source_dir, EVENTS), landed)
     if source is None:
         raise loaders.SourceError(f"{source_dir}: no events input (events.parquet, events.csv or events/)")
     result = validate(source, now, min_timestamp)
-    return land_events(store, result, source.files, days, last_partition)
+    report = land_events(store, result, source.files, days, last_partition)
+    if landed is not None:
+        report.landed_rows = landed.data.num_rows
+        report.late_landed = _late_landed(store, landed, result.accepted, days, last_partition)
+        if report.late_landed:
+            log.warning("landed events of days ingested before they arrived: %s; materialize raw/events for those "
+                        "days again (a backfill) to include them", report.late_landed)
+    return report
+
+
+def default_landing(store: OfflineStore) -> LandingLog:
+    """The landing log of the data directory the store lives in (``Settings.landing_dir``)."""
+    return LandingLog(Settings(data_dir=store.root).landing_dir)
+
+
+def events_input(source_dir: Path, landing: LandingLog | None) -> loaders.LoadedSource | None:
+    """The user's events files and the landed events as one input (None when there is neither)."""
+    return combine_events(loaders.load(source_dir, EVENTS), landing.loaded_source() if landing else None)
+
+
+def combine_events(
+    source: loaders.LoadedSource | None, landed: loaders.LoadedSource | None
+) -> loaders.LoadedSource | None:
+    """Files first, then landed rows, as one input for validation.
+
+    Columns the files lack are filled the way validation would read them (a derived event id, the
+    default event type), so adding landed rows changes nothing for the file's rows.
+    """
+    if landed is None or source is None:
+        return source if landed is None else landed
+    columns: dict[str, pa.ChunkedArray] = {}
+    for name in EVENTS.column_names:
+        mine = source.data.column(name) if name in source.data.column_names else parse_column(source, name)
+        theirs = landed.data.column(name)
+        if not mine.type.equals(theirs.type):  # e.g. CSV text next to typed landed values: validation parses text
+            mine, theirs = pc.cast(mine, pa.string()), pc.cast(theirs, pa.string())
+        columns[name] = pa.chunked_array(mine.chunks + theirs.chunks, mine.type)
+    for name in (loaders.SOURCE_FILE, loaders.SOURCE_ROW):
+        mine, theirs = source.data.column(name), landed.data.column(name)
+        columns[name] = pa.chunked_array(mine.chunks + theirs.chunks, mine.type)
+    return loaders.LoadedSource(table=EVENTS, files=source.files + landed.files, data=pa.table(columns),
+                                absent_columns=())
+
+
+def _late_landed(
+    store: OfflineStore, landed: loaders.LoadedSource, accepted: pa.Table, days: list[str], last_partition: str
+) -> dict[str, int]:
+    """Per day outside this run, accepted landed events its existing partition lacks (they arrived after
+    that day was ingested). Only those days' event ids are read."""
+    ids = landed.data.column("event_id")
+    kept = landed.data.filter(pc.is_in(ids, value_set=accepted.column("event_id")))
+    day_of = pc.strftime(kept.column("timestamp"), format="%Y-%m-%d")
+    late = {}
+    for day in sorted(set(day_of.to_pylist()) - set(days)):
+        path = store.partition_path(raw_table("events"), day)
+        if day > last_partition or not path.exists():
+            continue  # not ingested yet: the day's first ingest includes them
+        present = pq.read_table(path, columns=["event_id"]).column("event_id")
+        day_ids = kept.filter(pc.equal(day_of, day)).column("event_id")
+        missing = int(pc.sum(pc.invert(pc.is_in(day_ids, value_set=present))).as_py() or 0)
+        if missing:
+            late[day] = missing
+    return late
 
 
 def land_events(

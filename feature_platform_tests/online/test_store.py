@@ -46,7 +46,7 @@ def cluster(tmp_path_factory):
     if not (server and cli):
         pytest.fail("redis-server / redis-cli are not installed; CI provides them")
     root = tmp_path_factory.mktemp("cluster")
-    ports = [free_port() for _ in range(3)]
+    ports = cluster_ports(3)
     nodes = [subprocess.Popen([server, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                                "--cluster-config-file", f"nodes-{p}.conf", "--save", "", "--appendonly", "no",
                                "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -71,6 +71,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus port (port + 10000) is free and valid too: an ephemeral port from
+    the kernel can be above 55535, and then its node cannot start."""
+    import random
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20000, 29999)
+        if port not in ports and free(port) and free(port + 10000):
+            ports.append(port)
+    return ports
 
 
 def wait_for(condition, seconds: float = 20.0) -> None:
@@ -366,3 +388,104 @@ def test_a_cluster_url_spreads_the_vectors_over_every_node_and_reads_them_back(c
                 for n in client.get_primaries()]
     assert sum(per_node) == result.keys == 300 and min(per_node) > 50
     assert {v.values["total_events"] for v in store.read_many(users).values()} == {4}
+
+
+# -- the event overlay (online/updates.py writes it) ---------------------------------------------
+AS_OF = dt.datetime(2025, 3, 19, 10, 30)
+
+
+def test_an_overlay_replaces_only_its_fields_for_only_its_user(store):
+    store.push(marked(1), D1)
+    version = store.current().version
+    written = store.write_overlay(version, {"u1": {"total_events": 7, "category_affinity": {"boats": 1.0}},
+                                            "nobody": {"total_events": 1}}, as_of=AS_OF)
+    assert written == ["u1"]  # no vector in the version, no overlay
+    u1, u2 = store.read("u1"), store.read("u2")
+    assert u1.values == {**u2.values, "total_events": 7, "category_affinity": {"boats": 1.0}}
+    assert (u1.updated_at, u1.updated_fields) == (AS_OF, ("total_events", "category_affinity"))
+    assert (u2.updated_at, u2.updated_fields) == (None, ())
+    subset = store.read("u1", ["engagement_score", "total_events"])
+    assert subset.values == {"engagement_score": 0.001, "total_events": 7} and subset.updated_fields == ("total_events",)
+    untouched = store.read("u1", ["engagement_score"])
+    assert (untouched.updated_at, untouched.updated_fields) == (None, ())
+    # a later update adds fields and keeps the earlier ones; null stays null, distinct from 0
+    store.write_overlay(version, {"u1": {"has_purchased": None}}, as_of=AS_OF + dt.timedelta(minutes=5))
+    u1 = store.read("u1")
+    assert u1.values["total_events"] == 7 and u1.values["has_purchased"] is None
+    assert u1.updated_fields == ("total_events", "has_purchased", "category_affinity")
+    assert u1.updated_at == AS_OF + dt.timedelta(minutes=5)
+
+
+def test_an_overlay_is_refused_for_an_unknown_version_or_feature(store):
+    store.push(marked(1), D1)
+    with pytest.raises(OnlineStoreError, match="not in the online store"):
+        store.write_overlay("2025-01-01.0000000000", {"u1": {"total_events": 1}}, as_of=AS_OF)
+    with pytest.raises(KeyError, match="monetary_total"):
+        store.write_overlay(store.current().version, {"u1": {"monetary_total": 1.0}}, as_of=AS_OF)
+
+
+def test_vector_and_overlay_are_read_in_one_round_trip(store):
+    store.push(marked(1), D1)
+    store.write_overlay(store.current().version, {"u1": {"total_events": 7}}, as_of=AS_OF)
+    counting = Counting(store.client)
+    reader = OnlineStore(counting, REGISTRY, prefix=store.prefix)
+    reader.read("u1")
+    for read in (lambda: reader.read("u1"), lambda: reader.read("u1", ["total_events"]),
+                 lambda: reader.read_many(["u1", "u2", "u3"])):
+        counting.trips = 0
+        vector = read()
+        assert counting.trips == 1
+    assert vector["u1"].values["total_events"] == 7 and vector["u2"].values["total_events"] == 1
+
+
+def test_an_overlay_belongs_to_its_version_and_a_new_push_starts_without_one(store):
+    first = store.push(marked(1), D1)
+    store.write_overlay(first.version, {"u1": {"total_events": 7}}, as_of=AS_OF)
+    overlay = store.overlay_key(first.version, "u1")
+    assert store.client.ttl(overlay) > store.client.ttl(store.version_key(first.version)) - 5  # expires with it
+    reader = OnlineStore(store.client, REGISTRY, prefix=store.prefix)
+    assert reader.read("u1").values["total_events"] == 7  # the reader now guesses the first version
+    second = store.push(marked(2), D2)
+    fresh = reader.read("u1")  # the pointer moved: vector and overlay both come from the second version
+    assert fresh.values["total_events"] == 2 and fresh.updated_fields == () and fresh.version == second.version
+    assert reader.read("u1", version=first.version).values["total_events"] == 7  # the old one keeps its own
+    store.push(marked(3), D3)  # the first version is cleaned up, overlay included
+    assert not list(store.client.scan_iter(match=f"{store.prefix}:{first.version}:*"))
+
+
+def test_a_reader_sees_a_users_overlay_whole_while_it_is_rewritten(store):
+    users = [f"u{i}" for i in range(50)]
+    store.push(marked(0, users), D1)
+    version = store.current().version
+    stop, failures, seen = threading.Event(), [], set()
+
+    def reader():
+        local = OnlineStore(store.client, REGISTRY, prefix=store.prefix)
+        while not stop.is_set():
+            for vector in local.read_many(users).values():
+                v = vector.values
+                seen.add(v["total_events"])
+                if round(v["engagement_score"] * 1000) != v["total_events"] or \
+                        int(v["category_affinity"]["cars"]) != v["total_events"]:
+                    failures.append(v)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for marker in range(1, 30):
+            store.write_overlay(version, {u: {"total_events": marker, "engagement_score": marker / 1000,
+                                              "category_affinity": {"cars": float(marker)}} for u in users},
+                                as_of=AS_OF + dt.timedelta(seconds=marker), batch=7)
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == [] and len(seen) > 1
+
+
+def test_an_event_updated_field_is_stale_from_its_update_time(store):
+    store.push(marked(1), D1)
+    store.write_overlay(store.current().version, {"u1": {"total_events": 7}}, as_of=AS_OF)
+    vector = store.read("u1", ["total_events", "engagement_score"])
+    later = dt.datetime(2025, 3, 21, 0, 0, 1)  # past the 2-day tolerance from computed_at, not from AS_OF
+    assert vector.statuses(REGISTRY, later) == {"total_events": "present", "engagement_score": "stale"}
+    assert vector.statuses(REGISTRY, AS_OF + dt.timedelta(days=2, seconds=1))["total_events"] == "stale"
