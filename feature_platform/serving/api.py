@@ -1,0 +1,418 @@
+"""The feature and prediction server (FastAPI): `feature-platform serve`.
+
+Routes (all but /health need an ``X-API-Key`` from FP_API_KEYS when keys are configured):
+
+    GET  /health                                   liveness, what is loaded, Redis reachable
+    GET  /features/{user_id}?features=a,b&version= one vector (or a subset), per-feature status and source
+    POST /features/batch                           many users in one online round trip
+    GET  /features/{user_id}/history?feature=&limit=  a feature over the user's last N daily snapshots
+    GET  /context/{user_id}                        the dense numeric context vector, fixed registry order
+    GET  /registry/features, /registry/features/{name}  metadata, version, lineage
+    POST /predict/churn, /predict/contact          champion model predictions
+    POST /events                                   raw events, validated and durably landed (202)
+    GET  /metrics                                  Prometheus text format
+
+Handlers are ``async`` and call Redis synchronously: a read is one sub-millisecond round trip, and
+skipping the thread pool hop is what keeps p99 low on one worker. Slow work (reloads) runs on a
+background thread; handlers only read the current state reference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import ipaddress
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import redis
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from feature_platform.config import Settings
+from feature_platform.offline.store import connect as duckdb_connect
+from feature_platform.online.connection import connect as redis_connect
+from feature_platform.online.store import OnlineStore, OnlineStoreError
+from feature_platform.serving import predict
+from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
+from feature_platform.serving.retrieval import REDIS_ERRORS, Retriever, ServedVector
+from feature_platform.serving.state import CHURN, CONTACT, ServingState, StateHolder, context_features
+from feature_platform.sources.landing import LandingLog, validate_event_records
+
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
+MAX_HISTORY = 365
+DEFAULT_RELOAD_SECONDS = 30.0
+REDIS_TIMEOUT_SECONDS = 0.5
+
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, description="A user id: letters, digits and _.:@-")]
+UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id: letters, digits and _.:@-")]
+
+
+# -- request and response bodies ---------------------------------------------------------------
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchRequest(Strict):
+    user_ids: list[UserId] = Field(min_length=1, description="Users to read; at most FP_MAX_BATCH.")
+    features: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        default=None, description="Registry feature names; all online features when absent.")
+    version: str | None = Field(default=None, max_length=200, description="An online version; the served one when absent.")
+    defaults: bool = Field(default=False, description="Unknown users get the registry defaults instead of found=false.")
+
+
+class ChurnRequest(Strict):
+    user_id: UserId | None = None
+    features: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Any] | None = Field(
+        default=None, description="Feature values to score instead of a stored user; missing ones are null.")
+
+    @model_validator(mode="after")
+    def one_of(self) -> ChurnRequest:
+        if (self.user_id is None) == (self.features is None):
+            raise ValueError("give exactly one of user_id or features")
+        return self
+
+
+class ContactContext(Strict):
+    device: Annotated[str, Field(max_length=64)] | None = None
+    hour: int | None = Field(default=None, ge=0, le=23)
+    day_of_week: int | None = Field(default=None, ge=0, le=6, description="0 = Monday")
+
+
+class ContactRequest(Strict):
+    user_id: UserId
+    listing_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1)
+    context: ContactContext = Field(default_factory=ContactContext)
+
+
+class EventsRequest(Strict):
+    events: list[dict[str, Any]] = Field(min_length=1, description="Raw events in the raw events schema.")
+
+
+class FeatureValue(BaseModel):
+    value: Any = None
+    status: str = Field(description="present | stale | missing | default")
+    source: str = Field(description="online | offline | default")
+
+
+class SnapshotInfo(BaseModel):
+    version: str | None
+    snapshot_date: str | None
+    computed_at: str | None
+    updated_at: str | None
+    updated_fields: list[str]
+
+
+class FeatureVector(BaseModel):
+    user_id: str
+    found: bool
+    source: str
+    snapshot: SnapshotInfo
+    features: dict[str, FeatureValue]
+
+
+class BatchResponse(BaseModel):
+    results: list[FeatureVector]
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+def _problem(status: int, loc: list[str], msg: str) -> HTTPException:
+    """An error whose detail names the field, shaped like FastAPI's own validation errors."""
+    return HTTPException(status, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: such floats are sent as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    body = json.dumps(content, separators=(",", ":"), default=str, allow_nan=True)
+    if "NaN" in body or "Infinity" in body:
+        body = json.dumps(_finite(content), separators=(",", ":"), default=str)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- the app -------------------------------------------------------------------------------------
+def create_app(settings: Settings, *, online: OnlineStore | None = None, holder: StateHolder | None = None,
+               reload_seconds: float = DEFAULT_RELOAD_SECONDS,
+               clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
+    """The server for ``settings``; ``online``/``holder`` are injectable for tests."""
+    holder = holder or StateHolder(settings, clock=clock)
+    metrics = ServingMetrics()
+    if online is None:
+        client = redis_connect(settings, socket_timeout=REDIS_TIMEOUT_SECONDS,
+                               socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+        online = OnlineStore(client, holder.state.registry, settings.redis_prefix)
+    retriever = Retriever(online, metrics, **({"clock": clock} if clock else {}))
+    now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        _ = holder.state  # load before the first request
+        if reload_seconds > 0:
+            holder.start(reload_seconds)
+        yield
+        holder.stop()
+
+    app = FastAPI(
+        title="feature_platform server",
+        version="1.0.0",
+        description="Features and predictions from the feature platform. Send `X-API-Key` when FP_API_KEYS is set.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.state.holder, app.state.metrics, app.state.retriever = holder, metrics, retriever
+    api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of FP_API_KEYS")
+    keys = tuple(settings.api_keys)
+
+    async def authorized(key: str | None = Security(api_key)) -> None:  # noqa: B008 (api_key is local: no Annotated)
+        if not keys:
+            return
+        if key is None:
+            raise HTTPException(401, detail="missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
+        if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+            raise HTTPException(403, detail="X-API-Key is not one of the configured keys")
+
+    def current() -> ServingState:
+        state = holder.state
+        if state.signature != getattr(app.state, "seen_signature", None):
+            if getattr(app.state, "seen_signature", None) is not None:
+                metrics.reloads.inc()
+            app.state.seen_signature = state.signature
+            online.registry = state.registry
+        return state
+
+    def feature_names(state: ServingState, raw: str | list[str] | None, loc: list[str]) -> list[str] | None:
+        if raw is None:
+            return None
+        names = [n.strip() for n in raw.split(",") if n.strip()] if isinstance(raw, str) else list(raw)
+        if not names:
+            raise _problem(422, loc, "name at least one feature, or leave the parameter out for all")
+        unknown = [n for n in names if n not in state.registry.features]
+        if unknown:
+            raise _problem(422, loc, f"unknown features {unknown}; GET /registry/features lists them")
+        return list(dict.fromkeys(names))
+
+    def check_batch(size: int, loc: list[str]) -> None:
+        if size > settings.max_batch:
+            raise _problem(422, loc, f"{size} items; at most {settings.max_batch} per request (FP_MAX_BATCH)")
+
+    def one_vector(state: ServingState, user_id: str, names: list[str] | None = None, version: str | None = None,
+                   defaults: bool = False) -> ServedVector:
+        try:
+            vector = retriever.vectors(state, [user_id], names, version, defaults)[user_id]
+        except OnlineStoreError as exc:
+            raise _problem(404, ["query", "version"], str(exc)) from None
+        if vector is None:
+            raise HTTPException(404, detail=f"unknown user {user_id!r}: in no online or offline snapshot "
+                                            "(ask with defaults=true for the registry defaults)")
+        return vector
+
+    auth = [Depends(authorized)]
+    not_found = {404: {"model": Problem}, 422: {"model": Problem}}
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, Any]:
+        state = current()
+        served, error = None, None
+        try:
+            info = online.current() if retriever.online_available else None
+            served = {"version": info.version, "snapshot_date": info.snapshot_date.isoformat()} if info else None
+        except REDIS_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        return {
+            "status": "ok",
+            "online": {"reachable": error is None and retriever.online_available, "served": served, "error": error},
+            "offline_snapshot": state.offline.day.isoformat() if state.offline else None,
+            "models": {name: champion.version for name, champion in state.champions.items()},
+            "registry_version": state.registry.version,
+            "loaded_at": state.loaded_at.isoformat(),
+            "reloads": holder.reloads,
+            "problems": list(state.problems),
+        }
+
+    @app.get("/features/{user_id}", tags=["features"], dependencies=auth,
+             responses={200: {"model": FeatureVector}, **not_found})
+    async def get_features(
+        user_id: UserIdPath,
+        features: Annotated[str | None, Query(max_length=20_000, description="Comma-separated names")] = None,
+        version: Annotated[str | None, Query(max_length=200)] = None,
+        defaults: bool = False,
+    ) -> Response:
+        state = current()
+        names = feature_names(state, features, ["query", "features"])
+        return _json(one_vector(state, user_id, names, version, defaults).as_json())
+
+    @app.post("/features/batch", tags=["features"], dependencies=auth,
+              responses={200: {"model": BatchResponse}, **not_found})
+    async def batch(body: BatchRequest) -> Response:
+        state = current()
+        check_batch(len(body.user_ids), ["body", "user_ids"])
+        names = feature_names(state, body.features, ["body", "features"])
+        users = list(dict.fromkeys(body.user_ids))
+        try:
+            found = retriever.vectors(state, users, names, body.version, defaults=True)
+        except OnlineStoreError as exc:
+            raise _problem(404, ["body", "version"], str(exc)) from None
+        results = []
+        for user in users:
+            item = found[user].as_json()
+            if not body.defaults and not item["found"]:
+                item["features"] = {}
+            results.append(item)
+        return _json({"results": results})
+
+    @app.get("/features/{user_id}/history", tags=["features"], dependencies=auth, responses=not_found)
+    def history(  # DuckDB over the partitions: on the thread pool, not the event loop
+        user_id: UserIdPath,
+        feature: Annotated[str, Query(pattern=NAME_PATTERN, description="One registry feature")],
+        limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 30,
+    ) -> Response:
+        state = current()
+        feature_names(state, feature, ["query", "feature"])
+        family = state.registry.family(state.registry.get_feature(feature).family)
+        files = [str(p) for p in holder.offline_store.partition_files("/".join(family.asset_path))]
+        rows: list[tuple] = []
+        if files:
+            with duckdb_connect(threads=1) as con:
+                rows = con.execute(
+                    f'SELECT snapshot_date, "{feature}" FROM read_parquet($files, union_by_name = true) '
+                    "WHERE user_id = $user ORDER BY snapshot_date DESC LIMIT $limit",
+                    {"files": files, "user": user_id, "limit": limit}).fetchall()
+        if not rows:
+            raise HTTPException(404, detail=f"user {user_id!r} is in no offline snapshot of {family.name}")
+        is_map = state.registry.get_feature(feature).type == "map"
+        return _json({"user_id": user_id, "feature": feature, "version": state.registry.get_feature_version(feature),
+                      "values": [{"snapshot_date": day.isoformat(),
+                                  "value": dict(value) if is_map and value is not None else value}
+                                 for day, value in rows]})
+
+    @app.get("/context/{user_id}", tags=["features"], dependencies=auth, responses=not_found)
+    async def context(user_id: UserIdPath) -> Response:
+        state = current()
+        if state.context_spec is None:
+            raise HTTPException(503, detail="no offline snapshot yet to fix the context layout; run the pipeline")
+        vector = one_vector(state, user_id, context_features(state.registry))
+        names, values = predict.context_vector(state.context_spec, state.registry, vector.values)
+        return _json({"user_id": user_id, "names": names, "values": values, "source": vector.source,
+                      "version": vector.version,
+                      "computed_at": vector.computed_at.isoformat() if vector.computed_at else None,
+                      "layout": {"features": [f.name for f in state.context_spec.features], "columns": len(names)}})
+
+    @app.get("/registry/features", tags=["registry"], dependencies=auth)
+    async def registry_features() -> Response:
+        state = current()
+        return _json({"registry_version": state.registry.version,
+                      "features": [_feature_json(f) for f in state.registry.features.values()]})
+
+    @app.get("/registry/features/{name}", tags=["registry"], dependencies=auth, responses=not_found)
+    async def registry_feature(name: Annotated[str, Path(max_length=128)]) -> Response:
+        state = current()
+        if name not in state.registry.features:
+            raise HTTPException(404, detail=f"unknown feature {name!r}; GET /registry/features lists them")
+        feature = state.registry.get_feature(name)
+        return _json({**_feature_json(feature), "lineage": asdict(state.registry.lineage(name))})
+
+    @app.post("/predict/churn", tags=["predictions"], dependencies=auth, responses=not_found)
+    async def predict_churn(body: ChurnRequest) -> Response:
+        state = current()
+        champion = state.champions.get(CHURN)
+        if champion is None:
+            raise HTTPException(503, detail="no churn champion model yet; run the pipeline or train one")
+        if body.features is not None:
+            feature_names(state, list(body.features), ["body", "features"])
+            values, source, snapshot = body.features, "request", None
+        else:
+            vector = one_vector(state, body.user_id, list(champion.feature_names))
+            values, source, snapshot = vector.values, vector.source, vector.version
+        try:
+            probability = predict.predict_churn(champion, state.registry, values)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _problem(422, ["body", "features"], f"values do not fit the registry types: {exc}") from None
+        metrics.predictions.labels(CHURN).inc()
+        return _json({"user_id": body.user_id, "probability": probability, "model": CHURN,
+                      "model_version": champion.version, "feature_source": source, "snapshot_version": snapshot})
+
+    @app.post("/predict/contact", tags=["predictions"], dependencies=auth, responses=not_found)
+    async def predict_contact(body: ContactRequest) -> Response:
+        state = current()
+        champion = state.champions.get(CONTACT)
+        if champion is None:
+            raise HTTPException(503, detail="no contact champion model yet; run the pipeline or train one")
+        check_batch(len(body.listing_ids), ["body", "listing_ids"])
+        names = list(dict.fromkeys([*champion.feature_names, *predict.MATCH_FEATURES]))
+        vector = one_vector(state, body.user_id, names)
+        given = body.context.model_dump(exclude_none=True)
+        context_values = predict.contact_context(given, state.devices.get(body.user_id), now())
+        listings = [state.listings.get(listing) for listing in body.listing_ids]
+        probabilities = predict.predict_contact(champion, state.registry, vector.values, listings, context_values)
+        ranked = sorted(zip(body.listing_ids, probabilities, listings, strict=True), key=lambda r: (-r[1], r[0]))
+        metrics.predictions.labels(CONTACT).inc()
+        return _json({"user_id": body.user_id, "model": CONTACT, "model_version": champion.version,
+                      "context": context_values, "feature_source": vector.source,
+                      "listings": [{"listing_id": listing, "probability": p, "rank": i + 1, "known": row is not None}
+                                   for i, (listing, p, row) in enumerate(ranked)]})
+
+    @app.post("/events", tags=["events"], dependencies=auth, status_code=202, responses=not_found)
+    def events(body: EventsRequest) -> Response:  # validation + fsync: on the thread pool, not the event loop
+        check_batch(len(body.events), ["body", "events"])
+        log = LandingLog(settings.landing_dir)
+        accepted, rejected = validate_event_records(body.events, now(), landing=log)
+        result = log.append(accepted) if accepted.num_rows else None  # durable (fsync) before the answer
+        landed = result.accepted if result else 0
+        if result is not None and result.duplicates:  # another request landed the same ids meanwhile
+            index = {str(event.get("event_id")): i for i, event in enumerate(body.events)}
+            rejected += [{"index": index.get(event_id), "event_id": event_id, "reasons": ["duplicate_event_id"],
+                          "detail": "event_id: already landed by another request"} for event_id in result.duplicates]
+        metrics.events.labels("accepted").inc(landed)
+        metrics.events.labels("rejected").inc(len(rejected))
+        return _json({"accepted": landed, "rejected": rejected}, 202 if landed else 422)
+
+    @app.get("/metrics", tags=["operations"], dependencies=auth)
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(redis.exceptions.RedisError)
+    async def redis_down(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+        return JSONResponse({"detail": f"online store error: {exc}"}, status_code=503)
+
+    return app
+
+
+def _feature_json(feature: Any) -> dict[str, Any]:
+    return {
+        "name": feature.name, "family": feature.family, "type": feature.type, "version": feature.version,
+        "description": feature.description, "owner": feature.owner, "source": feature.source,
+        "computation": feature.computation, "dependencies": list(feature.dependencies),
+        "staleness_tolerance_seconds": int(feature.staleness_tolerance.total_seconds()),
+        "computation_frequency": feature.computation_frequency, "serving_location": list(feature.serving_location),
+        "default": feature.default, "nullable": feature.nullable, "event_types": list(feature.event_types),
+        "range": list(feature.value_range) if feature.value_range else None, "length": feature.length,
+    }

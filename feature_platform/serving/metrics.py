@@ -1,0 +1,64 @@
+"""Prometheus metrics of one server (its own registry, so two apps in one process never collide)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+# Feature reads are sub-millisecond; the buckets resolve them instead of lumping them under 5 ms.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram("fp_request_latency_seconds", "Request latency by route, method and status.",
+                                 ("route", "method", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.online = Counter("fp_online_lookups_total", "Online store lookups per user: hit, miss, stale, error.",
+                              ("result",), registry=self.registry)
+        self.fallbacks = Counter("fp_fallbacks_total", "Vectors served from a fallback: offline or default.",
+                                 ("to",), registry=self.registry)
+        self.predictions = Counter("fp_predictions_total", "Predictions served per model.", ("model",),
+                                   registry=self.registry)
+        self.events = Counter("fp_events_total", "Events received: accepted or rejected.", ("result",),
+                              registry=self.registry)
+        self.reloads = Counter("fp_reloads_total", "Reloads of the registry, snapshot and champions.",
+                               registry=self.registry)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class LatencyMiddleware:
+    """Pure ASGI middleware (no per-request task or body copy) timing every HTTP request by route template."""
+
+    def __init__(self, app: Callable, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.latency.labels(template, scope["method"], str(status[0])).observe(
+                time.perf_counter() - started)

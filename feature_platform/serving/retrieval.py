@@ -1,0 +1,153 @@
+"""Where a served vector comes from: Redis, else the latest offline snapshot, else the registry defaults.
+
+Per feature the answer carries its value, a status and a source:
+
+    present  a value from a snapshot within the feature's staleness tolerance
+    stale    a value from a snapshot older than the tolerance (served, flagged)
+    missing  the snapshot holds null for the feature (null is not zero)
+    default  no snapshot had the user (or Redis and the offline store both failed): the registry default
+
+Redis being down is not an error: the first failure opens a breaker for a few seconds, during which
+reads go straight to the offline snapshot instead of waiting for a connection timeout per request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from feature_platform.online.store import MISSING, PRESENT, STALE, OnlineStore, OnlineStoreError
+from feature_platform.registry.registry import Registry
+from feature_platform.serving.metrics import ServingMetrics
+from feature_platform.serving.state import ServingState
+
+log = logging.getLogger(__name__)
+DEFAULT = "default"
+ONLINE, OFFLINE = "online", "offline"
+BREAKER_SECONDS = 5.0
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+
+
+@dataclass
+class ServedVector:
+    user_id: str
+    source: str  # online | offline | default
+    version: str | None
+    snapshot_date: dt.date | None
+    computed_at: dt.datetime | None
+    values: dict[str, Any]
+    statuses: dict[str, str]
+    updated_at: dt.datetime | None = None  # event-driven update time, when events changed some fields
+    updated_fields: tuple[str, ...] = ()
+    found: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "found": self.found,
+            "source": self.source,
+            "snapshot": {
+                "version": self.version,
+                "snapshot_date": self.snapshot_date.isoformat() if self.snapshot_date else None,
+                "computed_at": self.computed_at.isoformat() if self.computed_at else None,
+                "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+                "updated_fields": list(self.updated_fields),
+            },
+            "features": {name: {"value": value, "status": self.statuses[name], "source": self.source}
+                         for name, value in self.values.items()},
+        }
+
+
+@dataclass
+class Retriever:
+    online: OnlineStore | None
+    metrics: ServingMetrics
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    breaker_seconds: float = BREAKER_SECONDS
+    _open_until: float = 0.0
+    _served: tuple[Any, tuple[str, ...]] = (None, ())  # (registry, its online features): computed once per registry
+
+    @property
+    def online_available(self) -> bool:
+        return self.online is not None and time.monotonic() >= self._open_until
+
+    def vectors(self, state: ServingState, user_ids: Sequence[str], features: Sequence[str] | None,
+                version: str | None = None, defaults: bool = False) -> dict[str, ServedVector | None]:
+        """Each user's vector by the retrieval flow; None for a user no source knows (unless ``defaults``).
+
+        ``version`` pins an online version (raises :class:`OnlineStoreError` when Redis does not hold it).
+        """
+        registry = state.registry
+        names = list(features) if features is not None else self._served_features(registry)
+        now = self.clock()
+        out: dict[str, ServedVector | None] = {}
+        online = self._read_online(user_ids, names, version)
+        for user in user_ids:
+            vector = online.get(user)
+            if vector is not None:
+                statuses = vector.statuses(registry, now)
+                served = ServedVector(user, ONLINE, vector.version, vector.snapshot_date, vector.computed_at,
+                                      vector.values, _mark_missing(vector.values, statuses), vector.updated_at,
+                                      tuple(vector.updated_fields))
+                self.metrics.online.labels(STALE if STALE in statuses.values() else "hit").inc()
+                out[user] = served
+                continue
+            row = state.offline.row(user) if state.offline is not None and version is None else None
+            if row is not None:
+                values = {name: row.get(name) for name in names}
+                age = now - state.offline.computed_at
+                statuses = {name: STALE if age > registry.get_feature(name).staleness_tolerance else PRESENT
+                            for name in names}
+                self.metrics.fallbacks.labels(OFFLINE).inc()
+                out[user] = ServedVector(user, OFFLINE, f"offline:{state.offline.day.isoformat()}",
+                                         state.offline.day, state.offline.computed_at, values,
+                                         _mark_missing(values, statuses))
+                continue
+            if defaults:
+                self.metrics.fallbacks.labels(DEFAULT).inc()
+                out[user] = ServedVector(user, DEFAULT, None, None, None,
+                                         {name: registry.get_feature(name).default for name in names},
+                                         {name: DEFAULT for name in names}, found=False)
+            else:
+                out[user] = None
+        return out
+
+    def _served_features(self, registry: Registry) -> list[str]:
+        """The registry's online features; a reload brings a new registry object, so identity is the cache key."""
+        cached, names = self._served
+        if cached is not registry:
+            names = tuple(f.name for f in registry.features.values() if "online" in f.serving_location)
+            self._served = (registry, names)
+        return list(names)
+
+    def _read_online(self, user_ids: Sequence[str], names: Sequence[str], version: str | None) -> dict[str, Any]:
+        if not self.online_available:
+            if version is not None:
+                raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable")
+            return {}
+        try:
+            found = self.online.read_many(list(user_ids), names, version)
+        except OnlineStoreError:
+            raise
+        except REDIS_ERRORS as exc:
+            self._open_until = time.monotonic() + self.breaker_seconds
+            self.metrics.online.labels("error").inc(len(user_ids))
+            log.warning("online store unavailable (%s); serving from the offline snapshot for %.0f s",
+                        exc, self.breaker_seconds)
+            if version is not None:
+                raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable") from exc
+            return {}
+        misses = sum(1 for v in found.values() if v is None)
+        if misses:
+            self.metrics.online.labels("miss").inc(misses)
+        return {user: vector for user, vector in found.items() if vector is not None}
+
+
+def _mark_missing(values: dict[str, Any], statuses: dict[str, str]) -> dict[str, str]:
+    return {name: MISSING if values.get(name) is None else statuses.get(name, PRESENT) for name in values}
