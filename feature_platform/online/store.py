@@ -39,6 +39,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -78,6 +79,11 @@ class VersionInfo:
     bytes: int = 0
     ttl: int = 0
     pushed_at: str = ""
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Feature name -> position in a vector of this version (built once per version, not per read)."""
+        return {name: i for i, name in enumerate(self.layout)}
 
 
 @dataclass
@@ -280,7 +286,7 @@ class OnlineStore:
 
     def _decode(self, info: VersionInfo, user_ids: Sequence[str], replies: Sequence[Any],
                 features: Sequence[str] | None) -> dict[str, OnlineVector | None]:
-        index = {name: i for i, name in enumerate(info.layout)}
+        index = info.index
         wanted = list(features) if features is not None else list(info.layout)
         missing = [name for name in wanted if name not in index]
         out: dict[str, OnlineVector | None] = {}
