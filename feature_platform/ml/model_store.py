@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_platform.ml.expand import ExpansionSpec
+from feature_platform.offline.store import atomic_write_bytes
 
 MODEL_FILE = "model.joblib"
 EXPANSION_FILE = "expansion.json"
@@ -128,13 +129,13 @@ class ModelStore:
             tmp.mkdir()
             joblib.dump(model, tmp / MODEL_FILE)
             _fsync(tmp / MODEL_FILE)
-            _write(tmp / EXPANSION_FILE, spec.to_json().encode())
+            atomic_write_bytes(tmp / EXPANSION_FILE, spec.to_json().encode())
             features = {"feature_names": list(feature_names), "columns": spec.columns}
-            _write(tmp / FEATURES_FILE, _dumps(features, indent=2).encode())
-            _write(tmp / METRICS_FILE, _dumps(dict(metrics), indent=2).encode())
+            atomic_write_bytes(tmp / FEATURES_FILE, _dumps(features, indent=2).encode())
+            atomic_write_bytes(tmp / METRICS_FILE, _dumps(dict(metrics), indent=2).encode())
             for key, png in plots.items():
-                _write(tmp / f"{key}.png", bytes(png))
-            _write(tmp / CARD_FILE, (card(version) if callable(card) else card).encode())
+                atomic_write_bytes(tmp / f"{key}.png", bytes(png))
+            atomic_write_bytes(tmp / CARD_FILE, (card(version) if callable(card) else card).encode())
             manifest = {
                 "name": name,
                 "version": version,
@@ -147,7 +148,7 @@ class ModelStore:
                 "info": json.loads(info_json),
                 "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
             }
-            _write(tmp / MANIFEST_FILE, _dumps(manifest, indent=2).encode())
+            atomic_write_bytes(tmp / MANIFEST_FILE, _dumps(manifest, indent=2).encode())
             _fsync_dir(tmp)
             _publish(tmp, final)
         finally:
@@ -162,7 +163,7 @@ class ModelStore:
         current = _read_json(path) or {}
         now = _utc(dt.datetime.now(dt.UTC)).isoformat()
         history = [*current.get("history", []), {"version": version, "promoted_at": now, "reason": reason}]
-        _write(path, _dumps({
+        atomic_write_bytes(path, _dumps({
             "version": version,
             "promoted_at": now,
             "reason": reason,
@@ -176,7 +177,7 @@ class ModelStore:
         path = self.model_dir(name) / REJECTIONS_FILE
         entries = [*(_read_json(path) or []), {"version": version, "at": _utc(dt.datetime.now(dt.UTC)).isoformat(),
                                                "reason": reason}]
-        _write(path, _dumps(entries[-REJECTIONS_KEPT:], indent=2).encode())
+        atomic_write_bytes(path, _dumps(entries[-REJECTIONS_KEPT:], indent=2).encode())
 
     # -- reads -------------------------------------------------------------------------------
     def versions(self, name: str) -> list[ModelVersion]:
@@ -345,21 +346,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a dot-prefixed temp file and a rename, so readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _publish(tmp: Path, final: Path) -> None:

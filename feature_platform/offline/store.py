@@ -60,6 +60,21 @@ def to_arrow(frame: pa.Table | pd.DataFrame, schema: pa.Schema | None = None) ->
     return table.replace_schema_metadata(None)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a dot-prefixed temp file, fsync and rename: readers see old or new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def atomic_write_parquet(table: pa.Table, path: Path) -> int:
     """Write ``table`` to ``path`` so that readers see the old file or the new one, never a mix.
 

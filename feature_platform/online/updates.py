@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feature_platform.features.base import LOOKBACK_DAYS, SnapshotInputs, conform, family_module
-from feature_platform.offline.store import OfflineStore, connect
+from feature_platform.offline.store import OfflineStore, atomic_write_bytes, connect
 from feature_platform.online import codec
 from feature_platform.online.store import OnlineStore
 from feature_platform.registry.registry import Registry
@@ -82,17 +80,8 @@ class Cursor:
 
     def save(self, path: Path) -> None:
         """Atomically: a reader (or a crash) sees the old cursor or the new one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "w") as fh:
-                json.dump({"format": CURSOR_FORMAT, "offsets": self.offsets, "version": self.version}, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write_bytes(path, json.dumps(
+            {"format": CURSOR_FORMAT, "offsets": self.offsets, "version": self.version}).encode())
 
 
 def apply_landed_events(

