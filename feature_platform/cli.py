@@ -85,6 +85,22 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep-days", type=_positive, help="default FP_RETENTION_DAYS or 365")
     prune.set_defaults(handler=cmd_prune)
 
+    backfill = sub.add_parser(
+        "backfill", help="launch one Dagster backfill over a date range and follow it (as from the UI)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=BACKFILL_HELP)
+    backfill.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
+    backfill.add_argument("--end", type=_date, required=True, help="last day, YYYY-MM-DD (at most yesterday, UTC)")
+    backfill.add_argument("--assets", nargs="+", metavar="GROUP|KEY",
+                          help="groups (raw, features, derived, online) or keys (raw/events); default: raw/events, "
+                               "every feature snapshot and the online push")
+    backfill.add_argument("--url", help="a running Dagster webserver with its daemon (e.g. http://127.0.0.1:3000); "
+                                        "default: a temporary dagster dev on this data directory")
+    backfill.add_argument("--wait", action="store_true",
+                          help="with --url: follow the backfill until it is done (without --url it always waits)")
+    backfill.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS", help="give up waiting after")
+    backfill.add_argument("--data-dir", type=Path)
+    backfill.set_defaults(handler=cmd_backfill)
+
     online = sub.add_parser("online", help="the Redis online store: what is served, roll back a push")
     online_sub = online.add_subparsers(required=True, metavar="ACTION")
     status = online_sub.add_parser("status", help="served snapshot, keys, memory, age, kept versions")
@@ -351,6 +367,42 @@ def cmd_prune(args: argparse.Namespace) -> int:
         echo(f"{table}: deleted {len(paths)} partitions ({paths[0].stem} .. {paths[-1].stem})")
     echo(f"retention {keep} days: {sum(len(p) for p in removed.values())} partitions deleted under {settings.data_dir}")
     return 0
+
+
+BACKFILL_HELP = """\
+Launch one Dagster asset backfill over [--start, --end], recorded in the instance and shown in the UI
+(Overview > Backfills), not a loop of processes. Every partitioned asset gets exactly that range; with
+their single-run backfill policies raw/events, the snapshots and the push of the whole range run in as
+few runs as the graph allows. The backfill daemon executes it: with --url the one of that deployment;
+without, a temporary `dagster dev` (webserver + daemon) on this data directory's instance, stopped when
+the backfill is done. Pushing an older day than the one served online changes nothing online.
+"""
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from feature_platform.orchestration.automation.backfill import BackfillError, run_backfill
+
+    _quiet_dagster_warnings()
+    settings = _settings(args)
+    if args.url is None:
+        _instance(settings)  # sets DAGSTER_HOME (default: the SQLite instance under the data directory)
+    try:
+        status = run_backfill(args.start, args.end, args.assets, url=args.url,
+                              dagster_home=Path(os.environ["DAGSTER_HOME"]) if args.url is None else None,
+                              data_dir=settings.data_dir, wait=args.wait or args.url is None, echo=echo,
+                              timeout=args.timeout)
+    except BackfillError as exc:
+        echo(f"error: {exc}")
+        return 1
+    if not status.done:
+        echo(f"backfill {status.backfill_id} is {status.status}; follow it in the UI (Overview > Backfills)")
+        return 0
+    for key, failed in sorted(status.failed.items()):
+        echo(f"  {key}: {failed} partitions failed")
+    if status.error:
+        echo(f"  error: {status.error}")
+    echo(f"{'done' if status.succeeded else 'FAILED'}: backfill {status.backfill_id}, {len(status.runs)} runs")
+    return 0 if status.succeeded else 1
 
 
 def _online(settings: Settings):

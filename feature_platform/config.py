@@ -19,6 +19,10 @@ DEFAULT_CHURN_HORIZON_DAYS = 30
 DEFAULT_MODEL_AUC_FLOOR = 0.7
 DEFAULT_REDIS_PREFIX = "fp"
 DEFAULT_MAX_BATCH = 1_000
+# Population stability index thresholds of the drift checks (the usual rule of thumb: < 0.1 stable,
+# 0.1-0.25 a moderate shift worth a look, >= 0.25 a shift that changes what a model sees).
+DEFAULT_DRIFT_PSI_WARN = 0.1
+DEFAULT_DRIFT_PSI_FAIL = 0.25
 
 
 class ConfigError(ValueError):
@@ -39,6 +43,9 @@ class Settings:
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     api_keys: tuple[str, ...] = ()  # FP_API_KEYS, comma-separated; empty: the server binds to loopback only
     max_batch: int = DEFAULT_MAX_BATCH  # FP_MAX_BATCH: most users (or events) one request may carry
+    drift_psi_warn: float = DEFAULT_DRIFT_PSI_WARN  # FP_DRIFT_PSI_WARN: a feature's PSI from here on warns
+    drift_psi_fail: float = DEFAULT_DRIFT_PSI_FAIL  # FP_DRIFT_PSI_FAIL: from here on the drift check fails
+    drift_blocks_push: bool = False  # FP_DRIFT_BLOCKS_PUSH: a failing drift check stops the online push
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
@@ -51,6 +58,9 @@ class Settings:
             raise ConfigError(f"FP_MODEL_AUC_FLOOR must be in [0, 1], got {self.model_auc_floor}")
         if self.max_batch < 1:
             raise ConfigError(f"FP_MAX_BATCH must be >= 1, got {self.max_batch}")
+        if not 0.0 < self.drift_psi_warn <= self.drift_psi_fail:
+            raise ConfigError(f"FP_DRIFT_PSI_WARN and FP_DRIFT_PSI_FAIL must satisfy 0 < warn <= fail, got "
+                              f"{self.drift_psi_warn} and {self.drift_psi_fail}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +79,9 @@ class Settings:
             redis_prefix=env.get("FP_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
             api_keys=tuple(k.strip() for k in (env.get("FP_API_KEYS") or "").split(",") if k.strip()),
             max_batch=_int(env, "FP_MAX_BATCH", DEFAULT_MAX_BATCH),
+            drift_psi_warn=_float(env, "FP_DRIFT_PSI_WARN", DEFAULT_DRIFT_PSI_WARN),
+            drift_psi_fail=_float(env, "FP_DRIFT_PSI_FAIL", DEFAULT_DRIFT_PSI_FAIL),
+            drift_blocks_push=_bool(env, "FP_DRIFT_BLOCKS_PUSH"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -7,6 +7,8 @@
 - :func:`calibration_png`: the reliability diagram (fraction of positives per bin of predicted
   probability, against the perfect-calibration diagonal) over a histogram of the predicted
   probabilities, which shows how many rows each bin rests on.
+- :func:`distribution_png`: a feature's binned distribution in a reference sample beside the
+  current one (drift checks), one pair of bars per bin, with the PSI in the title.
 - :func:`markdown_image`: a PNG as an inline markdown image, which is how Dagster's UI shows an
   image in markdown metadata.
 
@@ -35,6 +37,8 @@ CALIBRATION_SIZE = (6.0, 7.0)
 IMPORTANCE_WIDTH = 8.0
 IMPORTANCE_INCHES_PER_FEATURE = 0.28
 IMPORTANCE_MIN_HEIGHT = 2.5
+DISTRIBUTION_MIN_WIDTH = 5.0
+DISTRIBUTION_HEIGHT = 3.5
 
 Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
@@ -113,6 +117,26 @@ def calibration_png(curves: Curves, title: str, bins: int = 10) -> bytes:
     hist_ax.set_xlabel("predicted probability")
     hist_ax.set_ylabel("rows")
     hist_ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def distribution_png(labels: Sequence[str], reference: Sequence[float], current: Sequence[float],
+                     reference_label: str, current_label: str, title: str) -> bytes:
+    """Grouped bars of the share of rows per bin, reference beside current (as the drift check bins them)."""
+    ref, cur = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    if not len(labels) == len(ref) == len(cur) or len(labels) == 0:
+        raise ValueError(f"labels, reference and current need one share per bin, got {len(labels)}, {len(ref)}, "
+                         f"{len(cur)}")
+    fig = _figure((max(DISTRIBUTION_MIN_WIDTH, 0.6 * len(labels)), DISTRIBUTION_HEIGHT))
+    ax = fig.subplots()
+    positions = np.arange(len(labels))
+    ax.bar(positions - 0.2, ref, width=0.4, color="C0", label=reference_label)
+    ax.bar(positions + 0.2, cur, width=0.4, color="C1", label=current_label)
+    ax.set_xticks(positions, list(labels), rotation=45, ha="right", fontsize="small")
+    ax.set_ylabel("share of rows")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title, fontsize="medium")
     return _png(fig)
 
 

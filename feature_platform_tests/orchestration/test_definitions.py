@@ -94,3 +94,19 @@ def test_one_lineage_runs_from_raw_events_through_the_model_to_the_online_key_an
     # no model input and no training set is downstream of a score: a model never learns from its own output
     for key in (C.TRAINING_DATASET, C.CONTACT_TRAINING_SET, C.CHURN_MODEL, *C.FEATURE_SNAPSHOTS):
         assert C.CHURN_RISK_SCORES not in ancestors(key), key
+
+
+def test_the_daily_job_covers_the_snapshot_path_and_the_automation_starts_running():
+    from feature_platform.orchestration.automation.jobs import DAILY_JOB, DAILY_SELECTION, RETENTION_JOB, RETRAINING_JOB
+    from feature_platform.orchestration.automation.sensors import RETRAIN_SENSOR
+
+    daily = defs.resolve_job_def(DAILY_JOB)
+    assert daily.partitions_def == C.DAILY_PARTITIONS
+    assert DAILY_SELECTION.resolve(defs.resolve_asset_graph()) == {
+        C.RAW_EVENTS, *C.RAW_UNPARTITIONED, *C.FEATURE_SNAPSHOTS, *C.DERIVED_SNAPSHOTS, C.ONLINE_PUSH}
+    assert defs.resolve_job_def(RETRAINING_JOB) and defs.resolve_job_def(RETENTION_JOB)
+    repo = defs.get_repository_def()
+    schedules = {s.name: s for s in repo.schedule_defs}
+    assert {s.job_name for s in schedules.values()} == {DAILY_JOB, RETRAINING_JOB, RETENTION_JOB}
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
+    assert repo.get_sensor_def(RETRAIN_SENSOR).default_status == dg.DefaultSensorStatus.RUNNING

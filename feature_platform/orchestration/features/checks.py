@@ -1,19 +1,32 @@
-"""Blocking checks on feature snapshots: schema, values and row count, all as the registry says.
+"""Checks on feature snapshots: schema, values and row count as the registry says, and drift.
 
-The family asset evaluates them over every partition it wrote in the run (a backfill writes many),
-so the specs are declared on the asset and these functions turn snapshots into check results.
+The family asset evaluates the blocking registry checks over every partition it wrote in the run (a
+backfill writes many), so their specs are declared on the asset and these functions turn snapshots
+into check results. Drift is a check of its own per family (:func:`drift_checks`): it reads the
+snapshot back and compares it with D-1 and with the churn champion's training rows (ml/drift.py).
 """
+
+import datetime as dt
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feature_platform.ml import drift
+from feature_platform.ml.model_store import ModelStore
+from feature_platform.ml.plots import distribution_png, markdown_image
 from feature_platform.offline.store import WriteResult
 from feature_platform.orchestration.constants import (
+    CHECK_FEATURE_DRIFT,
     CHECK_SNAPSHOT_ROWS,
     CHECK_SNAPSHOT_SCHEMA,
     CHECK_SNAPSHOT_VALUES,
 )
+from feature_platform.orchestration.pipeline import RANGE_END_TAG
+from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.registry.registry import Family, Registry, load_registry
+
+PARTITION_TAG = "dagster/partition"  # a single-partition run; a single-run backfill tags its range instead
 
 
 def snapshot_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -60,3 +73,95 @@ def rows_result(asset_key: dg.AssetKey, rows: dict[str, tuple[int, int]]) -> dg.
         metadata={"partitions_checked": len(rows), "mismatches": dg.MetadataValue.json(wrong)},
         description=f"{len(wrong)} partition(s) do not have one row per known user" if wrong else None,
     )
+
+
+def drift_checks(families: list[Family]) -> list[dg.AssetChecksDefinition]:
+    """One drift check per snapshot family (derived families score with the model, they are not its inputs)."""
+    return [_drift_check(family) for family in families if not family.derived]
+
+
+def _drift_check(family: Family) -> dg.AssetChecksDefinition:
+    key = dg.AssetKey(list(family.asset_path))
+
+    # Declared blocking so that FP_DRIFT_BLOCKS_PUSH can stop the push at run time: a failing check blocks
+    # downstream assets only with ERROR severity, which it has only when that setting is on.
+    @dg.asset_check(
+        asset=key, name=CHECK_FEATURE_DRIFT, blocking=True,
+        description="Population stability index per feature of snapshot D against D-1 and against the rows the "
+                    "churn champion was trained on. Warns from FP_DRIFT_PSI_WARN (0.1), fails from FP_DRIFT_PSI_FAIL "
+                    "(0.25); a failure blocks the online push only with FP_DRIFT_BLOCKS_PUSH=1.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
+        settings, registry, store = platform.settings(), load_registry(), platform.store()
+        table = "/".join(family.asset_path)
+        day = _evaluated_day(context, store.partitions(table))
+        if day is None:
+            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                       description=f"no {table} partition to check: materialize one")
+        current = store.read(table, day.isoformat(), day.isoformat())
+        references = [drift.previous_snapshot(store, table, day),
+                      drift.champion_training_rows(store, ModelStore(settings.models_dir))]
+        reports = [drift.drift_report(ref.table, current, list(family.features), registry, ref.label, f"D ({day})")
+                   for ref in references if ref.table is not None]
+        skipped = {ref.label: ref.note for ref in references if ref.table is None}
+        warn, fail = settings.drift_psi_warn, settings.drift_psi_fail
+        return _drift_result(day, reports, skipped, warn, fail, settings.drift_blocks_push, references, current,
+                             registry)
+
+    return _check
+
+
+def _evaluated_day(context: dg.AssetCheckExecutionContext, stored: list[str]) -> dt.date | None:
+    """The run's last partition (one day, or a backfill's range), else the latest stored one (a check run alone).
+
+    Read from the run's tags: the check itself is not partitioned (partitioned checks are a preview API), so
+    its context has no partition keys of its own.
+    """
+    tags = context.run.tags
+    key = tags.get(RANGE_END_TAG) or tags.get(PARTITION_TAG)
+    if key:
+        return dt.date.fromisoformat(key)
+    return dt.date.fromisoformat(stored[-1]) if stored else None
+
+
+def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[str, str], warn: float, fail: float,
+                  blocks: bool, references: list[drift.Reference], current: pa.Table,
+                  registry: Registry) -> dg.AssetCheckResult:
+    compared = [r for r in reports if r.columns]
+    if not compared:
+        return dg.AssetCheckResult(
+            passed=True, description=f"snapshot {day}: nothing to compare with ({'; '.join(skipped.values())})",
+            metadata={"snapshot_date": day.isoformat(), "references_skipped": dg.MetadataValue.json(skipped)})
+    worst_report = max(compared, key=lambda r: r.max_psi)
+    worst = worst_report.worst
+    level = drift.drift_level(worst.psi, warn, fail)
+    reference = next(ref for ref in references if ref.label == worst_report.reference)
+    bins = drift.column_bins(reference.table, current, worst.feature, worst.column, registry)
+    png = distribution_png(bins.labels, bins.reference, bins.current, worst_report.reference, worst_report.current,
+                           f"{worst.column}: PSI {worst.psi:.3f} ({bins.method})")
+    consequence = ("it blocks the online push (FP_DRIFT_BLOCKS_PUSH=1)" if blocks and level == "fail"
+                   else "not blocking")
+    return dg.AssetCheckResult(
+        passed=level == "ok",
+        severity=dg.AssetCheckSeverity.ERROR if blocks and level == "fail" else dg.AssetCheckSeverity.WARN,
+        description=f"snapshot {day}: worst PSI {worst.psi:.3f} ({worst.column} vs {worst_report.reference}): "
+                    f"{level}" + ("" if level == "ok" else f"; {consequence}"),
+        metadata={
+            "snapshot_date": day.isoformat(),
+            "drift_level": level,
+            "max_psi": round(worst.psi, 6),
+            "worst_column": worst.column,
+            "worst_compared_with": worst_report.reference,
+            "psi_warn": warn,
+            "psi_fail": fail,
+            "blocks_push": blocks,
+            "worst_features": dg.MetadataValue.md(drift.worst_markdown(reports, warn, fail)),
+            "psi_per_feature": dg.MetadataValue.json({r.reference: r.psi_by_column() for r in reports}),
+            "columns_skipped": dg.MetadataValue.json({r.reference: r.skipped for r in reports if r.skipped}),
+            "references_skipped": dg.MetadataValue.json(skipped),
+            "plot_worst_feature": dg.MetadataValue.md(markdown_image(png, f"{worst.column} distribution")),
+        },
+    )
+
+
+FEATURE_CHECKS = drift_checks(list(load_registry().families.values()))

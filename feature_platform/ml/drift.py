@@ -1,0 +1,246 @@
+"""Feature drift as the population stability index (PSI) between a reference and a current sample.
+
+PSI = sum over bins of (a - e) * ln(a / e), with e the reference's share of rows in a bin and a the
+current sample's. It is 0 for identical shares, never negative, and grows with the shift; the usual
+reading is < 0.1 stable, 0.1-0.25 a moderate shift, >= 0.25 a large one (the FP_DRIFT_PSI_* defaults).
+
+Binning rules (fixed, so a value means the same from day to day):
+    columns      every registry feature is expanded as the models see it (ml/expand.py, fitted on the
+                 reference): int/float/bool one column (bool 1.0/0.0), a vector one column per position
+                 (``topic_0`` ..), a map one column per key the reference holds (``name__key``; a key the
+                 row lacks is 0.0). Keys that only the current sample has are not measured.
+    missing      a null (NaN after expansion) is a bin of its own in every column, so a change in the
+                 share of nulls is drift too.
+    categories   a column with at most :data:`MAX_CATEGORIES` distinct non-null values in both samples
+                 together (booleans, one-hot flags, small counts) gets one bin per value.
+    quantiles    any other column gets the reference's deciles as edges (numpy's linear interpolation,
+                 duplicates dropped) and right-closed bins (-inf, q1], (q1, q2], .., (q9, inf).
+    epsilon      a bin's share is floored at :data:`EPSILON` in both samples (not renormalized), so an
+                 empty bin contributes a large but finite term instead of an infinite one.
+An empty sample has no distribution: the column is skipped with the reason, never reported as 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feature_platform.ml.expand import expand, fit_expansion
+from feature_platform.ml.model_store import ModelStore, training_fingerprint
+from feature_platform.offline.store import OfflineStore
+from feature_platform.registry.registry import Registry
+
+EPSILON = 1e-4
+MAX_CATEGORIES = 10
+QUANTILES = tuple(i / 10 for i in range(1, 10))
+MISSING = "missing"
+CHURN_MODEL_NAME = "churn"
+TRAINING_TABLE = "training/training_dataset"
+
+
+@dataclass(frozen=True)
+class Binned:
+    """One column's bins: labels and the shares of reference and current rows (each sums to 1)."""
+
+    labels: tuple[str, ...]
+    reference: np.ndarray
+    current: np.ndarray
+    method: str  # "categories" or "quantiles"
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    feature: str
+    psi: float
+    method: str
+    bins: int
+
+
+@dataclass
+class DriftReport:
+    """Per-column PSI of one comparison (e.g. snapshot D against D-1), worst first."""
+
+    reference: str
+    current: str
+    columns: list[ColumnDrift] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # column or feature -> why no PSI
+    reference_rows: int = 0
+    current_rows: int = 0
+
+    @property
+    def worst(self) -> ColumnDrift | None:
+        return self.columns[0] if self.columns else None
+
+    @property
+    def max_psi(self) -> float:
+        return self.columns[0].psi if self.columns else 0.0
+
+    def level(self, warn: float, fail: float) -> str:
+        return drift_level(self.max_psi, warn, fail)
+
+    def psi_by_column(self) -> dict[str, float]:
+        return {c.column: round(c.psi, 6) for c in self.columns}
+
+
+def drift_level(psi: float, warn: float, fail: float) -> str:
+    """``ok`` below ``warn``, ``warn`` from there, ``fail`` from ``fail`` on (both bounds inclusive)."""
+    return "fail" if psi >= fail else "warn" if psi >= warn else "ok"
+
+
+def psi_from_shares(reference: Sequence[float], current: Sequence[float], epsilon: float = EPSILON) -> float:
+    """PSI of two share vectors over the same bins; shares below ``epsilon`` count as ``epsilon``."""
+    e = np.maximum(np.asarray(reference, dtype=np.float64), epsilon)
+    a = np.maximum(np.asarray(current, dtype=np.float64), epsilon)
+    if e.shape != a.shape or e.ndim != 1:
+        raise ValueError(f"share vectors must be 1-D and of one length, got {e.shape} and {a.shape}")
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def bin_column(reference: np.ndarray, current: np.ndarray) -> Binned:
+    """Bin two float samples (NaN = missing) by the module's rules; both must be non-empty."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.size == 0 or cur.size == 0:
+        raise ValueError("cannot bin an empty sample: a distribution needs at least one row")
+    ref_ok, cur_ok = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+    values = np.unique(np.concatenate([ref_ok, cur_ok]))
+    if values.size <= MAX_CATEGORIES:
+        labels = [_fmt(v) for v in values]
+        ref_idx, cur_idx = np.searchsorted(values, ref_ok), np.searchsorted(values, cur_ok)
+        method = "categories"
+    else:
+        edges = np.unique(np.quantile(ref_ok, QUANTILES)) if ref_ok.size else np.array([])
+        bounds = ["-inf", *(_fmt(e) for e in edges), "inf"]
+        labels = [f"({lo}, {hi}]" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        ref_idx = np.searchsorted(edges, ref_ok, side="left")
+        cur_idx = np.searchsorted(edges, cur_ok, side="left")
+        method = "quantiles"
+    n = len(labels)
+    ref_counts = np.append(np.bincount(ref_idx, minlength=n), ref.size - ref_ok.size)
+    cur_counts = np.append(np.bincount(cur_idx, minlength=n), cur.size - cur_ok.size)
+    return Binned((*labels, MISSING), ref_counts / ref.size, cur_counts / cur.size, method)
+
+
+def column_psi(reference: np.ndarray, current: np.ndarray, epsilon: float = EPSILON) -> float:
+    binned = bin_column(reference, current)
+    return psi_from_shares(binned.reference, binned.current, epsilon)
+
+
+def expanded_columns(
+    reference: pa.Table, current: pa.Table, features: Sequence[str], registry: Registry
+) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """``[(column, feature)]`` and the two float matrices, expanded by a spec fitted on the reference."""
+    spec = fit_expansion(reference, features, registry)
+    ref, _ = expand(reference, spec)
+    cur, _ = expand(current, spec)
+    return [(column, f.name) for f in spec.features for column in f.columns], ref, cur
+
+
+def drift_report(
+    reference: pa.Table,
+    current: pa.Table,
+    features: Sequence[str],
+    registry: Registry,
+    reference_label: str,
+    current_label: str,
+) -> DriftReport:
+    """PSI of every column of ``features`` (registry names present in both tables), worst first."""
+    report = DriftReport(reference_label, current_label, reference_rows=reference.num_rows,
+                         current_rows=current.num_rows)
+    present = [f for f in features if f in reference.column_names and f in current.column_names]
+    for name in features:
+        if name not in present:
+            report.skipped[name] = f"not a column of both {reference_label} and {current_label}"
+    if reference.num_rows == 0 or current.num_rows == 0:
+        empty = reference_label if reference.num_rows == 0 else current_label
+        report.skipped.update({name: f"{empty} has no rows" for name in present})
+        return report
+    owners, ref, cur = expanded_columns(reference, current, present, registry)
+    for name in present:
+        if registry.get_feature(name).type == "map" and not any(f == name for _, f in owners):
+            report.skipped[name] = f"the map has no key in {reference_label}"
+    for i, (column, feature) in enumerate(owners):
+        binned = bin_column(ref[:, i], cur[:, i])
+        report.columns.append(ColumnDrift(column, feature, psi_from_shares(binned.reference, binned.current),
+                                          binned.method, len(binned.labels)))
+    report.columns.sort(key=lambda c: (-c.psi, c.column))
+    return report
+
+
+def column_bins(reference: pa.Table, current: pa.Table, feature: str, column: str, registry: Registry) -> Binned:
+    """The bins of one expanded column of ``feature`` (to plot the worst one)."""
+    owners, ref, cur = expanded_columns(reference, current, [feature], registry)
+    index = [c for c, _ in owners].index(column)
+    return bin_column(ref[:, index], cur[:, index])
+
+
+def worst_markdown(reports: Sequence[DriftReport], warn: float, fail: float, top: int = 10) -> str:
+    """The ``top`` worst columns of each comparison as one markdown table."""
+    lines = ["| compared with | column | feature | PSI | level | bins |", "| --- | --- | --- | --- | --- | --- |"]
+    for report in reports:
+        for c in report.columns[:top]:
+            lines.append(f"| {report.reference} | {c.column} | {c.feature} | {c.psi:.4f} | "
+                         f"{drift_level(c.psi, warn, fail)} | {c.bins} ({c.method}) |")
+        if not report.columns:
+            why = next(iter(report.skipped.values()), "nothing to compare")
+            lines.append(f"| {report.reference} | - | - | - | skipped | {why} |")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A sample to compare a snapshot with, or why there is none."""
+
+    label: str
+    table: pa.Table | None
+    note: str = ""
+
+
+def previous_snapshot(store: OfflineStore, table: str, day: dt.date) -> Reference:
+    """Snapshot D-1 of ``table`` (``features/<asset>``)."""
+    previous = (day - dt.timedelta(days=1)).isoformat()
+    if previous not in store.partitions(table):
+        return Reference(f"D-1 ({previous})", None, f"no {table} partition {previous} to compare with")
+    return Reference(f"D-1 ({previous})", store.read(table, previous, previous))
+
+
+def champion_training_rows(store: OfflineStore, models: ModelStore) -> Reference:
+    """The newest labelled rows of the churn training set the serving churn champion was trained on.
+
+    Only the latest labelled snapshot date is taken: the set spans many weeks, and features that
+    accumulate or count days (review totals, recency) differ between old and new rows by construction,
+    which would read as drift on every day. The newest population the model learnt from is the fair
+    reference for today's.
+
+    The training set on disk is used only when its fingerprint equals the one in the champion's manifest:
+    a set rebuilt since (new dates, new features) is not what the champion saw, and there is no
+    reference then, said in the note (retraining restores one).
+    """
+    champion = models.champion(CHURN_MODEL_NAME)
+    if champion is None:
+        return Reference("champion training set", None, f"no {CHURN_MODEL_NAME} champion yet")
+    label = f"champion training set ({CHURN_MODEL_NAME} {champion.version})"
+    try:
+        table = store.read_table(TRAINING_TABLE)
+    except FileNotFoundError as exc:
+        return Reference(label, None, str(exc))
+    if training_fingerprint(table) != champion.manifest.get("training_fingerprint"):
+        return Reference(label, None, f"{TRAINING_TABLE} was rebuilt after {champion.version} was trained "
+                                      "(its fingerprint differs from the model's manifest)")
+    if "labelled" in table.column_names:
+        table = table.filter(pc.fill_null(table.column("labelled"), False))
+    if "snapshot_date" in table.column_names and table.num_rows:
+        newest = pc.max(table.column("snapshot_date"))
+        table = table.filter(pc.equal(table.column("snapshot_date"), newest))
+        label = f"{label}, rows of {newest.as_py()}"
+    return Reference(label, table)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"

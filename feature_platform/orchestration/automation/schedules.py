@@ -1,0 +1,53 @@
+"""Schedules: the daily snapshot run, weekly retraining, daily retention. All start RUNNING, all in UTC.
+
+The crons are constants here, not FP_ variables: a schedule's cron is part of the definitions, which
+read no environment variable at load (STYLE.md 1), and the webserver and the daemon load them in
+separate processes that must agree. To change one, edit the constant, or build your own Definitions
+with ``build_schedules(daily_cron=...)``.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from feature_platform.orchestration.automation.jobs import daily_snapshots_job, retention_job, retraining_job
+
+DAILY_CRON = "0 3 * * *"  # 03:00 UTC: yesterday's partition, once the day is over and late files landed
+RETRAINING_CRON = "0 4 * * 1"  # Monday 04:00 UTC, after that day's snapshots
+RETENTION_CRON = "0 5 * * *"  # 05:00 UTC, after the daily run
+TIMEZONE = "UTC"  # the partitions' time zone; a day is a UTC day
+DAILY_SCHEDULE = "daily_snapshots_schedule"
+RETRAINING_SCHEDULE = "weekly_retraining_schedule"
+RETENTION_SCHEDULE = "retention_schedule"
+
+
+def previous_day(scheduled: dt.datetime) -> str:
+    """The partition key a tick materializes: the UTC day before the scheduled time (that day is over)."""
+    when = scheduled.astimezone(dt.UTC) if scheduled.tzinfo else scheduled
+    return (when.date() - dt.timedelta(days=1)).isoformat()
+
+
+def build_schedules(daily_cron: str = DAILY_CRON, retraining_cron: str = RETRAINING_CRON,
+                    retention_cron: str = RETENTION_CRON) -> list[dg.ScheduleDefinition]:
+    """The platform's schedules with the given crons (UTC)."""
+
+    @dg.schedule(name=DAILY_SCHEDULE, cron_schedule=daily_cron, job=daily_snapshots_job, execution_timezone=TIMEZONE,
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description="Yesterday's partition of the snapshot path: raw inputs, feature snapshots and their "
+                             "checks, model scores, online push (one run).")
+    def daily_snapshots(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        key = previous_day(context.scheduled_execution_time)
+        return dg.RunRequest(run_key=key, partition_key=key)  # one run per day, even if a tick is re-evaluated
+
+    retraining = dg.ScheduleDefinition(
+        name=RETRAINING_SCHEDULE, cron_schedule=retraining_cron, job=retraining_job, execution_timezone=TIMEZONE,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Rebuild the training sets and retrain the models; a new champion is served only past its gate.")
+    retention = dg.ScheduleDefinition(
+        name=RETENTION_SCHEDULE, cron_schedule=retention_cron, job=retention_job, execution_timezone=TIMEZONE,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Delete offline partitions older than FP_RETENTION_DAYS and superseded online versions.")
+    return [daily_snapshots, retraining, retention]
+
+
+SCHEDULES = build_schedules()

@@ -1,0 +1,1 @@
+"""Monitoring rules shared by every domain: freshness policies derived from the feature registry."""
