@@ -7,12 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
 import psycopg2
 import pytest
+
+from feature_platform_tests.e2e import dagster_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,32 +22,18 @@ pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 @pytest.fixture
 def scratch_database(postgres_url):
     """A database of our own on the real server, dropped afterwards (nothing else is touched)."""
-    name = f"fp_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlparse(postgres_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with dagster_server.scratch_database(postgres_url) as url:
+        yield url
 
 
 def test_cli_materialization_is_recorded_in_postgres(tmp_path, tiny_source, scratch_database):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    url = urlparse(scratch_database)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": url.hostname,
-        "DAGSTER_PG_PORT": str(url.port or 5432),
-        "DAGSTER_PG_DB": url.path.lstrip("/"),
-        "DAGSTER_PG_USERNAME": url.username or "postgres",
-        "DAGSTER_PG_PASSWORD": url.password or "",
+        **dagster_server.pg_env(scratch_database),
         "FP_DATA_DIR": str(tmp_path / "data"),
         "FP_RAW_DIR": str(tiny_source),
     }
