@@ -75,13 +75,7 @@ def test_the_churn_score_sits_between_the_model_and_the_online_push_with_blockin
 def test_one_lineage_runs_from_raw_events_through_the_model_to_the_online_key_and_never_back():
     graph = defs.resolve_asset_graph()
 
-    def ancestors(key: dg.AssetKey) -> set[dg.AssetKey]:
-        found, todo = set(), [key]
-        while todo:
-            for parent in graph.get(todo.pop()).parent_keys - found:
-                found.add(parent)
-                todo.append(parent)
-        return found
+    ancestors = graph.get_ancestor_asset_keys
 
     # raw event -> feature snapshots -> training set -> model -> churn_risk_score -> online push
     chain = [C.RAW_EVENTS, C.LEAD_FEATURES, C.TRAINING_DATASET, C.CHURN_MODEL, C.CHURN_RISK_SCORES, C.ONLINE_PUSH]

@@ -49,7 +49,7 @@ def test_every_asset_carries_the_freshness_policy_its_registry_features_give():
             features = inputs
         else:
             assert node.group_name == C.GROUP_RAW, key
-            below = {k for k in keys if key in _ancestors(graph, k)} & set(families)
+            below = {k for k in keys if key in graph.get_ancestor_asset_keys(k)} & set(families)
             assert below, key
             features = [f for k in below for f in REGISTRY.list_features(families[k].name)]
         tolerance = min(f.staleness_tolerance for f in features)
@@ -84,13 +84,6 @@ def test_an_asset_without_a_rule_is_refused():
         freshness.expectation_for(dg.AssetKey(["elsewhere", "thing"]), "other", {}, REGISTRY)
 
 
-def _ancestors(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
-    found, todo = set(), [key]
-    while todo:
-        for parent in graph.get(todo.pop()).parent_keys - found:
-            found.add(parent)
-            todo.append(parent)
-    return found
 
 
 # -- drift ----------------------------------------------------------------------------------------------
