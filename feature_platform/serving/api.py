@@ -143,8 +143,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# json.dumps with these options, built once (not per response) and without the cycle check: a response is
+# a tree of fresh dicts and lists, never cyclic. Same bytes as json.dumps(..., separators, default, allow_nan).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=True, check_circular=False).encode
+
+
 def _json(content: Any, status: int = 200) -> Response:
-    body = json.dumps(content, separators=(",", ":"), default=str, allow_nan=True)
+    body = _ENCODE(content)
     if "NaN" in body or "Infinity" in body:
         body = json.dumps(_finite(content), separators=(",", ":"), default=str)
     return Response(body, status_code=status, media_type="application/json")

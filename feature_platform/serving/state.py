@@ -114,7 +114,16 @@ class StateHolder:
         return self._state
 
     def signature(self, registry: Registry | None = None) -> tuple:
-        registry = registry or read_registry(self.registry_path)
+        """What the state is built from: registry mtime, latest snapshot day, champions, listings mtime.
+
+        Cheap when nothing changed (directory listings, two small JSON files): the YAML registry is parsed
+        again only when its file changed, as parsing it holds the GIL for tens of milliseconds.
+        """
+        mtime = self.registry_path.stat().st_mtime_ns
+        if registry is None:
+            current = self._state
+            registry = current.registry if current is not None and current.signature[0] == mtime else (
+                read_registry(self.registry_path))
         day = latest_complete_day(self.offline_store, registry)
         champions = []
         for name in (CHURN, CONTACT):
@@ -124,7 +133,7 @@ class StateHolder:
                 champion = None
             champions.append(champion.version if champion else None)
         listings = self.offline_store.table_path("raw/listings")
-        return (self.registry_path.stat().st_mtime_ns, day, *champions,
+        return (mtime, day, *champions,
                 listings.stat().st_mtime_ns if listings.exists() else None)
 
     def load(self) -> ServingState:
