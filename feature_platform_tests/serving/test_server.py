@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 CLI = str(Path(sys.executable).with_name("feature-platform"))
@@ -56,6 +57,15 @@ def running_server(data: Path, env: dict[str, str] | None = None, host: str = "1
             log.append(output)
 
 
+def embedded_redis_servers(data: Path) -> list[psutil.Process]:
+    """The redis-server processes serving ``data``'s embedded online store (their working dir is its folder)."""
+    found = []
+    for process in psutil.process_iter(["name", "cwd"]):
+        if process.info["name"] == "redis-server" and process.info["cwd"] == str(data / "online"):
+            found.append(process)
+    return found
+
+
 @pytest.fixture
 def data_copy(served_data, tmp_path) -> Path:
     data = tmp_path / "data"
@@ -82,7 +92,14 @@ def test_serve_after_a_run_answers_every_route_from_the_embedded_store(data_copy
         assert len(ranked["listings"]) == 2
         assert "fp_request_latency_seconds_bucket" in c.get("/metrics").text
         assert c.get("/docs").status_code == 200 and c.get("/openapi.json").json()["paths"]
+        assert len(embedded_redis_servers(data_copy)) == 1  # the server's own embedded redis-server
     assert "no FP_API_KEYS set: open, loopback only" in log[0]
+    # Stopped with SIGTERM (uvicorn then re-raises it, skipping exit handlers): the embedded redis-server
+    # it started is stopped too, not left behind.
+    deadline = time.monotonic() + 15
+    while embedded_redis_servers(data_copy):
+        assert time.monotonic() < deadline, "the embedded redis-server outlived `feature-platform serve`"
+        time.sleep(0.2)
 
 
 @pytest.mark.e2e
