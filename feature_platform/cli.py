@@ -7,12 +7,14 @@ import datetime as dt
 import json
 import logging
 import os
-import signal
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from feature_platform.cli_common import echo
+from feature_platform.cli_common import settings_for as _settings
+from feature_platform.cli_serving import add_serving_commands
 from feature_platform.config import ConfigError, Settings
 from feature_platform.sources.loaders import SourceError
 
@@ -29,10 +31,6 @@ nux:
 python_logs:
   managed_python_loggers: [feature_platform]
 """
-
-
-def echo(message: str) -> None:
-    print(message, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,35 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--data-dir", type=Path)
     backfill.set_defaults(handler=cmd_backfill)
 
-    online = sub.add_parser("online", help="the Redis online store: what is served, roll back a push")
-    online_sub = online.add_subparsers(required=True, metavar="ACTION")
-    status = online_sub.add_parser("status", help="served snapshot, keys, memory, age, kept versions")
-    status.add_argument("--data-dir", type=Path)
-    status.set_defaults(handler=cmd_online_status)
-    rollback = online_sub.add_parser("rollback", help="serve the previous snapshot again (one step back)")
-    rollback.add_argument("--data-dir", type=Path)
-    rollback.set_defaults(handler=cmd_online_rollback)
-
-    # -- near-real-time events: `events push` lands them, `stream` applies them online ------------
-    events = sub.add_parser("events", help="land raw events now (validated, durable) for the online updater")
-    events_sub = events.add_subparsers(required=True, metavar="ACTION")
-    push = events_sub.add_parser(
-        "push", help="validate a file of raw events and append the good ones to the landing log",
-        description="Validate FILE (a JSON array, JSON lines, or CSV with the raw schema's field names) with the "
-        "ingest's rules and append the accepted events durably to <data>/landing/. Prints accepted and rejected "
-        "counts and each rejected record's reasons; exit code 1 when any record is rejected.")
-    push.add_argument("file", type=Path, metavar="FILE")
-    push.add_argument("--data-dir", type=Path)
-    push.set_defaults(handler=cmd_events_push)
-    stream = sub.add_parser(
-        "stream", help="apply landed events to the online store as they arrive (the near-real-time updater)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=STREAM_HELP)
-    stream.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
-                        help="seconds between looks at the landing log (default 2)")
-    stream.add_argument("--once", action="store_true", help="apply what has landed, print one line and exit")
-    stream.add_argument("--data-dir", type=Path)
-    stream.set_defaults(handler=cmd_stream)
+    add_serving_commands(sub)
 
     ui = sub.add_parser("ui", help="open the Dagster UI on this data directory (dagster dev)")
     ui.add_argument("--data-dir", type=Path)
@@ -138,13 +108,6 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=cmd_ui)
 
-    serve = sub.add_parser("serve", help="the feature and prediction HTTP server (FastAPI; docs at /docs)")
-    serve.add_argument("--data-dir", type=Path)
-    serve.add_argument("--host", default="127.0.0.1", help="without FP_API_KEYS only a loopback address is used")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--reload-seconds", type=float, default=30.0,
-                       help="how often to look for a new snapshot, champion or registry (0: never)")
-    serve.set_defaults(handler=cmd_serve)
     return parser
 
 
@@ -198,13 +161,6 @@ def _generate(params: dict[str, object], out: Path, file_format: str = "parquet"
 def cmd_generate(args: argparse.Namespace) -> int:
     _generate(_generation_params(args), args.out, args.format)
     return 0
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    if getattr(args, "data_dir", None):
-        settings = settings.with_overrides(data_dir=args.data_dir.resolve())
-    return settings
 
 
 def _instance(settings: Settings):
@@ -406,130 +362,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0 if status.succeeded else 1
 
 
-def _online(settings: Settings):
-    from feature_platform.online.connection import connect
-    from feature_platform.online.store import OnlineStore
-    from feature_platform.registry import load_registry
-
-    return OnlineStore(connect(settings), load_registry(), settings.redis_prefix)
-
-
-def cmd_online_status(args: argparse.Namespace) -> int:
-    from feature_platform.online.connection import describe
-
-    settings = _settings(args)
-    status = _online(settings).status()
-    echo(f"{'online store':>24}: {describe(settings)} (key prefix {settings.redis_prefix!r})")
-    if status["served_version"] is None:
-        echo(f"{'served':>24}: nothing yet; `feature-platform run` pushes the latest snapshot")
-        return 1
-    rows = {
-        "served version": status["served_version"],
-        "snapshot date": f"{status['snapshot_date']} (data up to {status['computed_at']} UTC)",
-        "age": f"{status['age_hours']} h",
-        "keys": f"{status['keys']:,} users x {status['features']} features, {status['bytes']:,} bytes of values",
-        "previous version": status["previous_version"] or "none (rollback not possible)",
-        "versions kept": ", ".join(status["versions"]),
-        "redis memory": f"{status['redis_used_memory_bytes'] / 2**20:.1f} MiB",
-    }
-    for key, value in rows.items():
-        echo(f"{key:>24}: {value}")
-    return 0
-
-
-def cmd_online_rollback(args: argparse.Namespace) -> int:
-    from feature_platform.online.store import OnlineStoreError
-
-    try:
-        before, after = _online(_settings(args)).rollback()
-    except OnlineStoreError as exc:
-        echo(f"error: {exc}")
-        return 1
-    echo(f"rolled back: now serving {after} (was {before}); run it again to go forward")
-    return 0
-
-
-STREAM_HELP = """\
-Apply events landed by `POST /events` or `feature-platform events push` to the online store: for the users
-concerned only, recompute only the features their event types affect (the registry's event_types) and write
-those fields into the served snapshot's event overlay. Each line reports events read, users and values
-written, and time. Stop with Ctrl-C; a restart resumes from its cursor (<data>/landing/).
-
-Why a process and not a Dagster sensor: the goal is seconds from event to online value. A sensor is
-meant to decide which runs to request, not to do work; each tick is a separate evaluation (at best
-every ~30 s by default), and a run per batch of events adds run-launch overhead on top. The daily
-Dagster run stays the source of truth: it ingests the same landed events and recomputes everything,
-including the time-dependent features.
-"""
-
-
-def cmd_events_push(args: argparse.Namespace) -> int:
-    from feature_platform.sources.landing import LandingLog, read_event_file, utc_now, validate_event_records
-
-    settings = _settings(args)
-    records = read_event_file(args.file)
-    log = LandingLog(settings.landing_dir)
-    accepted, rejected = validate_event_records(records, utc_now(), landing=log)
-    result = log.append(accepted)
-    duplicates = set(result.duplicates)  # landed by someone else meanwhile
-    echo(f"{args.file}: {len(records)} events, {result.accepted} accepted, {len(rejected) + len(duplicates)} rejected"
-         + (f"; landed in {result.path} (fsynced)" if result.path else ""))
-    for entry in rejected:
-        echo(f"  rejected record {entry['index'] + 1} (event_id {entry['event_id']}): "
-             f"{', '.join(entry['reasons'])}: {entry['detail']}")
-    for event_id in sorted(duplicates):
-        echo(f"  rejected event_id {event_id}: duplicate_event_id: landed meanwhile by another sender")
-    return 1 if rejected or duplicates else 0
-
-
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
-def cmd_stream(args: argparse.Namespace) -> int:
-    import redis
-
-    from feature_platform.offline.store import OfflineStore
-    from feature_platform.online.connection import describe
-    from feature_platform.online.updates import apply_landed_events
-    from feature_platform.registry import load_registry
-    from feature_platform.sources.landing import LandingLog, utc_now
-
-    if args.interval <= 0:
-        raise ConfigError(f"--interval must be > 0 seconds, got {args.interval}")
-    # A supervisor's SIGTERM ends the loop like Ctrl-C, so exit handlers run (the embedded store saves and stops).
-    signal.signal(signal.SIGTERM, _interrupt)
-    settings = _settings(args)
-    online, offline, log = _online(settings), OfflineStore(settings.data_dir), LandingLog(settings.landing_dir)
-    cursor = settings.landing_dir / f"stream-{settings.redis_prefix}.cursor.json"
-    echo(f"stream: events landed in {log.folder} -> {describe(settings)}"
-         + ("" if args.once else f", every {args.interval:g} s (Ctrl-C stops)"))
-    while True:
-        try:
-            result = apply_landed_events(online, offline, load_registry(), log, cursor, utc_now())
-        except KeyboardInterrupt:
-            echo("stream: stopped")
-            return 0
-        except (redis.RedisError, OSError, ValueError) as exc:
-            echo(f"error: {exc}")
-            if args.once:
-                return 1
-        else:
-            if args.once or result.events_read or result.users_updated or result.reapplied:
-                again = " (a served version new to the updater: with what landed after its cut-off)" if result.reapplied else ""
-                echo(f"{utc_now():%Y-%m-%d %H:%M:%S} read {result.events_read} new events, applied {result.events_applied}"
-                     f"{again}: {result.users_updated} users, {result.features_written} values of "
-                     f"{len(result.features)} features -> {result.version or 'nothing served'} "
-                     f"in {result.seconds * 1000:.0f} ms" + (f"; {result.note}" if result.note else ""))
-        if args.once:
-            return 0
-        try:
-            time.sleep(args.interval)
-        except KeyboardInterrupt:
-            echo("stream: stopped")
-            return 0
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _instance(settings)
@@ -539,31 +371,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
                "-p", str(args.port)]
     echo(f"DAGSTER_HOME={env['DAGSTER_HOME']} {' '.join(command)}")
     os.execve(command[0], command, env)
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from feature_platform.online.connection import describe
-    from feature_platform.serving.api import create_app, is_loopback
-
-    settings = _settings(args)
-    host = args.host
-    if not settings.api_keys and not is_loopback(host):
-        echo(f"no FP_API_KEYS configured: binding to 127.0.0.1 instead of {host} (set keys to serve other hosts)")
-        host = "127.0.0.1"
-    app = create_app(settings, reload_seconds=args.reload_seconds)
-    state = app.state.holder.state
-    echo(f"serving features from {describe(settings)}; offline fallback "
-         f"{state.offline.day if state.offline else 'none yet'}; models "
-         f"{', '.join(f'{n} {c.version}' for n, c in state.champions.items()) or 'none yet'}")
-    echo("auth: " + (f"{len(settings.api_keys)} API key(s) from FP_API_KEYS, send X-API-Key" if settings.api_keys
-                     else "no FP_API_KEYS set: open, loopback only"))
-    for problem in state.problems:
-        echo(f"note: {problem}")
-    echo(f"listening on http://{host}:{args.port} (docs: http://{host}:{args.port}/docs)")
-    uvicorn.run(app, host=host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 

@@ -39,8 +39,9 @@ from feature_platform.offline.store import OfflineStore, atomic_write_bytes, con
 from feature_platform.online import codec
 from feature_platform.online.store import OnlineStore
 from feature_platform.registry.registry import Registry
+from feature_platform.sources.event_records import naive_utc
 from feature_platform.sources.ingest import raw_table
-from feature_platform.sources.landing import LandingLog, naive_utc
+from feature_platform.sources.landing import LandingLog
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS
 
 CURSOR_FORMAT = 1

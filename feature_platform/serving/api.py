@@ -34,7 +34,6 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Secur
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from feature_platform.config import Settings
 from feature_platform.offline.store import connect as duckdb_connect
@@ -44,88 +43,24 @@ from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.serving import predict
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
 from feature_platform.serving.retrieval import REDIS_ERRORS, Retriever, ServedVector
-from feature_platform.serving.state import CHURN, CONTACT, ServingState, StateHolder, context_features
-from feature_platform.sources.landing import LandingLog, validate_event_records
+from feature_platform.serving.schemas import (
+    NAME_PATTERN,
+    BatchRequest,
+    BatchResponse,
+    ChurnRequest,
+    ContactRequest,
+    EventsRequest,
+    FeatureVector,
+    Problem,
+    UserIdPath,
+)
+from feature_platform.serving.state import CHURN, CONTACT, Champion, ServingState, StateHolder, context_features
+from feature_platform.sources.event_records import validate_event_records
+from feature_platform.sources.landing import LandingLog
 
-USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
 MAX_HISTORY = 365
 DEFAULT_RELOAD_SECONDS = 30.0
 REDIS_TIMEOUT_SECONDS = 0.5
-
-UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, description="A user id: letters, digits and _.:@-")]
-UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id: letters, digits and _.:@-")]
-
-
-# -- request and response bodies ---------------------------------------------------------------
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BatchRequest(Strict):
-    user_ids: list[UserId] = Field(min_length=1, description="Users to read; at most FP_MAX_BATCH.")
-    features: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
-        default=None, description="Registry feature names; all online features when absent.")
-    version: str | None = Field(default=None, max_length=200, description="An online version; the served one when absent.")
-    defaults: bool = Field(default=False, description="Unknown users get the registry defaults instead of found=false.")
-
-
-class ChurnRequest(Strict):
-    user_id: UserId | None = None
-    features: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Any] | None = Field(
-        default=None, description="Feature values to score instead of a stored user; missing ones are null.")
-
-    @model_validator(mode="after")
-    def one_of(self) -> ChurnRequest:
-        if (self.user_id is None) == (self.features is None):
-            raise ValueError("give exactly one of user_id or features")
-        return self
-
-
-class ContactContext(Strict):
-    device: Annotated[str, Field(max_length=64)] | None = None
-    hour: int | None = Field(default=None, ge=0, le=23)
-    day_of_week: int | None = Field(default=None, ge=0, le=6, description="0 = Monday")
-
-
-class ContactRequest(Strict):
-    user_id: UserId
-    listing_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1)
-    context: ContactContext = Field(default_factory=ContactContext)
-
-
-class EventsRequest(Strict):
-    events: list[dict[str, Any]] = Field(min_length=1, description="Raw events in the raw events schema.")
-
-
-class FeatureValue(BaseModel):
-    value: Any = None
-    status: str = Field(description="present | stale | missing | default")
-    source: str = Field(description="online | offline | default")
-
-
-class SnapshotInfo(BaseModel):
-    version: str | None
-    snapshot_date: str | None
-    computed_at: str | None
-    updated_at: str | None
-    updated_fields: list[str]
-
-
-class FeatureVector(BaseModel):
-    user_id: str
-    found: bool
-    source: str
-    snapshot: SnapshotInfo
-    features: dict[str, FeatureValue]
-
-
-class BatchResponse(BaseModel):
-    results: list[FeatureVector]
-
-
-class Problem(BaseModel):
-    detail: Any
 
 
 def _problem(status: int, loc: list[str], msg: str) -> HTTPException:
@@ -226,6 +161,12 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         if unknown:
             raise _problem(422, loc, f"unknown features {unknown}; GET /registry/features lists them")
         return list(dict.fromkeys(names))
+
+    def champion_of(state: ServingState, name: str) -> Champion:
+        champion = state.champions.get(name)
+        if champion is None:
+            raise HTTPException(503, detail=f"no {name} champion model yet; run the pipeline or train one")
+        return champion
 
     def check_batch(size: int, loc: list[str]) -> None:
         if size > settings.max_batch:
@@ -350,9 +291,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     @app.post("/predict/churn", tags=["predictions"], dependencies=auth, responses=not_found)
     async def predict_churn(body: ChurnRequest) -> Response:
         state = current()
-        champion = state.champions.get(CHURN)
-        if champion is None:
-            raise HTTPException(503, detail="no churn champion model yet; run the pipeline or train one")
+        champion = champion_of(state, CHURN)
         if body.features is not None:
             feature_names(state, list(body.features), ["body", "features"])
             values, source, snapshot = body.features, "request", None
@@ -370,9 +309,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     @app.post("/predict/contact", tags=["predictions"], dependencies=auth, responses=not_found)
     async def predict_contact(body: ContactRequest) -> Response:
         state = current()
-        champion = state.champions.get(CONTACT)
-        if champion is None:
-            raise HTTPException(503, detail="no contact champion model yet; run the pipeline or train one")
+        champion = champion_of(state, CONTACT)
         check_batch(len(body.listing_ids), ["body", "listing_ids"])
         names = list(dict.fromkeys([*champion.feature_names, *predict.MATCH_FEATURES]))
         vector = one_vector(state, body.user_id, names)

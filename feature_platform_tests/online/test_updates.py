@@ -27,8 +27,9 @@ from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
+from feature_platform.sources.event_records import validate_event_records
 from feature_platform.sources.generator import GeneratorConfig, generate
-from feature_platform.sources.landing import LandingLog, validate_event_records
+from feature_platform.sources.landing import LandingLog
 from feature_platform_tests.online.conftest import standalone_store
 
 REGISTRY = load_registry()

@@ -18,7 +18,8 @@ import pytest
 
 from feature_platform.offline.store import OfflineStore
 from feature_platform.sources import ingest
-from feature_platform.sources.landing import LandingLog, read_event_file, validate_event_records
+from feature_platform.sources.event_records import read_event_file, validate_event_records
+from feature_platform.sources.landing import LandingLog
 from feature_platform.sources.loaders import SourceError
 from feature_platform.sources.schema import EVENTS
 from feature_platform_tests.conftest import NOW, write_csv
@@ -120,7 +121,8 @@ def test_a_torn_last_line_is_ignored_by_readers_and_cut_by_the_next_append(tmp_p
 
 APPEND_THEN_DIE = textwrap.dedent("""
     import datetime as dt, os, sys, time
-    from feature_platform.sources.landing import LandingLog, validate_event_records
+    from feature_platform.sources.event_records import validate_event_records
+    from feature_platform.sources.landing import LandingLog
     now = dt.datetime(2025, 3, 1, 12)
     records = [{"event_id": f"d{i}", "user_id": "u1", "event_type": "login", "timestamp": "2025-03-01T10:00:00"}
                for i in range(50)]
