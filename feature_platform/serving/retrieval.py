@@ -133,9 +133,7 @@ class Retriever:
             return {}
         try:
             found = self.online.read_many(list(user_ids), names, version)
-        except OnlineStoreError:
-            raise
-        except REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:  # an OnlineStoreError (unknown version) is not one: it reaches the caller
             self._open_until = time.monotonic() + self.breaker_seconds
             self.metrics.online.labels("error").inc(len(user_ids))
             log.warning("online store unavailable (%s); serving from the offline snapshot for %.0f s",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from feature_platform.config import Settings
@@ -171,8 +172,6 @@ class StateHolder:
             problems.append(f"listings: {exc}")
         customers = self.offline_store.table_path("raw/customers")
         if customers.exists():
-            import pyarrow.parquet as pq
-
             profile = pq.read_table(customers, columns=["user_id", "device"])
             devices = dict(zip(profile.column("user_id").to_pylist(), profile.column("device").to_pylist(),
                                strict=True))
