@@ -19,6 +19,8 @@ DEFAULT_CHURN_HORIZON_DAYS = 30
 DEFAULT_MODEL_AUC_FLOOR = 0.7
 DEFAULT_REDIS_PREFIX = "fp"
 DEFAULT_MAX_BATCH = 1_000
+# DuckDB's memory while raw events are validated and landed; past it DuckDB spills to a temp folder.
+DEFAULT_INGEST_MEMORY_MB = 512
 # Population stability index thresholds of the drift checks (the usual rule of thumb: < 0.1 stable,
 # 0.1-0.25 a moderate shift worth a look, >= 0.25 a shift that changes what a model sees).
 DEFAULT_DRIFT_PSI_WARN = 0.1
@@ -46,6 +48,7 @@ class Settings:
     drift_psi_warn: float = DEFAULT_DRIFT_PSI_WARN  # FP_DRIFT_PSI_WARN: a feature's PSI from here on warns
     drift_psi_fail: float = DEFAULT_DRIFT_PSI_FAIL  # FP_DRIFT_PSI_FAIL: from here on the drift check fails
     drift_blocks_push: bool = False  # FP_DRIFT_BLOCKS_PUSH: a failing drift check stops the online push
+    ingest_memory_mb: int = DEFAULT_INGEST_MEMORY_MB  # FP_INGEST_MEMORY_MB: DuckDB's memory for raw ingestion
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
@@ -58,6 +61,8 @@ class Settings:
             raise ConfigError(f"FP_MODEL_AUC_FLOOR must be in [0, 1], got {self.model_auc_floor}")
         if self.max_batch < 1:
             raise ConfigError(f"FP_MAX_BATCH must be >= 1, got {self.max_batch}")
+        if self.ingest_memory_mb < 64:
+            raise ConfigError(f"FP_INGEST_MEMORY_MB must be >= 64, got {self.ingest_memory_mb}")
         if not 0.0 < self.drift_psi_warn <= self.drift_psi_fail:
             raise ConfigError(f"FP_DRIFT_PSI_WARN and FP_DRIFT_PSI_FAIL must satisfy 0 < warn <= fail, got "
                               f"{self.drift_psi_warn} and {self.drift_psi_fail}")
@@ -82,6 +87,7 @@ class Settings:
             drift_psi_warn=_float(env, "FP_DRIFT_PSI_WARN", DEFAULT_DRIFT_PSI_WARN),
             drift_psi_fail=_float(env, "FP_DRIFT_PSI_FAIL", DEFAULT_DRIFT_PSI_FAIL),
             drift_blocks_push=_bool(env, "FP_DRIFT_BLOCKS_PUSH"),
+            ingest_memory_mb=_int(env, "FP_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

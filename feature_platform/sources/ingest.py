@@ -20,29 +20,30 @@ reaches the offline store when that day is ingested again (a backfill); ``late_l
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from feature_platform.config import Settings
-from feature_platform.offline.store import OfflineStore, WriteResult
+from feature_platform.config import DEFAULT_INGEST_MEMORY_MB, Settings
+from feature_platform.offline.store import OfflineStore, WriteResult, connect
 from feature_platform.sources import loaders
+from feature_platform.sources.chunked_validation import ChunkedValidation, read_ahead
+from feature_platform.sources.events_input import EventsInput, landed_label, open_events
 from feature_platform.sources.landing import LandingLog
+from feature_platform.sources.parquet_parts import write_parts
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, RAW_TABLES, RawTable
-from feature_platform.sources.validation import (
-    ValidationResult,
-    parse_column,
-    quarantine_schema,
-    reason_counts,
-    validate,
-)
+from feature_platform.sources.validation import ValidationResult, parse_column, quarantine_schema, validate
 
 UNASSIGNED = "unassigned"
+# Refused events whose day is no partition's: the unassigned quarantine, whatever their timestamp.
+UNASSIGNED_REASONS = ["timestamp_in_future", "timestamp_before_partitions_start"]
+PROGRESS_ROWS = 2_000_000  # a progress line every this many rows validated
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +91,10 @@ def _report(result: ValidationResult, files: tuple[Path, ...]) -> IngestReport:
     )
 
 
-def ingest_table(store: OfflineStore, source_dir: Path, table: RawTable, now: dt.datetime) -> IngestReport:
+def ingest_table(
+    store: OfflineStore, source_dir: Path, table: RawTable, now: dt.datetime,
+    memory_limit_mb: int = DEFAULT_INGEST_MEMORY_MB, chunk_rows: int = loaders.CHUNK_ROWS,
+) -> IngestReport:
     """Ingest an unpartitioned table (customers, reviews, listings) into ``raw/<name>.parquet``.
 
     An absent optional table is written empty (so downstream reads a known schema) and reported
@@ -101,7 +105,7 @@ def ingest_table(store: OfflineStore, source_dir: Path, table: RawTable, now: dt
     source = loaders.load(source_dir, table)
     if source is None:
         if table is CUSTOMERS:
-            return _derive_customers(store, source_dir, now)
+            return _derive_customers(store, source_dir, memory_limit_mb, chunk_rows)
         report = IngestReport(table=table.name, status="absent")
         report.writes.append(store.write(raw_table(table.name), table.arrow_schema.empty_table()))
         return report
@@ -112,20 +116,31 @@ def ingest_table(store: OfflineStore, source_dir: Path, table: RawTable, now: dt
     return report
 
 
-def _derive_customers(store: OfflineStore, source_dir: Path, now: dt.datetime) -> IngestReport:
+def _derive_customers(store: OfflineStore, source_dir: Path, memory_limit_mb: int, chunk_rows: int) -> IngestReport:
     """One customer per distinct user id of the events, known (signup_date) from the day of their
-    first parseable event, so nobody appears in a snapshot or a training set before their data does."""
-    events = events_input(source_dir, default_landing(store))
+    first parseable event, so nobody appears in a snapshot or a training set before their data does.
+
+    Read chunk by chunk: only each chunk's first event per user is kept (in DuckDB, which spills)."""
+    events = open_events(source_dir, default_landing(store))
     if events is None:
         raise loaders.SourceError(f"{source_dir}: neither customers nor events found; nothing to ingest")
-    ids = pc.utf8_trim_whitespace(pc.cast(events.data.column("user_id"), pa.string()))
-    first = pa.table({"user_id": ids, "timestamp": parse_column(events, "timestamp")}).filter(
-        pc.and_(pc.is_valid(ids), pc.not_equal(ids, ""))
-    ).group_by("user_id").aggregate([("timestamp", "min")]).sort_by("user_id")
+    with connect(memory_limit=f"{memory_limit_mb}MB") as con:
+        con.execute("CREATE TABLE firsts (user_id VARCHAR, first TIMESTAMP)")
+        for chunk in _with_progress(events.chunks(chunk_rows), "read for the customer list"):
+            source = loaders.LoadedSource(table=EVENTS, files=events.source_files, data=chunk, absent_columns=())
+            ids = pc.utf8_trim_whitespace(pc.cast(chunk.column("user_id"), pa.string()))
+            firsts = pa.table({"user_id": ids, "first": parse_column(source, "timestamp")}).filter(
+                pc.and_(pc.is_valid(ids), pc.not_equal(ids, ""))
+            ).group_by("user_id").aggregate([("first", "min")])
+            con.register("chunk_firsts", firsts)
+            con.execute("INSERT INTO firsts SELECT user_id, first_min FROM chunk_firsts").fetchall()
+            con.unregister("chunk_firsts")
+        first = con.sql("SELECT user_id, min(first) AS first FROM firsts GROUP BY user_id").to_arrow_table()
+    first = first.sort_by("user_id")
     users = first.column("user_id")
     columns = {c.name: pa.nulls(len(users), c.type) for c in CUSTOMERS.columns}
     columns["user_id"] = users
-    columns["signup_date"] = pc.cast(first.column("timestamp_min"), CUSTOMERS.arrow_schema.field("signup_date").type)
+    columns["signup_date"] = pc.cast(first.column("first"), CUSTOMERS.arrow_schema.field("signup_date").type)
     derived = pa.table(columns, schema=CUSTOMERS.arrow_schema)
     # The input of a derived table is the list of distinct ids it was derived from.
     report = IngestReport(table="customers", input_rows=derived.num_rows, accepted_rows=derived.num_rows, status="derived")
@@ -141,6 +156,8 @@ def ingest_events(
     min_timestamp: dt.datetime,
     last_partition: str,
     landing: LandingLog | None = None,
+    memory_limit_mb: int = DEFAULT_INGEST_MEMORY_MB,
+    chunk_rows: int = loaders.CHUNK_ROWS,
 ) -> IngestReport:
     """Land the events of each UTC day in ``days`` (ISO dates) as one partition each.
 
@@ -149,20 +166,25 @@ def ingest_events(
     The report counts the rows of those days, plus the refused rows with no usable day (the unassigned
     quarantine) and the valid rows after ``last_partition`` (today's, deferred to a later run). Over
     all days, these add up to the input.
+
+    The input is read ``chunk_rows`` rows at a time and validated in DuckDB within ``memory_limit_mb``
+    (past it DuckDB spills to disk), and each day is written as it is read back, so memory does not grow
+    with the input.
     """
     landing = landing if landing is not None else default_landing(store)
-    landed = landing.loaded_source()
-    source = combine_events(loaders.load(source_dir, EVENTS), landed)
-    if source is None:
+    events = open_events(source_dir, landing)
+    if events is None:
         raise loaders.SourceError(f"{source_dir}: no events input (events.parquet, events.csv or events/)")
-    result = validate(source, now, min_timestamp)
-    report = land_events(store, result, source.files, days, last_partition)
-    if landed is not None:
-        report.landed_rows = landed.data.num_rows
-        report.late_landed = _late_landed(store, landed, result.accepted, days, last_partition)
-        if report.late_landed:
-            log.warning("landed events of days ingested before they arrived: %s; materialize raw/events for those "
-                        "days again (a backfill) to include them", report.late_landed)
+    with ChunkedValidation(EVENTS, events.schema, events.labels, now, min_timestamp, memory_limit_mb) as checked:
+        _validate_in_chunks(checked, events, chunk_rows)
+        report = land_events(store, checked, events.source_files, days, last_partition)
+        if events.landed:
+            labels = [landed_label(path) for path in events.landed]
+            report.landed_rows = sum(checked.rows_by_label.get(label, 0) for label in labels)
+            report.late_landed = _late_landed(store, checked, labels, days, last_partition)
+    if report.late_landed:
+        log.warning("landed events of days ingested before they arrived: %s; materialize raw/events for those "
+                    "days again (a backfill) to include them", report.late_landed)
     return report
 
 
@@ -171,103 +193,119 @@ def default_landing(store: OfflineStore) -> LandingLog:
     return LandingLog(Settings(data_dir=store.root).landing_dir)
 
 
-def events_input(source_dir: Path, landing: LandingLog | None) -> loaders.LoadedSource | None:
-    """The user's events files and the landed events as one input (None when there is neither)."""
-    return combine_events(loaders.load(source_dir, EVENTS), landing.loaded_source() if landing else None)
+def _validate_in_chunks(checked: ChunkedValidation, events: EventsInput, rows: int) -> None:
+    for chunk in _with_progress(events.chunks(rows), "validated"):
+        checked.add(chunk)
+    duplicates = checked.finish(lambda labels: events.chunks(rows, only=labels))
+    log.info("events: %s rows validated, %s duplicate event ids", f"{checked.input_rows:,}", f"{duplicates:,}")
 
 
-def combine_events(
-    source: loaders.LoadedSource | None, landed: loaders.LoadedSource | None
-) -> loaders.LoadedSource | None:
-    """Files first, then landed rows, as one input for validation.
-
-    Columns the files lack are filled the way validation would read them (a derived event id, the
-    default event type), so adding landed rows changes nothing for the file's rows.
-    """
-    if landed is None or source is None:
-        return source if landed is None else landed
-    columns: dict[str, pa.ChunkedArray] = {}
-    for name in EVENTS.column_names:
-        mine = source.data.column(name) if name in source.data.column_names else parse_column(source, name)
-        theirs = landed.data.column(name)
-        if not mine.type.equals(theirs.type):  # e.g. CSV text next to typed landed values: validation parses text
-            mine, theirs = pc.cast(mine, pa.string()), pc.cast(theirs, pa.string())
-        columns[name] = pa.chunked_array(mine.chunks + theirs.chunks, mine.type)
-    for name in (loaders.SOURCE_FILE, loaders.SOURCE_ROW):
-        mine, theirs = source.data.column(name), landed.data.column(name)
-        columns[name] = pa.chunked_array(mine.chunks + theirs.chunks, mine.type)
-    return loaders.LoadedSource(table=EVENTS, files=source.files + landed.files, data=pa.table(columns),
-                                absent_columns=())
+def _with_progress(chunks: Iterator[pa.Table], done: str) -> Iterator[pa.Table]:
+    """The chunks, with a log line every ``PROGRESS_ROWS`` rows: long reads say how far they are."""
+    rows = reported = 0
+    for chunk in chunks:
+        yield chunk
+        rows += chunk.num_rows
+        if rows - reported >= PROGRESS_ROWS:
+            reported = rows
+            log.info("events: %s rows %s (%s)", f"{rows:,}", done, chunk.column(loaders.SOURCE_FILE)[0])
 
 
 def _late_landed(
-    store: OfflineStore, landed: loaders.LoadedSource, accepted: pa.Table, days: list[str], last_partition: str
+    store: OfflineStore, checked: ChunkedValidation, labels: list[str], days: list[str], last_partition: str
 ) -> dict[str, int]:
-    """Per day outside this run, accepted landed events its existing partition lacks (they arrived after
-    that day was ingested). Only those days' event ids are read."""
-    ids = landed.data.column("event_id")
-    kept = landed.data.filter(pc.is_in(ids, value_set=accepted.column("event_id")))
-    day_of = pc.strftime(kept.column("timestamp"), format="%Y-%m-%d")
+    """Per day outside this run, landed events whose id was accepted and that its existing partition lacks
+    (they arrived after that day was ingested). Only those days' event ids are read."""
+    checked.query("""
+        CREATE TEMP TABLE landed_kept AS
+        SELECT strftime(l."timestamp", '%Y-%m-%d') AS day, l.event_id
+        FROM checked l JOIN (SELECT event_id FROM checked WHERE _reason IS NULL) a ON a.event_id = l.event_id
+        WHERE list_contains($landed, l._file)""", landed=checked.numbers(labels))
     late = {}
-    for day in sorted(set(day_of.to_pylist()) - set(days)):
+    for (day,) in checked.query("SELECT DISTINCT day FROM landed_kept WHERE day IS NOT NULL ORDER BY day"):
         path = store.partition_path(raw_table("events"), day)
-        if day > last_partition or not path.exists():
-            continue  # not ingested yet: the day's first ingest includes them
-        present = pq.read_table(path, columns=["event_id"]).column("event_id")
-        day_ids = kept.filter(pc.equal(day_of, day)).column("event_id")
-        missing = int(pc.sum(pc.invert(pc.is_in(day_ids, value_set=present))).as_py() or 0)
+        if day in days or day > last_partition or not path.exists():
+            continue  # written now, or not ingested yet: the day's first ingest includes them
+        [(missing,)] = checked.query("""
+            SELECT count(*) FROM landed_kept
+            WHERE day = $day AND event_id NOT IN (SELECT event_id FROM read_parquet($path))""",
+                                     day=day, path=str(path))
         if missing:
-            late[day] = missing
+            late[day] = int(missing)
     return late
 
 
 def land_events(
-    store: OfflineStore, result: ValidationResult, files: tuple[Path, ...], days: list[str], last_partition: str
+    store: OfflineStore, checked: ChunkedValidation, files: tuple[Path, ...], days: list[str], last_partition: str
 ) -> IngestReport:
+    """Write each day of ``days``: its accepted events (sorted by timestamp and event id) and, when it has
+    any (or had), its quarantined ones; then the unassigned quarantine. Rows stream from DuckDB day by day."""
     wanted = sorted(days)
-    # Accepted rows are sorted by timestamp (validation's SORT_KEYS), so each day is one contiguous
-    # slice: find the boundaries once instead of scanning every row once per day.
-    stamps = result.accepted.column("timestamp").to_numpy()
-    accepted_by_day = {day: _day_slice(result.accepted, stamps, day) for day in wanted}
-    after_last = np.datetime64(dt.date.fromisoformat(last_partition) + dt.timedelta(days=1), "us")
-    deferred = len(stamps) - int(np.searchsorted(stamps, after_last, side="left"))
+    after_last = dt.datetime.combine(dt.date.fromisoformat(last_partition) + dt.timedelta(days=1), dt.time())
+    deferred = checked.accepted_count(after_last)
+    in_window = "list_contains($days, partition) AND NOT list_contains($stray, reason)"
+    unassigned = "(partition IS NULL OR list_contains($stray, reason))"
+    reasons = checked.reason_counts(f"({in_window}) OR {unassigned}", days=wanted, stray=UNASSIGNED_REASONS)
+    report = IngestReport(table="events", deferred_rows=deferred, source_files=tuple(str(f) for f in files),
+                          reasons=reasons, quarantined_rows=sum(reasons.values()))
 
-    quarantined_day = result.quarantined.column("partition")
-    unassigned = pc.or_(
-        pc.is_null(quarantined_day),
-        pc.is_in(result.quarantined.column("reason"), value_set=pa.array(
-            ["timestamp_in_future", "timestamp_before_partitions_start"])),
-    )
-    in_window = pc.fill_null(pc.is_in(quarantined_day, value_set=pa.array(wanted, pa.string())), False)
-    quarantined = result.quarantined.filter(pc.and_(in_window, pc.invert(unassigned)))
-    stray = result.quarantined.filter(unassigned)
+    log.info("events: writing %s day(s) %s .. %s", len(wanted), wanted[0], wanted[-1])
+    start = dt.datetime.combine(dt.date.fromisoformat(wanted[0]), dt.time())
+    end = dt.datetime.combine(dt.date.fromisoformat(wanted[-1]) + dt.timedelta(days=1), dt.time())
+    batches = read_ahead(checked.accepted(start, end))
+    accepted = _by_day(batches, lambda b: b.column("timestamp").to_numpy().astype("datetime64[D]"))
+    for day, parts in _each_day(accepted, wanted):
+        report.writes.append(write_parts(store, raw_table("events"), parts, EVENTS.arrow_schema, partition=day))
+    batches.close()  # the reading thread is done before the connection is used again
+    report.accepted_rows = sum(w.rows for w in report.writes)
 
-    accepted_rows = sum(t.num_rows for t in accepted_by_day.values())
-    report = IngestReport(
-        table="events",
-        input_rows=accepted_rows + quarantined.num_rows + stray.num_rows + deferred,
-        accepted_rows=accepted_rows,
-        quarantined_rows=quarantined.num_rows + stray.num_rows,
-        deferred_rows=deferred,
-        source_files=tuple(str(f) for f in files),
-        reasons=reason_counts(pa.concat_tables([quarantined, stray])),
-    )
-
-    q_days = quarantined.column("partition")
     qschema = quarantine_schema(EVENTS)
-    for day in wanted:
-        report.writes.append(store.write(raw_table("events"), accepted_by_day[day], partition=day))
-        day_q = quarantined.filter(pc.equal(q_days, day))
-        if day_q.num_rows or store.partition_path(quarantine_table("events"), day).exists():
-            report.quarantine_writes.append(store.write(quarantine_table("events"), day_q, partition=day, schema=qschema))
+    stray = sum(checked.reason_counts(unassigned, stray=UNASSIGNED_REASONS).values())
+    refused = _by_day(checked.quarantined(in_window, "partition, source_file, source_row", days=wanted,
+                                          stray=UNASSIGNED_REASONS),
+                      lambda b: b.column("partition").to_numpy(zero_copy_only=False))
+    for day, parts in _each_day(refused, wanted):
+        parts = _peek(parts)
+        if parts is not None or store.partition_path(quarantine_table("events"), day).exists():
+            report.quarantine_writes.append(write_parts(store, quarantine_table("events"), parts or iter(()),
+                                                        qschema, partition=day))
     unassigned_path = store.table_dir(quarantine_table("events")) / f"{UNASSIGNED}.parquet"
-    if stray.num_rows or unassigned_path.exists():
-        report.quarantine_writes.append(store.write(f"{quarantine_table('events')}/{UNASSIGNED}", stray, schema=qschema))
+    if stray or unassigned_path.exists():
+        rows = checked.quarantined(unassigned, "source_file, source_row", stray=UNASSIGNED_REASONS)
+        report.quarantine_writes.append(write_parts(store, f"{quarantine_table('events')}/{UNASSIGNED}",
+                                                    (pa.Table.from_batches([b]) for b in rows), qschema))
+    report.input_rows = report.accepted_rows + report.quarantined_rows + deferred
+    log.info("events: %s day(s) written, %s rows accepted, %s quarantined, %s deferred", len(wanted),
+             f"{report.accepted_rows:,}", f"{report.quarantined_rows:,}", f"{deferred:,}")
     return report
 
 
-def _day_slice(table: pa.Table, stamps: np.ndarray, day: str) -> pa.Table:
-    start = np.datetime64(dt.date.fromisoformat(day), "us")
-    first = int(np.searchsorted(stamps, start, side="left"))
-    last = int(np.searchsorted(stamps, start + np.timedelta64(1, "D"), side="left"))
-    return table.slice(first, last - first)
+def _by_day(reader: Iterable[pa.RecordBatch], day_of: Callable[[pa.RecordBatch], np.ndarray]
+            ) -> Iterator[tuple[str, pa.Table]]:
+    """(day, rows) pieces of a stream sorted by day."""
+    for batch in reader:
+        days = day_of(batch)
+        bounds = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1), len(days)]
+        for first, last in itertools.pairwise(bounds):
+            yield str(days[first]), pa.Table.from_batches([batch.slice(first, last - first)])
+
+
+def _each_day(pieces: Iterator[tuple[str, pa.Table]], days: list[str]) -> Iterator[tuple[str, Iterator[pa.Table]]]:
+    """Every day of ``days`` (sorted) with its pieces, none for a day without rows; other days' pieces
+    are skipped. A day's pieces are read before the next day is asked for."""
+    groups = itertools.groupby(pieces, key=lambda piece: piece[0])
+    current, group = next(groups, (None, iter(())))
+    for day in days:
+        while current is not None and current < day:  # a day between the wanted ones
+            current, group = next(groups, (None, iter(())))
+        if current == day:
+            yield day, (rows for _, rows in group)
+            current, group = next(groups, (None, iter(())))
+        else:
+            yield day, iter(())
+
+
+def _peek(parts: Iterator[pa.Table]) -> Iterator[pa.Table] | None:
+    """``parts`` unchanged, or None when it has none."""
+    first = next(parts, None)
+    return None if first is None else itertools.chain([first], parts)

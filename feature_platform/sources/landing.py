@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from feature_platform.sources.event_records import naive_utc, utc_now
-from feature_platform.sources.loaders import SOURCE_FILE, SOURCE_ROW, LoadedSource
+from feature_platform.sources.loaders import SOURCE_FILE, SOURCE_ROW, label_column, row_column
 from feature_platform.sources.schema import EVENTS, TS
 
 EVENTS_DIR = "events"
@@ -162,19 +161,18 @@ class LandingLog:
             table = table.filter(pc.is_in(table.column("user_id"), value_set=pa.array(sorted(user_ids), pa.string())))
         return table.drop_columns([LANDED_AT])
 
-    def loaded_source(self) -> LoadedSource | None:
-        """The whole log as one more events input for ingestion (rows labelled with file and line)."""
-        parts, files = [], []
-        for path, _, _, table in self._chunks({}, self._committed()):
-            label = f"{SOURCE_LABEL}/{path.name}"
+    def committed(self) -> dict[Path, int]:
+        """A snapshot of the log: each file's size with no append in progress, what a reader may read."""
+        return self._committed()
+
+    def labelled(self, sizes: Mapping[Path, int]) -> Iterator[tuple[Path, pa.Table]]:
+        """Each file of the snapshot ``sizes`` as one more events input for ingestion: the contract's
+        columns, rows labelled with file and line (``_source_file``, ``_source_row``)."""
+        for path, _, _, table in self._chunks({}, sizes):
             data = table.drop_columns([LANDED_AT])
-            data = data.append_column(SOURCE_FILE, pa.array([label] * data.num_rows).dictionary_encode())
-            data = data.append_column(SOURCE_ROW, pa.array(np.arange(1, data.num_rows + 1, dtype=np.int64)))
-            parts.append(data)
-            files.append(path)
-        if not parts:
-            return None
-        return LoadedSource(table=EVENTS, files=tuple(files), data=pa.concat_tables(parts), absent_columns=())
+            rows = data.num_rows
+            data = data.append_column(SOURCE_FILE, label_column(f"{SOURCE_LABEL}/{path.name}", rows))
+            yield path, data.append_column(SOURCE_ROW, row_column(1, rows))
 
     def event_ids(self) -> set[str]:
         """Every event id in the log (a copy)."""

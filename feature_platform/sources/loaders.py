@@ -9,6 +9,7 @@ transactions export go through without a mapping file.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,10 @@ from feature_platform.sources.schema import FILE_SUFFIXES, RawTable
 
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
+LABEL_TYPE = pa.dictionary(pa.int32(), pa.string())  # of _source_file
+# Rows per chunk of a streamed input: a bound on what one chunk holds in memory (~100 MB of events).
+CHUNK_ROWS = 1_000_000
+WHOLE_FILE = 2**62  # rows per chunk that reads each file at once
 
 
 class SourceError(Exception):
@@ -34,6 +39,48 @@ class LoadedSource:
     files: tuple[Path, ...]
     data: pa.Table  # schema columns present in the files + _source_file, _source_row
     absent_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _FilePlan:
+    """How one file is read: which of its columns, renamed to what, which float ids become integers."""
+
+    path: Path
+    label: str  # the file relative to the source folder: the rows' _source_file
+    read: tuple[str, ...]  # the file's own column names, in file order
+    rename: dict[str, str]  # file column -> schema column
+    whole_floats: frozenset[str]  # float id columns whose every value is a whole number
+
+
+@dataclass(frozen=True)
+class SourceFiles:
+    """The files of one table, opened but not read: the schema every chunk is given, and the chunks.
+
+    A chunk looks exactly like the same rows of :func:`load`'s table (same columns, same types, same
+    source labels and rows), so row-level work on chunks gives the same answer as on the whole.
+    """
+
+    table: RawTable
+    files: tuple[Path, ...]
+    schema: pa.Schema  # schema columns present in any file + _source_file, _source_row
+    absent_columns: tuple[str, ...]
+    plans: tuple[_FilePlan, ...]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(p.label for p in self.plans)
+
+    def chunks(self, rows: int = CHUNK_ROWS, only: set[str] | None = None) -> Iterator[pa.Table]:
+        """The rows of every file (``only``: of the files with those labels) in order, at most ``rows`` at
+        a time; a chunk never spans two files."""
+        for plan in self.plans:
+            if only is not None and plan.label not in only:
+                continue
+            first_row = 1
+            for batch in _batches(plan.path, plan.read, rows):
+                chunk = _conform(_to_schema_names(batch, plan), self.schema, plan.label, first_row)
+                first_row += chunk.num_rows
+                yield chunk
 
 
 def find_files(source_dir: Path, table: RawTable) -> list[Path]:
@@ -56,25 +103,24 @@ def find_files(source_dir: Path, table: RawTable) -> list[Path]:
     return files
 
 
-def load(source_dir: Path, table: RawTable, columns: set[str] | None = None) -> LoadedSource | None:
-    """Read every file of ``table`` under ``source_dir``; ``None`` when the table has no file.
+def open_source(source_dir: Path, table: RawTable, columns: set[str] | None = None) -> SourceFiles | None:
+    """Plan the reading of every file of ``table`` under ``source_dir`` (``None``: the table has no file).
 
-    ``columns`` (schema names) reads only those columns, e.g. the timestamps to find a date range.
+    Reads each file's header (Parquet: its schema), and of a Parquet file with float id columns those
+    columns, to decide what :func:`load` would: every rename, the type of every column, and which
+    columns are absent. ``columns`` (schema names) reads only those, e.g. the timestamps.
     """
     files = find_files(source_dir, table)
     if not files:
         return None
-    parts = []
+    keep = _column_filter(table, columns)
+    plans, parts = [], []
     for path in files:
-        data = _read_file(path, _column_filter(table, columns))
-        data = _rename_to_schema(data, table, path)
-        label = path.relative_to(source_dir).as_posix()
-        n = data.num_rows
-        data = data.append_column(SOURCE_FILE, pa.array([label] * n, pa.dictionary(pa.int32(), pa.string())))
-        data = data.append_column(SOURCE_ROW, pa.array(np.arange(1, n + 1, dtype=np.int64)))
-        parts.append(data)
-    data = _concat(parts)
-    present = set(data.column_names)
+        plan, fields = _plan_file(path, path.relative_to(source_dir).as_posix(), table, keep)
+        plans.append(plan)
+        parts.append(pa.schema([*fields, pa.field(SOURCE_FILE, LABEL_TYPE), pa.field(SOURCE_ROW, pa.int64())]))
+    schema = _unify(parts)
+    present = set(schema.names)
     missing_required = [] if columns is not None else [
         c.name for c in table.columns
         if c.required and c.name not in present and not (c.name == table.key and table.derive_key)
@@ -87,7 +133,30 @@ def load(source_dir: Path, table: RawTable, columns: set[str] | None = None) -> 
             f"(accepted names: {_accepted_names(table, missing_required)})"
         )
     absent = tuple(c.name for c in table.columns if c.name not in present)
-    return LoadedSource(table=table, files=tuple(files), data=data, absent_columns=absent)
+    return SourceFiles(table=table, files=tuple(files), schema=schema, absent_columns=absent, plans=tuple(plans))
+
+
+def load(source_dir: Path, table: RawTable, columns: set[str] | None = None) -> LoadedSource | None:
+    """Read every file of ``table`` under ``source_dir`` into memory; ``None`` when the table has no file.
+
+    For the small tables and tests; the events input is read in chunks (:func:`open_source`).
+    """
+    source = open_source(source_dir, table, columns)
+    if source is None:
+        return None
+    chunks = list(source.chunks(rows=WHOLE_FILE))
+    data = pa.concat_tables(chunks) if chunks else source.schema.empty_table()
+    return LoadedSource(table=table, files=source.files, data=data, absent_columns=source.absent_columns)
+
+
+def label_column(label: str, rows: int) -> pa.DictionaryArray:
+    """``_source_file`` for ``rows`` rows of one file: one dictionary entry, not ``rows`` strings."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array([label], pa.string()))
+
+
+def row_column(first: int, rows: int) -> pa.Array:
+    """``_source_row``: 1-based line of the data in its file."""
+    return pa.array(np.arange(first, first + rows, dtype=np.int64))
 
 
 def _suffix(path: Path) -> str:
@@ -102,47 +171,84 @@ def _column_filter(table: RawTable, columns: set[str] | None):
     return lambda original: lookup.get(_norm(original)) in columns
 
 
-def _read_file(path: Path, keep=None) -> pa.Table:
+def _plan_file(path: Path, label: str, table: RawTable, keep) -> tuple[_FilePlan, list[pa.Field]]:
+    """What to read of one file and the schema columns it gives (name and type)."""
     suffix = _suffix(path)
     try:
         if suffix == ".parquet":
-            selected = None if keep is None else [n for n in pq.read_schema(path).names if keep(n)]
-            data = pq.read_table(path, columns=selected)
+            file_schema = pq.read_schema(path)
+            types = {name: file_schema.field(name).type for name in file_schema.names}
         else:
             # Everything as text: validation decides what parses, row by row, instead of the reader
             # refusing the whole file over one bad value.
-            header = pacsv.open_csv(path).schema.names
-            data = pacsv.read_csv(
-                path,
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=None if keep is None else [n for n in header if keep(n)],
-                    column_types={name: pa.string() for name in header},
-                    strings_can_be_null=True,
-                    null_values=[""],  # "NA", "nan", "null" stay text for validation to judge
-                ),
-            )
+            types = dict.fromkeys(pacsv.open_csv(path).schema.names, pa.string())
+        names = [name for name in types if keep is None or keep(name)]
+        chosen = _chosen_columns(names, table, path)
+        read = tuple(name for name in names if name in chosen.values())
+        # Ids exported by pandas often arrive as floats (12345.0): whole-number floats become integers.
+        floats = [n for n in read if pa.types.is_floating(types[n]) and n.lower().endswith("id")]
+        whole = frozenset(n for n in floats if _all_whole(path, n))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        kind = "Parquet" if suffix == ".parquet" else "CSV"
-        raise SourceError(f"{path}: cannot be read as {kind}: {exc}") from None
-    return _integral_floats_to_int(data)
+        raise _unreadable(path, exc) from None
+    fields = [pa.field(target, pa.int64() if original in whole else types[original])
+              for target, original in chosen.items()]
+    rename = {original: target for target, original in chosen.items()}
+    return _FilePlan(path=path, label=label, read=read, rename=rename, whole_floats=whole), fields
 
 
-def _integral_floats_to_int(data: pa.Table) -> pa.Table:
-    """Ids exported by pandas often arrive as floats (12345.0); make whole-number floats integers."""
-    for i, field in enumerate(data.schema):
-        if pa.types.is_floating(field.type) and field.name.lower().endswith("id"):
-            col = data.column(i)
-            values = col.drop_null()
-            if len(values) == 0 or pc.all(pc.equal(values, pc.floor(values))).as_py():
-                data = data.set_column(i, field.name, pc.cast(col, pa.int64(), safe=False))
-    return data
+def _all_whole(path: Path, column: str) -> bool:
+    """Whether every value of a float column is a whole number (read a row group at a time)."""
+    parquet = pq.ParquetFile(path)
+    for group in range(parquet.metadata.num_row_groups):
+        values = parquet.read_row_group(group, columns=[column]).column(0).drop_null()
+        if len(values) and not pc.all(pc.equal(values, pc.floor(values))).as_py():
+            return False
+    return True
 
 
-def _rename_to_schema(data: pa.Table, table: RawTable, path: Path) -> pa.Table:
-    """Keep the schema's columns, renamed from whichever accepted name the file uses."""
+def _batches(path: Path, read: tuple[str, ...], rows: int) -> Iterator[pa.Table]:
+    """The file's ``read`` columns, about ``rows`` rows at a time, in file order."""
+    suffix = _suffix(path)
+    try:
+        if suffix == ".parquet":
+            parquet = pq.ParquetFile(path)
+            if not read:  # no column of the schema: the rows still count (their values are absent)
+                for group in range(parquet.metadata.num_row_groups):
+                    yield _no_columns(parquet.metadata.row_group(group).num_rows)
+                return
+            # One reader per row group: a reader over the whole file keeps what it has read.
+            for group in range(parquet.metadata.num_row_groups):
+                for batch in parquet.iter_batches(batch_size=rows, row_groups=[group], columns=list(read)):
+                    yield pa.Table.from_batches([batch])
+        else:
+            header = pacsv.open_csv(path).schema.names
+            reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
+                include_columns=list(read) or header[:1],
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=True,
+                null_values=[""],  # "NA", "nan", "null" stay text for validation to judge
+            ))
+            pending: list[pa.RecordBatch] = []
+            size = 0
+            for batch in reader:  # blocks of about 1 MB of text, cut into chunks of ``rows``
+                pending.append(batch)
+                size += batch.num_rows
+                while size >= rows:
+                    data = pa.Table.from_batches(pending)
+                    yield _csv_chunk(data.slice(0, rows), read)
+                    rest = data.slice(rows)
+                    pending, size = rest.to_batches(), rest.num_rows
+            if size:
+                yield _csv_chunk(pa.Table.from_batches(pending), read)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _chosen_columns(names: list[str], table: RawTable, path: Path) -> dict[str, str]:
+    """Schema column -> the file's column holding it, through whichever accepted name the file uses."""
     lookup = _name_lookup(table)
     claims: dict[str, list[str]] = {}
-    for original in data.column_names:
+    for original in names:
         if (target := lookup.get(_norm(original))) is not None:
             claims.setdefault(target, []).append(original)
     chosen: dict[str, str] = {}
@@ -151,29 +257,64 @@ def _rename_to_schema(data: pa.Table, table: RawTable, path: Path) -> pa.Table:
         if len(originals) > 1 and len(exact) != 1:
             raise SourceError(f"{path}: columns {originals} all map to {target!r}; keep one")
         chosen[target] = exact[0] if exact else originals[0]
-    return pa.table({target: data.column(original) for target, original in chosen.items()})
+    return chosen
 
 
 def _name_lookup(table: RawTable) -> dict[str, str]:
     return {_norm(name): column.name for column in table.columns for name in (column.name, *column.aliases)}
 
 
-def _concat(parts: list[pa.Table]) -> pa.Table:
+def _csv_chunk(data: pa.Table, read: tuple[str, ...]) -> pa.Table:
+    return data if read else _no_columns(data.num_rows)
+
+
+def _no_columns(rows: int) -> pa.Table:
+    return pa.table({"_": pa.nulls(rows)}).drop_columns(["_"])
+
+
+def _unreadable(path: Path, exc: Exception) -> SourceError:
+    kind = "Parquet" if _suffix(path) == ".parquet" else "CSV"
+    return SourceError(f"{path}: cannot be read as {kind}: {exc}")
+
+
+def _to_schema_names(data: pa.Table, plan: _FilePlan) -> pa.Table:
+    columns = {}
+    for original, target in plan.rename.items():
+        column = data.column(original)
+        columns[target] = pc.cast(column, pa.int64(), safe=False) if original in plan.whole_floats else column
+    return pa.Table.from_pydict(columns) if columns else data
+
+
+def _conform(data: pa.Table, schema: pa.Schema, label: str, first_row: int) -> pa.Table:
+    """One file's chunk with every column of ``schema``: absent ones null, others cast where files disagree."""
+    rows = data.num_rows
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    for field in schema:
+        if field.name == SOURCE_FILE:
+            arrays.append(label_column(label, rows))
+        elif field.name == SOURCE_ROW:
+            arrays.append(row_column(first_row, rows))
+        elif field.name in data.column_names:
+            column = data.column(field.name)
+            arrays.append(column if column.type.equals(field.type) else pc.cast(column, field.type))
+        else:
+            arrays.append(pa.nulls(rows, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _unify(parts: list[pa.Schema]) -> pa.Schema:
+    """The schema of all files together."""
     if len(parts) == 1:
         return parts[0]
     # Files of one table may disagree on a column's type (int in one, text in another): read such a
     # column as text everywhere and let validation parse it.
     types: dict[str, set[pa.DataType]] = {}
     for part in parts:
-        for field in part.schema:
+        for field in part:
             types.setdefault(field.name, set()).add(field.type)
-    unified = []
-    for part in parts:
-        for i, field in enumerate(part.schema):
-            if len(types[field.name]) > 1 and field.name not in (SOURCE_FILE, SOURCE_ROW):
-                part = part.set_column(i, field.name, pc.cast(part.column(i), pa.string()))
-        unified.append(part)
-    return pa.concat_tables(unified, promote_options="permissive")
+    text = {name for name, seen in types.items() if len(seen) > 1 and name not in (SOURCE_FILE, SOURCE_ROW)}
+    unified = [pa.schema([pa.field(f.name, pa.string()) if f.name in text else f for f in part]) for part in parts]
+    return pa.unify_schemas(unified, promote_options="permissive")
 
 
 def _norm(name: str) -> str:

@@ -101,7 +101,7 @@ def validate(
     typed = ", ".join(f'"{c.name}"' for c in table.columns)
     order = ", ".join(f'"{k}"' for k in SORT_KEYS[table.name])
     accepted = con.sql(f"SELECT {typed} FROM checked WHERE _reason IS NULL ORDER BY {order}").to_arrow_table()
-    quarantined = con.sql(_quarantine_sql(table, present)).to_arrow_table()
+    quarantined = con.sql(quarantine_sql(table, present)).to_arrow_table()
     con.close()
     return ValidationResult(
         table=table,
@@ -113,11 +113,17 @@ def validate(
 
 def parse_column(source: LoadedSource, name: str) -> pa.ChunkedArray:
     """One column parsed to its contract type exactly as validation parses it (NULL where it fails)."""
+    return parse_columns(source, [name]).column(name)
+
+
+def parse_columns(source: LoadedSource, names: list[str]) -> pa.Table:
+    """Columns parsed to their contract types exactly as validation parses them, in one query."""
     con = connect()
     con.register("src", source.data)
-    parsed = con.sql(f'SELECT {_typed_expr(source.table, source.data.schema, name)} AS v FROM src').to_arrow_table()
+    exprs = ", ".join(f'{_typed_expr(source.table, source.data.schema, name)} AS "{name}"' for name in names)
+    parsed = con.sql(f"SELECT {exprs} FROM src").to_arrow_table()
     con.close()
-    return parsed.column("v").cast(source.table.column(name).type)
+    return parsed.cast(pa.schema([pa.field(name, source.table.column(name).type) for name in names]))
 
 
 def _typed_expr(table: RawTable, present: pa.Schema, name: str) -> str:
@@ -140,12 +146,31 @@ def _check_sql(table: RawTable, present: pa.Schema) -> str:
 
     Only schema identifiers are formatted in; values are parameters.
     """
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    return f"""
+        WITH reasoned AS ({first_failure_sql(table, present)})
+        SELECT {SOURCE_FILE}, {SOURCE_ROW}, {columns}, CASE
+                WHEN _first IS NULL AND row_number() OVER (
+                    PARTITION BY "{table.key}" ORDER BY (_first IS NOT NULL), {SOURCE_FILE}, {SOURCE_ROW}) > 1
+                THEN '{duplicate_reason(table)}' ELSE _first END AS _reason
+        FROM reasoned
+    """
+
+
+def duplicate_reason(table: RawTable) -> str:
+    return f"duplicate_{table.key}"
+
+
+def first_failure_sql(table: RawTable, present: pa.Schema) -> str:
+    """Source position, typed columns and ``_first``, the first failing row-level rule (NULL: none).
+
+    Every rule but the duplicate key looks at its own row only, so this can run on any slice of the input.
+    """
     typed_exprs, given_exprs, required_checks, parse_checks = [], [], [], []
     for column in table.columns:
         name = column.name
         typed_exprs.append(f'{_typed_expr(table, present, name)} AS "{name}"')
-        raw = _raw_expr(present, name, "src")
-        given_exprs.append(f"coalesce(trim({raw}), '') <> '' AS \"_given_{name}\"")
+        given_exprs.append(f'{_given_expr(present, name)} AS "_given_{name}"')
         if column.required:
             required_checks.append(
                 f"""WHEN NOT "_given_{name}" AND coalesce(trim(CAST("{name}" AS VARCHAR)), '') = '' THEN 'missing_{name}'"""
@@ -157,23 +182,32 @@ def _check_sql(table: RawTable, present: pa.Schema) -> str:
     ]
     first_failure = "CASE " + " ".join(required_checks + parse_checks + rule_checks) + " END"
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
-    key = f'"{table.key}"'
     return f"""
         WITH typed AS (
             SELECT {SOURCE_FILE}, {SOURCE_ROW}, {", ".join(typed_exprs)}, {", ".join(given_exprs)} FROM src
-        ), reasoned AS (
-            SELECT {SOURCE_FILE}, {SOURCE_ROW}, {columns}, {first_failure} AS _first FROM typed
         )
-        SELECT {SOURCE_FILE}, {SOURCE_ROW}, {columns}, CASE
-                WHEN _first IS NULL AND row_number() OVER (
-                    PARTITION BY {key} ORDER BY (_first IS NOT NULL), {SOURCE_FILE}, {SOURCE_ROW}) > 1
-                THEN 'duplicate_{table.key}' ELSE _first END AS _reason
-        FROM reasoned
+        SELECT {SOURCE_FILE}, {SOURCE_ROW}, {columns}, {first_failure} AS _first FROM typed
     """
 
 
-def _quarantine_sql(table: RawTable, present: pa.Schema) -> str:
-    """Refused rows with their original text, the reason, a detail naming the value, and the source."""
+def _given_expr(present: pa.Schema, name: str) -> str:
+    """Whether the row has a value at all: non-blank text (NULL when the file has no such column)."""
+    if name in present.names and _never_blank(present.field(name).type):
+        return f'src."{name}" IS NOT NULL'  # a number or a time is never blank text: skip formatting it
+    return f"coalesce(trim({_raw_expr(present, name, 'src')}), '') <> ''"
+
+
+def _never_blank(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
+            or pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type))
+
+
+def quarantine_sql(table: RawTable, present: pa.Schema,
+                    refused: str = "(SELECT * FROM checked WHERE _reason IS NOT NULL)") -> str:
+    """Refused rows with their original text, the reason, a detail naming the value, and the source.
+
+    ``refused`` is the relation of refused rows: source position, typed columns and ``_reason``.
+    """
     raw = ", ".join(f'{_raw_expr(present, c.name, "s")} AS "{c.name}"' for c in table.columns)
     detail = "CASE " + " ".join(
         f"""WHEN b._reason LIKE '%\\_{c.name}' ESCAPE '\\' OR b._reason LIKE '{c.name}\\_%' ESCAPE '\\'
@@ -184,7 +218,7 @@ def _quarantine_sql(table: RawTable, present: pa.Schema) -> str:
     return f"""
         SELECT {raw}, b._reason AS reason, {detail} AS detail, CAST(b.{SOURCE_FILE} AS VARCHAR) AS source_file,
                b.{SOURCE_ROW} AS source_row{day}
-        FROM (SELECT * FROM checked WHERE _reason IS NOT NULL) b
+        FROM {refused} b
         JOIN src s ON s.{SOURCE_FILE} = b.{SOURCE_FILE} AND s.{SOURCE_ROW} = b.{SOURCE_ROW}
         ORDER BY source_file, source_row
     """

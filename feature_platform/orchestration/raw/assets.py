@@ -70,7 +70,8 @@ def _unpartitioned_raw_asset(asset_key: dg.AssetKey, table: RawTable) -> dg.Asse
     )
     def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         settings = platform.settings()
-        report = ingest.ingest_table(platform.store(), platform.source_dir(), table, platform.now())
+        report = ingest.ingest_table(platform.store(), platform.source_dir(), table, platform.now(),
+                                     memory_limit_mb=settings.ingest_memory_mb)
         context.log.info(
             "%s: %s accepted, %s quarantined (%s)", table.name, report.accepted_rows, report.quarantined_rows, report.status
         )
@@ -109,6 +110,7 @@ def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) ->
         days=days,
         min_timestamp=dt.datetime.fromisoformat(PARTITIONS_START_DATE),
         last_partition=DAILY_PARTITIONS.get_last_partition_key() or days[-1],
+        memory_limit_mb=settings.ingest_memory_mb,
     )
     context.log.info(
         "events %s..%s: %s accepted, %s quarantined, %s deferred",
