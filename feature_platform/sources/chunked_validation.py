@@ -30,7 +30,11 @@ from feature_platform.sources.validation import (
     quarantine_sql,
 )
 
-BATCH_ROWS = 131_072  # rows per batch read back from DuckDB
+# Rows per Arrow chunk of a DuckDB result read at once (60 vectors of 2,048). Parquet's dictionary
+# fallback depends on where a column's Arrow chunks end, so rows read back in a stream are handed to the
+# writer cut where reading the whole sorted result at once would have cut them: every EXPORT_ROWS rows.
+EXPORT_ROWS = 122_880
+BATCH_ROWS = EXPORT_ROWS  # rows per batch read back from DuckDB
 log = logging.getLogger(__name__)
 
 
@@ -124,13 +128,18 @@ class ChunkedValidation:
                                 AND "timestamp" >= $start AND "timestamp" < $end ORDER BY {order}""",
                             start=start, end=end)
 
-    def accepted_count(self, since: dt.datetime) -> int:
-        return self._scalar('SELECT count(*) FROM checked WHERE _reason IS NULL AND "timestamp" >= $since',
-                            since=since)
+    def accepted_count(self, since: dt.datetime | None = None, before: dt.datetime | None = None) -> int:
+        """Accepted rows with ``since <= timestamp < before`` (either bound optional)."""
+        return self._scalar('SELECT count(*) FROM checked WHERE _reason IS NULL AND "timestamp" >= $since '
+                            'AND "timestamp" < $before', since=since or dt.datetime.min,
+                            before=before or dt.datetime.max)
 
     def quarantined(self, where: str, order: str, **params: object) -> pa.RecordBatchReader:
-        """Quarantined rows (``quarantine_schema``) matching ``where``, sorted by ``order`` (SQL, no values)."""
-        return self._reader(f"SELECT * FROM quarantine WHERE {where} ORDER BY {order}", **params)
+        """Quarantined rows (``quarantine_schema``) matching ``where``, sorted by ``order`` (SQL, no values),
+        with ``_block``: the row's position among all quarantined rows in source order // EXPORT_ROWS."""
+        ranked = (f"SELECT *, (row_number() OVER (ORDER BY source_file, source_row) - 1) // {EXPORT_ROWS} "
+                  f"AS _block FROM quarantine")
+        return self._reader(f"SELECT * FROM ({ranked}) WHERE {where} ORDER BY {order}", **params)
 
     def reason_counts(self, where: str, **params: object) -> dict[str, int]:
         rows = self.con.execute(f"SELECT reason, count(*) FROM quarantine WHERE {where} GROUP BY reason",

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from feature_platform.config import DEFAULT_INGEST_MEMORY_MB, Settings
 from feature_platform.offline.store import OfflineStore, WriteResult, connect
 from feature_platform.sources import loaders
-from feature_platform.sources.chunked_validation import ChunkedValidation, read_ahead
+from feature_platform.sources.chunked_validation import EXPORT_ROWS, ChunkedValidation, read_ahead
 from feature_platform.sources.events_input import EventsInput, landed_label, open_events
 from feature_platform.sources.landing import LandingLog
 from feature_platform.sources.parquet_parts import write_parts
@@ -242,7 +242,7 @@ def land_events(
     any (or had), its quarantined ones; then the unassigned quarantine. Rows stream from DuckDB day by day."""
     wanted = sorted(days)
     after_last = dt.datetime.combine(dt.date.fromisoformat(last_partition) + dt.timedelta(days=1), dt.time())
-    deferred = checked.accepted_count(after_last)
+    deferred = checked.accepted_count(since=after_last)
     in_window = "list_contains($days, partition) AND NOT list_contains($stray, reason)"
     unassigned = "(partition IS NULL OR list_contains($stray, reason))"
     reasons = checked.reason_counts(f"({in_window}) OR {unassigned}", days=wanted, stray=UNASSIGNED_REASONS)
@@ -252,8 +252,9 @@ def land_events(
     log.info("events: writing %s day(s) %s .. %s", len(wanted), wanted[0], wanted[-1])
     start = dt.datetime.combine(dt.date.fromisoformat(wanted[0]), dt.time())
     end = dt.datetime.combine(dt.date.fromisoformat(wanted[-1]) + dt.timedelta(days=1), dt.time())
+    blocks = _blocks_from(checked.accepted_count(before=start))  # before the reader holds the connection
     batches = read_ahead(checked.accepted(start, end))
-    accepted = _by_day(batches, lambda b: b.column("timestamp").to_numpy().astype("datetime64[D]"))
+    accepted = _by_day(batches, lambda b: b.column("timestamp").to_numpy().astype("datetime64[D]"), blocks)
     for day, parts in _each_day(accepted, wanted):
         report.writes.append(write_parts(store, raw_table("events"), parts, EVENTS.arrow_schema, partition=day))
     batches.close()  # the reading thread is done before the connection is used again
@@ -263,7 +264,8 @@ def land_events(
     stray = sum(checked.reason_counts(unassigned, stray=UNASSIGNED_REASONS).values())
     refused = _by_day(checked.quarantined(in_window, "partition, source_file, source_row", days=wanted,
                                           stray=UNASSIGNED_REASONS),
-                      lambda b: b.column("partition").to_numpy(zero_copy_only=False))
+                      lambda b: b.column("partition").to_numpy(zero_copy_only=False),
+                      lambda b: b.column("_block").to_numpy())
     for day, parts in _each_day(refused, wanted):
         parts = _peek(parts)
         if parts is not None or store.partition_path(quarantine_table("events"), day).exists():
@@ -271,23 +273,39 @@ def land_events(
                                                         qschema, partition=day))
     unassigned_path = store.table_dir(quarantine_table("events")) / f"{UNASSIGNED}.parquet"
     if stray or unassigned_path.exists():
-        rows = checked.quarantined(unassigned, "source_file, source_row", stray=UNASSIGNED_REASONS)
+        rows = _by_day(checked.quarantined(unassigned, "source_file, source_row", stray=UNASSIGNED_REASONS),
+                       lambda b: np.zeros(b.num_rows, dtype=np.int8), lambda b: b.column("_block").to_numpy())
         report.quarantine_writes.append(write_parts(store, f"{quarantine_table('events')}/{UNASSIGNED}",
-                                                    (pa.Table.from_batches([b]) for b in rows), qschema))
+                                                    (part for _, part in rows), qschema))
     report.input_rows = report.accepted_rows + report.quarantined_rows + deferred
     log.info("events: %s day(s) written, %s rows accepted, %s quarantined, %s deferred", len(wanted),
              f"{report.accepted_rows:,}", f"{report.quarantined_rows:,}", f"{deferred:,}")
     return report
 
 
-def _by_day(reader: Iterable[pa.RecordBatch], day_of: Callable[[pa.RecordBatch], np.ndarray]
-            ) -> Iterator[tuple[str, pa.Table]]:
-    """(day, rows) pieces of a stream sorted by day."""
-    for batch in reader:
-        days = day_of(batch)
-        bounds = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1), len(days)]
-        for first, last in itertools.pairwise(bounds):
-            yield str(days[first]), pa.Table.from_batches([batch.slice(first, last - first)])
+def _by_day(batches: Iterable[pa.RecordBatch], day_of: Callable[[pa.RecordBatch], np.ndarray],
+            block_of: Callable[[pa.RecordBatch], np.ndarray]) -> Iterator[tuple[str, pa.Table]]:
+    """(day, rows) of a stream sorted by day: one Arrow chunk per day and block of ``EXPORT_ROWS`` rows."""
+    def pieces() -> Iterator[tuple[tuple[str, int], pa.RecordBatch]]:
+        for batch in batches:
+            days, blocks = day_of(batch), block_of(batch)
+            change = (days[1:] != days[:-1]) | (blocks[1:] != blocks[:-1])
+            bounds = [0, *(np.flatnonzero(change) + 1), len(days)]
+            for first, last in itertools.pairwise(bounds):
+                yield (str(days[first]), int(blocks[first])), batch.slice(first, last - first)
+
+    for (day, _), group in itertools.groupby(pieces(), key=lambda piece: piece[0]):
+        yield day, pa.Table.from_batches([rows for _, rows in group]).combine_chunks()
+
+
+def _blocks_from(position: int) -> Callable[[pa.RecordBatch], np.ndarray]:
+    """Block (position // ``EXPORT_ROWS``) of each row of consecutive batches, the first at ``position``."""
+    def blocks(batch: pa.RecordBatch) -> np.ndarray:
+        nonlocal position
+        numbers = (position + np.arange(batch.num_rows)) // EXPORT_ROWS
+        position += batch.num_rows
+        return numbers
+    return blocks
 
 
 def _each_day(pieces: Iterator[tuple[str, pa.Table]], days: list[str]) -> Iterator[tuple[str, Iterator[pa.Table]]]:

@@ -150,3 +150,32 @@ def test_the_ingest_memory_setting_is_read_and_checked():
     assert Settings.from_env({"FP_INGEST_MEMORY_MB": "2048"}).ingest_memory_mb == 2048
     with pytest.raises(ConfigError, match="FP_INGEST_MEMORY_MB"):
         Settings.from_env({"FP_INGEST_MEMORY_MB": "10"})
+
+
+def test_days_are_byte_identical_to_landing_the_whole_inputs_validated_table(tmp_path):
+    """Where Parquet falls back from dictionary encoding depends on where Arrow chunks end: the days
+    must reach the writer cut as the whole sorted table read from DuckDB at once cuts them."""
+    rng = random.Random(5)
+    rows = 260_000  # ~87k a day: the second day straddles a chunk end; 16-byte ids overflow the dictionary
+    source = tmp_path / "src"
+    source.mkdir()
+    stamps = sorted(dt.datetime(2025, 2, 1) + dt.timedelta(seconds=rng.randrange(0, 3 * 86400)) for _ in range(rows))
+    pq.write_table(pa.table({
+        "event_id": ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=16)) for _ in range(rows)],
+        "user_id": [f"u{rng.randrange(0, 5000)}" for _ in range(rows)],
+        "event_type": ["login"] * rows,
+        "timestamp": pa.array(stamps, pa.timestamp("us")),
+    }), source / "events.parquet")
+    days = ["2025-02-01", "2025-02-02", "2025-02-03"]
+    store = OfflineStore(tmp_path / "data")
+    ingest.ingest_events(store, source, NOW, days, MIN_TS, LAST, chunk_rows=50_000)
+
+    accepted = validate(loaders.load(source, EVENTS), NOW, MIN_TS).accepted  # one DuckDB read, its own chunks
+    reference = OfflineStore(tmp_path / "reference")
+    day_of = pc.strftime(accepted.column("timestamp"), format="%Y-%m-%d")
+    offset = 0
+    for day in days:
+        count = pc.sum(pc.equal(day_of, day)).as_py()
+        expected = reference.write("raw/events", accepted.slice(offset, count), partition=day)
+        offset += count
+        assert store.partition_path("raw/events", day).read_bytes() == expected.path.read_bytes(), day
