@@ -90,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
     backfill.add_argument("--end", type=_date, required=True, help="last day, YYYY-MM-DD (at most yesterday, UTC)")
     backfill.add_argument("--assets", nargs="+", metavar="GROUP|KEY",
-                          help="groups (raw, features, derived, online) or keys (raw/events); default: raw/events, "
-                               "every feature snapshot and the online push")
+                          help="groups (raw, tiles, features, derived, online) or keys (raw/events); default: raw/events, "
+                               "every family's tiles and snapshot, and the online push")
     backfill.add_argument("--url", help="a running Dagster webserver with its daemon (e.g. http://127.0.0.1:3000); "
                                         "default: a temporary dagster dev on this data directory")
     backfill.add_argument("--wait", action="store_true",
@@ -278,6 +278,7 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_show(args: argparse.Namespace) -> int:
+    from feature_platform.features.engine import has_tiles, tile_table
     from feature_platform.registry import load_registry
 
     registry = load_registry()
@@ -288,6 +289,8 @@ def cmd_registry_show(args: argparse.Namespace) -> int:
     echo(f"{'upstream features':>22}: {', '.join(lineage.upstream_features) or '-'}")
     echo(f"{'raw sources':>22}: {', '.join(lineage.raw_sources)}")
     echo(f"{'computed by asset':>22}: {lineage.asset}")
+    family = registry.family(feature.family)
+    echo(f"{'merged from tiles':>22}: {tile_table(family) if has_tiles(family) else '- (no daily tiles)'}")
     echo(f"{'models':>22}: {', '.join(lineage.models) or '-'}")
     return 0
 
@@ -329,8 +332,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 BACKFILL_HELP = """\
 Launch one Dagster asset backfill over [--start, --end], recorded in the instance and shown in the UI
 (Overview > Backfills), not a loop of processes. Every partitioned asset gets exactly that range; with
-their single-run backfill policies raw/events, the snapshots and the push of the whole range run in as
-few runs as the graph allows. The backfill daemon executes it: with --url the one of that deployment;
+their single-run backfill policies raw/events, the tiles, the snapshots and the push of the whole range
+run in as few runs as the graph allows. The backfill daemon executes it: with --url the one of that deployment;
 without, a temporary `dagster dev` (webserver + daemon) on this data directory's instance, stopped when
 the backfill is done. Pushing an older day than the one served online changes nothing online.
 """

@@ -15,12 +15,13 @@ from feature_platform.orchestration.online.assets import ONLINE_ASSETS
 from feature_platform.orchestration.online.checks import ONLINE_CHECKS
 from feature_platform.orchestration.raw.assets import RAW_ASSETS
 from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.tiles.assets import TILE_ASSETS
 from feature_platform.orchestration.training.assets import TRAINING_ASSETS
 
 defs = dg.Definitions(
     # Global policy: every asset's freshness policy follows from the registry (monitoring/freshness.py).
     assets=with_freshness_policies(
-        [*RAW_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *DERIVED_ASSETS, *ONLINE_ASSETS]),
+        [*RAW_ASSETS, *TILE_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *DERIVED_ASSETS, *ONLINE_ASSETS]),
     asset_checks=[*FEATURE_CHECKS, *ONLINE_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,

@@ -2,54 +2,85 @@
 
 Counts are over the 30-day window (D-29 .. D); ``last_active_days`` looks back the full 90 days.
 A user without events gets 0 counts, a null session length and a null ``last_active_days``.
+A session is a non-null session_id of the user; its length in a snapshot is the time from its first
+to its last event inside the 30-day window (a session crossing midnight or the window start is
+measured over the part the window sees).
+
+Tile (one row per user and day): the day's event count per event type, and per session its first
+and last timestamp of the day.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
 import pyarrow as pa
 
-from feature_platform.features.base import SnapshotContext
+from feature_platform.features.engine import MergeContext, TileContext
+from feature_platform.features.tile_sql import EVENT_COUNT_COLUMNS, event_counts
+from feature_platform.features.windows import column, days_since
 from feature_platform.sources.schema import EVENT_TYPES
 
+LOOKBACK = 90
+WINDOW = 30
+SESSION = pa.struct([("session_id", pa.string()), ("first_ts", pa.timestamp("us")), ("last_ts", pa.timestamp("us"))])
 
-def compute(ctx: SnapshotContext) -> pa.Table:
-    # Column names are identifiers from the raw contract; the event-type values are parameters.
-    type_params = {f"type_{i}": event_type for i, event_type in enumerate(EVENT_TYPES)}
-    vector_counts = ",\n".join(
-        f'count(*) FILTER (WHERE event_type = $type_{i}) AS "event_vector_{event_type}"'
-        for i, event_type in enumerate(EVENT_TYPES)
-    )
-    vector_columns = ",\n".join(f'coalesce(c."event_vector_{t}", 0) AS "event_vector_{t}"' for t in EVENT_TYPES)
+
+def tile_schema(config: Mapping[str, Any]) -> pa.Schema:
+    return pa.schema([("user_id", pa.string()), ("day", pa.date32()), ("events", pa.int64()),
+                      *((name, pa.int64()) for name in EVENT_COUNT_COLUMNS), ("sessions", pa.list_(SESSION))])
+
+
+def tile(ctx: TileContext) -> pa.Table:
+    counts, params = event_counts()
     return ctx.sql(
         f"""
-        WITH window_30d AS (
-            SELECT * FROM events WHERE timestamp >= $start_30d
+        WITH sessions AS (
+            SELECT user_id, day, session_id, min(timestamp) AS first_ts, max(timestamp) AS last_ts
+            FROM events WHERE session_id IS NOT NULL GROUP BY ALL
+        ), session_lists AS (
+            SELECT user_id, day, list(struct_pack(session_id, first_ts, last_ts) ORDER BY session_id) AS sessions
+            FROM sessions GROUP BY ALL
         ), counts AS (
-            SELECT user_id,
-                   count(*) AS total_events,
-                   count(DISTINCT session_id) AS session_count,
-                   {vector_counts}
-            FROM window_30d GROUP BY user_id
-        ), sessions AS (
-            SELECT user_id, (epoch(max(timestamp)) - epoch(min(timestamp))) / 60.0 AS minutes
-            FROM window_30d WHERE session_id IS NOT NULL GROUP BY user_id, session_id
-        ), session_lengths AS (
-            SELECT user_id, avg(minutes) AS avg_session_length FROM sessions GROUP BY user_id
-        ), last_seen AS (
-            SELECT user_id, max(timestamp) AS last_ts FROM events GROUP BY user_id
+            SELECT user_id, day, count(*) AS events, {counts} FROM events GROUP BY ALL
         )
-        SELECT u.user_id,
-               coalesce(c.total_events, 0) AS total_events,
-               coalesce(c."event_vector_purchase", 0) AS purchase_count,
-               coalesce(c."event_vector_add_to_cart", 0) AS add_to_cart_count,
-               coalesce(c.session_count, 0) AS session_count,
-               s.avg_session_length,
-               date_diff('day', CAST(l.last_ts AS DATE), CAST($day AS DATE)) AS last_active_days,
-               {vector_columns}
-        FROM users u
-        LEFT JOIN counts c USING (user_id)
-        LEFT JOIN session_lengths s USING (user_id)
-        LEFT JOIN last_seen l USING (user_id)
+        SELECT c.*, coalesce(s.sessions, []) AS sessions
+        FROM counts c LEFT JOIN session_lists s USING (user_id, day)
         """,
-        **type_params,
-    ).to_arrow_table()
+        **params,
+    ).to_arrow_table().select(tile_schema(ctx.config).names).cast(tile_schema(ctx.config))
+
+
+def snapshots(ctx: MergeContext) -> Iterator[dict[str, pa.Array]]:
+    rows = ctx.user_rows({"events": None, **dict.fromkeys(EVENT_COUNT_COLUMNS)})
+    sessions, _ = ctx.entity_rows("sessions", "session_id", {"first_ts": None, "last_ts": None})
+    first_ts, last_ts = sessions.columns["first_ts"], sessions.columns["last_ts"]
+    for day in ctx.days:
+        recent, lookback = rows.runs(day, WINDOW), rows.runs(day, LOOKBACK)
+        out: dict[str, pa.Array] = {}
+        out["total_events"] = column(rows.scatter(recent, rows.total(recent, "events"), ctx.n))
+        counts = {t: rows.scatter(recent, rows.total(recent, c), ctx.n) for t, c in zip(EVENT_TYPES, EVENT_COUNT_COLUMNS,
+                                                                                         strict=True)}
+        out["purchase_count"] = column(counts["purchase"])
+        out["add_to_cart_count"] = column(counts["add_to_cart"])
+        seen = sessions.runs(day, WINDOW)
+        session_count = sessions.per_owner(seen, None, ctx.n)
+        span_us = sessions.per_owner(seen, last_ts[seen.hi] - first_ts[seen.lo], ctx.n)
+        out["session_count"] = column(session_count)
+        out["avg_session_length"] = _minutes(span_us, session_count)
+        last = rows.scatter(lookback, rows.day[lookback.hi], ctx.n, fill=-1)
+        out["last_active_days"] = days_since(last, day, last >= 0)
+        for event_type in EVENT_TYPES:
+            out[f"event_vector_{event_type}"] = column(counts[event_type])
+        yield out
+
+
+def _minutes(span_us: np.ndarray, sessions: np.ndarray) -> pa.Array:
+    """Mean session length in minutes from the exact sum of spans in microseconds."""
+    valid = sessions > 0
+    out = np.zeros(len(span_us), np.float64)
+    np.divide(span_us / 60e6, sessions, out=out, where=valid)
+    return column(out, valid)
+

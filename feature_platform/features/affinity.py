@@ -8,45 +8,49 @@ weight 0 (linear decay at exactly 90 days, a zero type weight) carry no preferen
 too, so a user whose interactions all weigh 0 gets null maps like a user without interactions.
 
 ``activity_score`` uses every event type: frequency (active days in 30) and recency in one number.
+
+Tile (one row per user and day): the day's event count and, per category, per city and for the
+priced listings, the interactions' weights with their age measured from the end of their own day,
+so a snapshot only rescales them: an event k whole days before D weighs
+``w * 0.5 ** ((k + f) / half_life) = [w * 0.5 ** (f / half_life)] * 0.5 ** (k / half_life)`` (exponential)
+or ``w * (90 - k - f) / 90 = (w * (90 - k) - w * f) / 90`` (linear), f = the age at the end of its day.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from feature_platform.features.base import LOOKBACK_DAYS, SnapshotContext
+from feature_platform.features.base import LOOKBACK_DAYS
+from feature_platform.features.engine import MergeContext, TileContext
+from feature_platform.features.windows import RowSet, Runs, column
 from feature_platform.sources.schema import EVENT_TYPES
 
+LOOKBACK = LOOKBACK_DAYS
+ACTIVE_WINDOW = 30
 AFFINITY_MAP = pa.map_(pa.string(), pa.float64())
-OUTPUT_SCHEMA = pa.schema(
-    [
-        pa.field("user_id", pa.string()),
-        pa.field("category_affinity", AFFINITY_MAP),
-        pa.field("city_affinity", AFFINITY_MAP),
-        pa.field("price_sensitivity", pa.float64()),
-        pa.field("activity_score", pa.float64()),
-    ]
-)
-
-# SQL for decay(age_days) by config name; the parameters ($half_life, $lookback) are bound, not pasted.
-DECAY_SQL: dict[str, str] = {
-    "exponential": "pow(0.5, age_days / $half_life)",
-    "linear": "greatest(0.0, 1.0 - age_days / $lookback)",
-}
+DECAYS = ("exponential", "linear")
+# One partial weight per (user, day, key): `weight` and `weight_age` as the docstring's bracketed terms
+# (exponential: w * 0.5 ** (f / half_life) and 0; linear: w and w * f); `after_midnight` counts the
+# interactions later than their day's first instant: at the window's edge (90 days) only those still
+# weigh something under linear decay.
+KEY_WEIGHTS = pa.struct([("key", pa.string()), ("weight", pa.float64()), ("weight_age", pa.float64()),
+                         ("interactions", pa.int64()), ("after_midnight", pa.int64())])
+PRICE_COLUMNS = ("price_weight", "price_weight_age", "rank_weight", "rank_weight_age")
 
 
-def _positive(config: Mapping[str, Any], key: str) -> float:
+def positive(config: Mapping[str, Any], key: str) -> float:
     value = float(config[key])
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"affinity config {key} must be a positive number, got {config[key]!r}")
     return value
 
 
-def _interaction_weights(config: Mapping[str, Any]) -> tuple[list[str], list[float]]:
+def interaction_weights(config: Mapping[str, Any]) -> tuple[list[str], list[float]]:
     weights = dict(config["interaction_weights"])
     if not weights:
         raise ValueError("affinity config interaction_weights is empty; name at least one listing event type")
@@ -59,17 +63,42 @@ def _interaction_weights(config: Mapping[str, Any]) -> tuple[list[str], list[flo
     return list(weights), [float(w) for w in weights.values()]
 
 
-def compute(ctx: SnapshotContext) -> pa.Table:
+def decay_kind(config: Mapping[str, Any]) -> str:
+    kind = config["decay"]
+    if kind not in DECAYS:
+        raise ValueError(f"affinity config decay {kind!r} is unknown; use one of {sorted(DECAYS)}")
+    return str(kind)
+
+
+def tile_schema(config: Mapping[str, Any]) -> pa.Schema:
+    return pa.schema([
+        ("user_id", pa.string()), ("day", pa.date32()), ("events", pa.int64()),
+        ("categories", pa.list_(KEY_WEIGHTS)), ("cities", pa.list_(KEY_WEIGHTS)),
+        *((name, pa.float64()) for name in PRICE_COLUMNS),
+        ("price_interactions", pa.int64()), ("price_after_midnight", pa.int64()),
+    ])
+
+
+def tile(ctx: TileContext) -> pa.Table:
     config = ctx.config
-    decay_kind = config["decay"]
-    if decay_kind not in DECAY_SQL:
-        raise ValueError(f"affinity config decay {decay_kind!r} is unknown; use one of {sorted(DECAY_SQL)}")
-    types, weights = _interaction_weights(config)
-    if decay_kind == "exponential":
-        decay_params = {"half_life": _positive(config, "half_life_days")}
+    types, weights = interaction_weights(config)
+    if decay_kind(config) == "exponential":
+        partial = "type_weight * pow(0.5, age_days / $half_life) AS weight, 0.0 AS weight_age"
+        params: dict[str, Any] = {"half_life": positive(config, "half_life_days")}
     else:
-        decay_params = {"lookback": float(LOOKBACK_DAYS)}
-    table = ctx.sql(
+        partial, params = "type_weight AS weight, type_weight * age_days AS weight_age", {}
+    key_lists = {
+        name: f"""(
+            SELECT user_id, day,
+                   list(struct_pack(key, weight, weight_age, interactions, after_midnight) ORDER BY key) AS keys
+            FROM (SELECT user_id, day, {attr} AS key, sum(weight) AS weight, sum(weight_age) AS weight_age,
+                         count(*) AS interactions, count(*) FILTER (WHERE after_midnight) AS after_midnight
+                  FROM weighted WHERE {attr} IS NOT NULL GROUP BY ALL)
+            GROUP BY user_id, day
+        )"""
+        for name, attr in (("categories", "category_id"), ("cities", "city"))
+    }
+    return ctx.sql(
         f"""
         WITH type_weights AS (
             SELECT unnest($types) AS event_type, unnest($weights) AS type_weight
@@ -79,58 +108,108 @@ def compute(ctx: SnapshotContext) -> pa.Table:
                    CASE WHEN count(*) OVER (PARTITION BY category_id) = 1 THEN 0.5
                         ELSE percent_rank() OVER (PARTITION BY category_id ORDER BY price) END AS price_rank
             FROM listings WHERE category_id IS NOT NULL AND price IS NOT NULL
-        ), aged AS (
-            SELECT e.user_id, l.category_id, l.city, p.price_rank, w.type_weight,
-                   (epoch_us($day_end) - epoch_us(e.timestamp)) / 86400e6 AS age_days
-            FROM events e
-            JOIN type_weights w USING (event_type)
-            JOIN listings l USING (listing_id)
-            LEFT JOIN price_ranks p USING (listing_id)
-        ), interactions AS (
-            SELECT * FROM (
-                SELECT user_id, category_id, city, price_rank, type_weight * {DECAY_SQL[decay_kind]} AS weight
-                FROM aged
-            ) WHERE weight > 0
-        ), by_category AS (
-            SELECT user_id, category_id AS key, sum(weight) AS weight
-            FROM interactions WHERE category_id IS NOT NULL GROUP BY ALL
-        ), by_city AS (
-            SELECT user_id, city AS key, sum(weight) AS weight
-            FROM interactions WHERE city IS NOT NULL GROUP BY ALL
-        ), category_maps AS (
-            SELECT user_id,
-                   map_from_entries(list(struct_pack(key := key, value := weight / total) ORDER BY key)) AS m
-            FROM (SELECT *, sum(weight) OVER (PARTITION BY user_id) AS total FROM by_category) GROUP BY user_id
-        ), city_maps AS (
-            SELECT user_id,
-                   map_from_entries(list(struct_pack(key := key, value := weight / total) ORDER BY key)) AS m
-            FROM (SELECT *, sum(weight) OVER (PARTITION BY user_id) AS total FROM by_city) GROUP BY user_id
+        ), weighted AS (
+            SELECT user_id, day, category_id, city, price_rank, after_midnight, {partial}
+            FROM (
+                SELECT e.user_id, e.day, l.category_id, l.city, p.price_rank, w.type_weight,
+                       e.timestamp > CAST(e.day AS TIMESTAMP) AS after_midnight,
+                       (epoch_us(CAST(e.day AS TIMESTAMP) + INTERVAL 1 DAY) - epoch_us(e.timestamp)) / 86400e6 AS age_days
+                FROM events e
+                JOIN type_weights w USING (event_type)
+                JOIN listings l USING (listing_id)
+                LEFT JOIN price_ranks p USING (listing_id)
+                WHERE w.type_weight > 0
+            )
         ), prices AS (
-            SELECT user_id, sum(weight * price_rank) / sum(weight) AS price_sensitivity
-            FROM interactions WHERE price_rank IS NOT NULL GROUP BY user_id
-        ), activity AS (
-            SELECT user_id,
-                   count(DISTINCT CAST(timestamp AS DATE)) FILTER (WHERE timestamp >= $start_30d) AS active_days,
-                   date_diff('day', CAST(max(timestamp) AS DATE), CAST($day AS DATE)) AS last_active_days
-            FROM events GROUP BY user_id
+            SELECT user_id, day, sum(weight) AS price_weight, sum(weight_age) AS price_weight_age,
+                   sum(weight * price_rank) AS rank_weight, sum(weight_age * price_rank) AS rank_weight_age,
+                   count(*) AS price_interactions, count(*) FILTER (WHERE after_midnight) AS price_after_midnight
+            FROM weighted WHERE price_rank IS NOT NULL GROUP BY user_id, day
+        ), users AS (
+            SELECT user_id, day, count(*) AS events FROM events GROUP BY user_id, day
         )
-        SELECT u.user_id,
-               cm.m AS category_affinity,
-               ci.m AS city_affinity,
-               p.price_sensitivity,
-               coalesce(0.5 * least(a.active_days / $active_days_normalizer, 1.0)
-                        + 0.5 * pow(0.5, a.last_active_days / $recency_half_life), 0.0) AS activity_score
+        SELECT u.user_id, u.day, u.events,
+               coalesce(c.keys, []) AS categories, coalesce(t.keys, []) AS cities,
+               coalesce(p.price_weight, 0.0) AS price_weight, coalesce(p.price_weight_age, 0.0) AS price_weight_age,
+               coalesce(p.rank_weight, 0.0) AS rank_weight, coalesce(p.rank_weight_age, 0.0) AS rank_weight_age,
+               coalesce(p.price_interactions, 0) AS price_interactions,
+               coalesce(p.price_after_midnight, 0) AS price_after_midnight
         FROM users u
-        LEFT JOIN category_maps cm USING (user_id)
-        LEFT JOIN city_maps ci USING (user_id)
-        LEFT JOIN prices p USING (user_id)
-        LEFT JOIN activity a USING (user_id)
-        ORDER BY u.user_id
+        LEFT JOIN {key_lists['categories']} c USING (user_id, day)
+        LEFT JOIN {key_lists['cities']} t USING (user_id, day)
+        LEFT JOIN prices p USING (user_id, day)
         """,
         types=types,
         weights=weights,
-        active_days_normalizer=_positive(config, "activity_active_days_normalizer"),
-        recency_half_life=_positive(config, "activity_recency_half_life_days"),
-        **decay_params,
-    ).to_arrow_table()
-    return table.cast(OUTPUT_SCHEMA)  # DuckDB MAP(VARCHAR, DOUBLE) is already map<string, double>; this pins it
+        **params,
+    ).to_arrow_table().select(tile_schema(ctx.config).names).cast(tile_schema(ctx.config))
+
+
+class _Decay:
+    """A snapshot's weight of a tile row k whole days old, from the row's two partial weights."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.linear = decay_kind(config) == "linear"
+        ages = np.arange(LOOKBACK, dtype=np.float64)
+        self.factor = None if self.linear else np.power(0.5, ages / positive(config, "half_life_days"))
+
+    def term(self, rows: RowSet, weight: str, weight_age: str, day: int) -> Callable[[np.ndarray], np.ndarray]:
+        w, wa = rows.columns[weight], rows.columns[weight_age]
+        if self.linear:
+            return lambda at: np.maximum((w[at] * (LOOKBACK - (day - rows.day[at])) - wa[at]) / float(LOOKBACK), 0.0)
+        return lambda at: w[at] * self.factor[day - rows.day[at]]
+
+    def present(self, rows: RowSet, runs: Runs, day: int, interactions: str, after_midnight: str) -> np.ndarray:
+        """Runs with an interaction of positive weight: any not on the window's first day, or (linear
+        decay) one after that day's midnight, which alone is exactly 90 days old at D+1 00:00."""
+        on_edge = rows.day[runs.lo] == day - (LOOKBACK - 1)
+        inside = rows.total(runs, interactions) - np.where(on_edge, rows.columns[interactions][runs.lo], 0) > 0
+        edge_counts = rows.columns[after_midnight if self.linear else interactions][runs.lo]
+        return inside | (on_edge & (edge_counts > 0))
+
+
+def snapshots(ctx: MergeContext) -> Iterator[dict[str, pa.Array]]:
+    config = ctx.config
+    decay = _Decay(config)
+    normalizer = positive(config, "activity_active_days_normalizer")
+    half_life = positive(config, "activity_recency_half_life_days")
+    rows = ctx.user_rows({"events": None, **dict.fromkeys(PRICE_COLUMNS),
+                          "price_interactions": None, "price_after_midnight": None})
+    rows.columns["active"] = np.ones(len(rows), np.int64)
+    fields = dict.fromkeys(("weight", "weight_age", "interactions", "after_midnight"))
+    categories = ctx.entity_rows("categories", "key", fields)
+    cities = ctx.entity_rows("cities", "key", fields)
+    for day in ctx.days:
+        lookback, recent = rows.runs(day, LOOKBACK), rows.runs(day, ACTIVE_WINDOW)
+        priced = decay.present(rows, lookback, day, "price_interactions", "price_after_midnight")
+        weight = rows.ordered_sum(lookback, decay.term(rows, "price_weight", "price_weight_age", day))
+        rank = rows.ordered_sum(lookback, decay.term(rows, "rank_weight", "rank_weight_age", day))
+        valid = np.zeros(ctx.n, bool)
+        valid[lookback.group] = priced
+        sensitivity = np.zeros(ctx.n)
+        sensitivity[lookback.group[priced]] = rank[priced] / weight[priced]
+        active = rows.scatter(recent, rows.total(recent, "active"), ctx.n)
+        last = rows.scatter(lookback, rows.day[lookback.hi], ctx.n, fill=-1)
+        seen = last >= 0
+        score = 0.5 * np.minimum(active / normalizer, 1.0) + 0.5 * np.power(0.5, (day - last) / half_life)
+        yield {
+            "category_affinity": _shares(*categories, decay, day, ctx.n),
+            "city_affinity": _shares(*cities, decay, day, ctx.n),
+            "price_sensitivity": column(sensitivity, valid),
+            "activity_score": column(np.where(seen, score, 0.0)),
+        }
+
+
+def _shares(rows: RowSet, keys: np.ndarray, decay: _Decay, day: int, users: int) -> pa.Array:
+    """Per user, {key: weight / total weight} over the keys with a positive weight; null without any."""
+    runs = rows.runs(day, LOOKBACK)
+    present = decay.present(rows, runs, day, "interactions", "after_midnight")
+    runs = Runs(runs.group[present], runs.lo[present], runs.hi[present])
+    weights = rows.ordered_sum(runs, decay.term(rows, "weight", "weight_age", day))
+    owners = rows.owner[runs.group]
+    totals = rows.per_owner(runs, weights, users)
+    counts = np.bincount(owners, minlength=users)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+    shares = weights / totals[owners] if len(runs) else weights
+    return pa.MapArray.from_arrays(pa.array(offsets), pa.array(keys[runs.group], pa.string()), pa.array(shares),
+                                   type=AFFINITY_MAP, mask=pa.array(counts == 0))

@@ -1,22 +1,28 @@
-"""Engagement family: the brief's engagement score and its 30-day inputs (D-29 .. D).
+"""Engagement family: the engagement score and its 30-day inputs (D-29 .. D).
 
 engagement_score = clip(sum(weight * min(count_30d / normalizer, 1)), 0, 1) over the event types in
 the family config's ``score_inputs``; the weights, normalizers and even the event types come from the
 config, so retuning the score is a registry change (and a family version bump), not a code change.
 A user without events gets 0 counts, a 0 score and a null conversion rate (no page views).
+
+Tile (one row per user and day): the day's event count per event type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from feature_platform.features.base import SnapshotContext
+from feature_platform.features.engine import MergeContext, TileContext
+from feature_platform.features.tile_sql import EVENT_COUNT_COLUMNS, event_counts
+from feature_platform.features.windows import column, ratio
 from feature_platform.sources.schema import EVENT_TYPES
 
-WINDOW_DAYS = 30  # the window $start_30d .. $day_end; login_frequency is logins per day over it
+LOOKBACK = 30
+WINDOW_DAYS = 30  # login_frequency is logins per day over the window
 
 
 def score_inputs(config: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
@@ -37,35 +43,38 @@ def score_inputs(config: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     return inputs
 
 
-def compute(ctx: SnapshotContext) -> pa.Table:
+def tile_schema(config: Mapping[str, Any]) -> pa.Schema:
+    return pa.schema([("user_id", pa.string()), ("day", pa.date32()), *((n, pa.int64()) for n in EVENT_COUNT_COLUMNS)])
+
+
+def tile(ctx: TileContext) -> pa.Table:
+    counts, params = event_counts()
+    return ctx.sql(f"SELECT user_id, day, {counts} FROM events GROUP BY ALL",
+                   **params).to_arrow_table().cast(tile_schema(ctx.config))
+
+
+def snapshots(ctx: MergeContext) -> Iterator[dict[str, pa.Array]]:
     inputs = score_inputs(ctx.config)
-    # Event types are values, so they are parameters; the count columns are named by position.
-    counted = sorted({"page_view", "email_open", "form_submit", "login", *inputs})
-    params: dict[str, Any] = {f"type_{i}": t for i, t in enumerate(counted)}
-    column = {t: f"n_{i}" for i, t in enumerate(counted)}
-    counts = ",\n".join(f"count(*) FILTER (WHERE event_type = $type_{i}) AS n_{i}" for i in range(len(counted)))
-    terms = []
-    for j, (event_type, (weight, normalizer)) in enumerate(inputs.items()):
-        params[f"weight_{j}"], params[f"normalizer_{j}"] = weight, normalizer
-        terms.append(f"CAST($weight_{j} AS DOUBLE) * least(coalesce(c.{column[event_type]}, 0) / CAST($normalizer_{j} AS DOUBLE), 1.0)")
-    unclipped = " + ".join(terms) or "0.0"
-    page_views, form_submits = f"coalesce(c.{column['page_view']}, 0)", f"coalesce(c.{column['form_submit']}, 0)"
-    return ctx.sql(
-        f"""
-        WITH counts AS (
-            SELECT user_id, {counts}
-            FROM events WHERE timestamp >= $start_30d GROUP BY user_id
-        )
-        SELECT u.user_id,
-               {page_views} AS page_views_30d,
-               coalesce(c.{column['email_open']}, 0) AS email_opens_30d,
-               {form_submits} AS form_submits_30d,
-               coalesce(c.{column['login']}, 0) / CAST($window_days AS DOUBLE) AS login_frequency,
-               CAST({form_submits} AS DOUBLE) / nullif({page_views}, 0) AS form_submit_conversion_rate,
-               greatest(least({unclipped}, 1.0), 0.0) AS engagement_score
-        FROM users u
-        LEFT JOIN counts c USING (user_id)
-        """,
-        window_days=WINDOW_DAYS,
-        **params,
-    ).to_arrow_table()
+    count_of = dict(zip(EVENT_TYPES, EVENT_COUNT_COLUMNS, strict=True))
+    rows = ctx.user_rows(dict.fromkeys(EVENT_COUNT_COLUMNS))
+    for day in ctx.days:
+        recent = rows.runs(day, WINDOW_DAYS)
+
+        def count(event_type: str, recent=recent) -> np.ndarray:
+            return rows.scatter(recent, rows.total(recent, count_of[event_type]), ctx.n)
+
+        page_views, form_submits = count("page_view"), count("form_submit")
+        # The same float operations, in the same order, as the score's definition.
+        score = None
+        for event_type, (weight, normalizer) in inputs.items():
+            term = weight * np.minimum(count(event_type) / normalizer, 1.0)
+            score = term if score is None else score + term
+        score = np.zeros(ctx.n) if score is None else score
+        yield {
+            "page_views_30d": column(page_views),
+            "email_opens_30d": column(count("email_open")),
+            "form_submits_30d": column(form_submits),
+            "login_frequency": column(count("login") / float(WINDOW_DAYS)),
+            "form_submit_conversion_rate": ratio(form_submits, page_views),
+            "engagement_score": column(np.maximum(np.minimum(score, 1.0), 0.0)),
+        }

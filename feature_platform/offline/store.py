@@ -75,7 +75,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def atomic_write_parquet(table: pa.Table, path: Path) -> int:
+def atomic_write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> int:
     """Write ``table`` to ``path`` so that readers see the old file or the new one, never a mix.
 
     The temp file starts with a dot and does not end in ``.parquet``, so globs never pick it up even
@@ -84,7 +84,7 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -116,10 +116,11 @@ class OfflineStore:
         frame: pa.Table | pd.DataFrame,
         partition: str | None = None,
         schema: pa.Schema | None = None,
+        row_group_size: int | None = None,
     ) -> WriteResult:
         data = to_arrow(frame, schema)
         path = self.partition_path(table, partition) if partition else self.table_path(table)
-        size = atomic_write_parquet(data, path)
+        size = atomic_write_parquet(data, path, row_group_size)
         return WriteResult(path=path, rows=data.num_rows, schema=data.schema, bytes=size)
 
     # -- discovery ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ One call is one tick of `feature-platform stream`:
    landed at or after its cut-off: the version starts with no overlay and its snapshot lacks them;
 3. per user, the features to write are those the registry maps the user's new event types to
    (``Registry.features_affected_by``) that the served version has;
-4. the families owning them recompute with their own ``compute`` over tables cut down to those users:
+4. the families owning them recompute, with the batch engine's own tiles and merge, over tables cut
+   down to those users:
    offline raw events of the 90-day lookback plus every landed event of theirs (an event in both
    counts once), their customer rows, and every listing (price ranks are per category). The snapshot
    date is today: the window ends tonight and holds everything up to now (no accepted event is in the
@@ -34,7 +35,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feature_platform.features.base import LOOKBACK_DAYS, SnapshotInputs, conform, family_module
+from feature_platform.features.base import LOOKBACK_DAYS
+from feature_platform.features.engine import snapshots_from_tables
 from feature_platform.offline.store import OfflineStore, atomic_write_bytes, connect
 from feature_platform.online import codec
 from feature_platform.online.store import OnlineStore
@@ -136,27 +138,21 @@ def recompute(
     names = set().union(*wanted.values())
     families = sorted({registry.get_feature(n).family for n in names})
     sources = {s for f in families for s in registry.family(f).sources}
-    inputs = SnapshotInputs.from_tables(
-        _events(offline, log, users, day),
-        _rows_of(offline, "customers", CUSTOMERS.arrow_schema, users),
-        _rows_of(offline, "reviews", REVIEWS.arrow_schema, users) if raw_table("reviews") in sources else None,
-        _table(offline, "listings", LISTINGS.arrow_schema) if raw_table("listings") in sources else None,
-    )
+    events = _events(offline, log, users, day)
+    customers = _rows_of(offline, "customers", CUSTOMERS.arrow_schema, users)
+    reviews = _rows_of(offline, "reviews", REVIEWS.arrow_schema, users) if raw_table("reviews") in sources else None
+    listings = _table(offline, "listings", LISTINGS.arrow_schema) if raw_table("listings") in sources else None
     out: dict[str, dict[str, Any]] = {}
-    try:
-        for name in families:
-            family = registry.family(name)
-            ctx = inputs.context(day, family.config, {})
-            table = conform(family_module(family).compute(ctx), registry, family, day)
-            layout = [f for f in family.features if f in names]
-            types = {f: registry.get_feature(f).type for f in layout}
-            rows = codec.rows_to_values(table, layout, types)
-            for user, row in zip(table.column("user_id").to_pylist(), rows, strict=True):
-                fields = {f: v for f, v in zip(layout, row, strict=True) if f in wanted[user]}
-                if fields:
-                    out.setdefault(user, {}).update(fields)
-    finally:
-        inputs.close()
+    for name in families:
+        family = registry.family(name)
+        [(_, table, _)] = snapshots_from_tables(registry, family, [day], events, customers, reviews, listings)
+        layout = [f for f in family.features if f in names]
+        types = {f: registry.get_feature(f).type for f in layout}
+        rows = codec.rows_to_values(table, layout, types)
+        for user, row in zip(table.column("user_id").to_pylist(), rows, strict=True):
+            fields = {f: v for f, v in zip(layout, row, strict=True) if f in wanted[user]}
+            if fields:
+                out.setdefault(user, {}).update(fields)
     return out
 
 

@@ -14,6 +14,7 @@ PARTITIONS_START_DATE = "2020-01-01"
 DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE, timezone="UTC", end_offset=0)
 
 GROUP_RAW = "raw"
+GROUP_TILES = "tiles"  # per-user, per-day partial aggregates: between raw inputs and feature snapshots
 GROUP_FEATURES = "features"
 GROUP_TRAINING = "training"
 GROUP_MODELS = "models"
@@ -28,6 +29,14 @@ RAW_EVENTS = dg.AssetKey(["raw", "events"])
 RAW_REVIEWS = dg.AssetKey(["raw", "reviews"])
 RAW_LISTINGS = dg.AssetKey(["raw", "listings"])
 RAW_UNPARTITIONED = (RAW_CUSTOMERS, RAW_REVIEWS, RAW_LISTINGS)
+
+# Daily tiles (one daily-partitioned asset per family with a time window; the key is tiles/<family>).
+TILES_ACTIVITY = dg.AssetKey(["tiles", "activity"])
+TILES_LEAD = dg.AssetKey(["tiles", "lead"])
+TILES_ENGAGEMENT = dg.AssetKey(["tiles", "engagement"])
+TILES_REVIEW = dg.AssetKey(["tiles", "review"])
+TILES_AFFINITY = dg.AssetKey(["tiles", "affinity"])
+TILE_KEYS = (TILES_ACTIVITY, TILES_LEAD, TILES_ENGAGEMENT, TILES_REVIEW, TILES_AFFINITY)
 
 # Feature snapshots (one daily-partitioned asset per registry family; the key is features/<asset>).
 USER_ACTIVITY_FEATURES = dg.AssetKey(["features", "user_activity_features"])

@@ -19,6 +19,7 @@ from feature_platform.orchestration.constants import (
     GROUP_MODELS,
     GROUP_ONLINE,
     GROUP_RAW,
+    GROUP_TILES,
     GROUP_TRAINING,
 )
 
@@ -55,12 +56,13 @@ class StepOutcome:
 
 
 RAW_STEP = Step("raw inputs", dg.AssetSelection.groups(GROUP_RAW))
+TILES_STEP = Step("daily tiles", dg.AssetSelection.groups(GROUP_TILES))
 FEATURES_STEP = Step("feature snapshots", dg.AssetSelection.groups(GROUP_FEATURES))
 TRAINING_STEP = Step("training sets", dg.AssetSelection.groups(GROUP_TRAINING))
 MODELS_STEP = Step("models", dg.AssetSelection.groups(GROUP_MODELS), later_steps_proceed_on_failed_checks=True)
 SCORES_STEP = Step("model scores", dg.AssetSelection.groups(GROUP_DERIVED), latest_only=True)
 ONLINE_STEP = Step("online store", dg.AssetSelection.groups(GROUP_ONLINE))
-ALL_STEPS: tuple[Step, ...] = (RAW_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP, SCORES_STEP, ONLINE_STEP)
+ALL_STEPS: tuple[Step, ...] = (RAW_STEP, TILES_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP, SCORES_STEP, ONLINE_STEP)
 
 
 def run_steps(

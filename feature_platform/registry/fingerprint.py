@@ -1,8 +1,9 @@
 """Fingerprints of feature computations, so nobody changes a feature's meaning silently.
 
-A family's fingerprint hashes what determines its values: the code of its module and of the
-feature_platform.features modules it imports (as an AST without docstrings, so comments and
-formatting do not count), its registry config, and its features' names and types. The lock file
+A family's fingerprint hashes what determines its values: the code of its module (its tile and its
+merge) and of the feature_platform.features modules it imports, directly or through them (as an AST
+without docstrings, so comments and formatting do not count), its registry config, and its
+features' names and types. The lock file
 (fingerprints.lock, committed) records the fingerprint of every released family version. A test
 fails when the current fingerprint differs from the one recorded for the current version: change
 the computation, bump the family version, run `feature-platform registry lock`.
@@ -24,8 +25,11 @@ FEATURES_PACKAGE = "feature_platform.features"
 # Shared modules count only through the parts that decide values (windows, what a snapshot sees,
 # how output is conformed), so logging or plumbing there does not force every family to bump.
 SEMANTIC_PARTS = {
-    "feature_platform.features.base": ("LOOKBACK_DAYS", "SnapshotWindow", "SnapshotInputs.context",
-                                       "SnapshotInputs._copy_day_tables", "conform"),
+    "feature_platform.features.base": ("LOOKBACK_DAYS", "conform"),
+    "feature_platform.features.engine": (
+        "ALL_HISTORY", "TileContext", "TileBuilder.load", "TileBuilder.tiles", "MergeContext", "_ints", "_convert",
+        "compute_snapshots", "_merge_context", "_assemble", "_sorted_customers", "_epoch_day",
+    ),
 }
 
 
@@ -90,10 +94,26 @@ def _feature_imports(module_name: str) -> dict[str, set[str] | None]:
     return dict(sorted(found.items()))
 
 
+def _shared_modules(module_name: str) -> dict[str, set[str] | None]:
+    """Feature modules ``module_name`` uses, directly or through them, with the names used of each."""
+    found: dict[str, set[str] | None] = {}
+    todo = [module_name]
+    while todo:
+        for shared, names in _feature_imports(todo.pop()).items():
+            if shared == module_name:
+                continue
+            before = found.get(shared, set())
+            merged = None if names is None or before is None else before | names
+            if shared not in found or merged != before:
+                found[shared] = merged
+                todo.append(shared)
+    return dict(sorted(found.items()))
+
+
 def family_fingerprint(family: Family, registry: Registry | None = None) -> str:
     registry = registry or load_registry()
     digest = hashlib.sha256()
-    for module_name, imported in [(family.module, None), *_feature_imports(family.module).items()]:
+    for module_name, imported in [(family.module, None), *_shared_modules(family.module).items()]:
         digest.update(module_name.encode())
         digest.update(_normalised_source(module_name, imported).encode())
     digest.update(json.dumps(family.config, sort_keys=True, default=str).encode())

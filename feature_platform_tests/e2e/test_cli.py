@@ -38,14 +38,14 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     first = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=tmp_path, env_extra=short_horizon)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "generating sample data: 150 users x 40 days" in first.stdout
-    for step in ("[1/6] raw inputs", "[2/6] feature snapshots", "[3/6] training sets", "[4/6] models",
-                 "[5/6] model scores", "[6/6] online store"):
+    for step in ("[1/7] raw inputs", "[2/7] daily tiles", "[3/7] feature snapshots", "[4/7] training sets",
+                 "[5/7] models", "[6/7] model scores", "[7/7] online store"):
         assert step in first.stdout
     assert "done in" in first.stdout
     data = tmp_path / "data"
     partitions = sorted(p.name for p in (data / "raw" / "events").glob("*.parquet"))
     assert len(partitions) == 40 and partitions[-1] == f"{END}.parquet"
-    assert _runs(data / "dagster_home") == ["SUCCESS"] * 6  # one run per step
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 7  # one run per step
     snapshots = sorted(p.name for p in (data / "features" / "lead_features").glob("*.parquet"))
     assert snapshots == partitions
     # Each model prints its out-of-time metrics and the gate's decision, and is stored as its champion.
@@ -74,15 +74,15 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     assert second.returncode == 0, second.stdout + second.stderr
     assert "sample data: reusing" in second.stdout
     assert {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")} == before
-    assert _runs(data / "dagster_home") == ["SUCCESS"] * 12
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 14
 
 
 def test_run_without_enough_history_for_the_label_horizon_says_so(tmp_path):
     result = cli("run", "--users", "50", "--days", "10", "--end-date", END, cwd=tmp_path)
     assert result.returncode == 1
-    assert "[3/6] training sets" in result.stdout and "FAILED" in result.stdout
+    assert "[4/7] training sets" in result.stdout and "FAILED" in result.stdout
     assert "has a full 30-day label horizon" in result.stdout  # the reason, not a stack trace
-    assert "[4/6]" not in result.stdout
+    assert "[5/7]" not in result.stdout
 
 
 def test_a_transactions_only_export_gives_a_churn_champion_without_code_changes(tmp_path):
@@ -127,6 +127,7 @@ def test_registry_commands_show_features_lineage_and_the_fingerprint_guard(tmp_p
     shown = cli("registry", "show", "engagement_score", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "computed by asset: features/engagement_features" in shown.stdout
+    assert "merged from tiles: tiles/engagement" in shown.stdout
     assert "upstream features: page_views_30d" in shown.stdout
     listed = cli("registry", "list", "--family", "profile", cwd=tmp_path)
     assert "gender__missing" in listed.stdout

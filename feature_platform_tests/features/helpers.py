@@ -8,8 +8,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from feature_platform.features.base import SnapshotInputs, compute_snapshots
+from feature_platform.features.engine import snapshots_from_tables
 from feature_platform.registry import load_registry
+from feature_platform.registry.registry import Family
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS
 
 
@@ -37,16 +38,30 @@ def snapshot(
     listing_rows: Sequence[Mapping[str, Any]] | None = None,
     artifacts: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """{user_id: {feature: value}} for ``family`` at ``day``, via SnapshotInputs and conform()."""
+    """{user_id: {feature: value}} for ``family`` at ``day``: the day's tiles, merged, conformed."""
     registry = load_registry()
-    inputs = SnapshotInputs.from_tables(
-        events(event_rows),
-        customers(users),
+    return by_user(snapshot_table(registry.family(family), day, event_rows, users, review_rows, listing_rows,
+                                  artifacts))
+
+
+def snapshot_table(
+    family: Family,
+    day: dt.date,
+    event_rows: Sequence[Mapping[str, Any]] = (),
+    users: Sequence[str] | Sequence[Mapping[str, Any]] = ("u1",),
+    review_rows: Sequence[Mapping[str, Any]] | None = None,
+    listing_rows: Sequence[Mapping[str, Any]] | None = None,
+    artifacts: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """The snapshot of ``family`` (any config) at ``day`` through the tile engine's in-memory path."""
+    [(_, result, _)] = list(snapshots_from_tables(
+        load_registry(), family, [day], events(event_rows), customers(users),
         table(REVIEWS.arrow_schema, review_rows) if review_rows is not None else None,
         table(LISTINGS.arrow_schema, listing_rows) if listing_rows is not None else None,
-    )
-    try:
-        [(_, result, _)] = list(compute_snapshots(registry, registry.family(family), inputs, [day], artifacts))
-    finally:
-        inputs.close()
+        artifacts,
+    ))
+    return result
+
+
+def by_user(result: pa.Table) -> dict[str, dict[str, Any]]:
     return {row["user_id"]: row for row in result.to_pylist()}

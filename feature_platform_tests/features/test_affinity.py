@@ -12,11 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feature_platform.features import affinity
-from feature_platform.features.base import SnapshotInputs, compute_snapshots
 from feature_platform.registry import load_registry
-from feature_platform.sources.schema import LISTINGS
-from feature_platform_tests.features.helpers import customers, events, table
+from feature_platform_tests.features.helpers import snapshot_table
 
 D = dt.date(2025, 3, 31)
 END = dt.datetime(2025, 4, 1)  # D+1 00:00, where ages are measured from
@@ -46,15 +43,11 @@ def run(
     users: Sequence[str] = ("u1",),
     **config: Any,
 ) -> dict[str, dict[str, Any]]:
-    """{user_id: row} through compute_snapshots and conform, with the registry config overridden by ``config``."""
+    """{user_id: row} through the tile engine, with the registry config overridden by ``config``."""
     registry = load_registry()
     family = registry.family("affinity")
     family = dataclasses.replace(family, config={**family.config, **config})
-    inputs = SnapshotInputs.from_tables(events(event_rows), customers(users), None, table(LISTINGS.arrow_schema, listing_rows))
-    try:
-        [(_, result, _)] = list(compute_snapshots(registry, family, inputs, [day]))
-    finally:
-        inputs.close()
+    result = snapshot_table(family, day, event_rows, users, listing_rows=listing_rows)
     assert result.schema.field("category_affinity").type == pa.map_(pa.string(), pa.float64())
     rows = {}
     for row in result.to_pylist():
@@ -323,12 +316,7 @@ def test_matches_reference(decay, event_rows, listing_rows, config):
 
 
 def test_compute_returns_the_registry_arrow_types():
-    inputs = SnapshotInputs.from_tables(events([ev(DAY, "flat")]), customers(["u1"]), None,
-                                        table(LISTINGS.arrow_schema, CATALOG))
-    try:
-        result = affinity.compute(inputs.context(D, load_registry().family("affinity").config, {}))
-    finally:
-        inputs.close()
+    result = snapshot_table(load_registry().family("affinity"), D, [ev(DAY, "flat")], listing_rows=CATALOG)
     schema = load_registry().snapshot_schema("affinity")
     for name in result.column_names:
         assert result.schema.field(name).type == schema.field(name).type, name

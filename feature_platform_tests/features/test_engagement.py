@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_platform.features import engagement
-from feature_platform.features.base import SnapshotInputs, compute_snapshots
 from feature_platform.registry import load_registry
 from feature_platform.sources.schema import EVENT_TYPES
-from feature_platform_tests.features.helpers import customers, events, snapshot
+from feature_platform_tests.features.helpers import by_user, snapshot, snapshot_table
 
 D = dt.date(2025, 3, 31)
 MIDNIGHT_D = dt.datetime(2025, 3, 31)
@@ -103,11 +102,7 @@ def custom(score_inputs: dict[str, dict[str, float]]) -> dict[str, Any]:
 def test_custom_config_changes_the_score(config, counts, score):
     registry = load_registry()
     family = dataclasses.replace(registry.family("engagement"), config=config)
-    inputs = SnapshotInputs.from_tables(events(counted(counts)), customers(["u1"]))
-    try:
-        [(_, result, _)] = list(compute_snapshots(registry, family, inputs, [D]))
-    finally:
-        inputs.close()
+    result = snapshot_table(family, D, counted(counts))
     assert result.column("engagement_score").to_pylist() == [pytest.approx(score, abs=1e-12)]
 
 
@@ -210,11 +205,8 @@ configs = st.one_of(
 @given(rows=event_logs, config=configs)
 def test_matches_reference(rows, config):
     users = ["u1", "u2", "u3", "u4"]
-    inputs = SnapshotInputs.from_tables(events(rows), customers(users))
-    try:
-        fast = {r["user_id"]: r for r in engagement.compute(inputs.context(D, config, {})).to_pylist()}
-    finally:
-        inputs.close()
+    family = dataclasses.replace(load_registry().family("engagement"), config=config)
+    fast = by_user(snapshot_table(family, D, rows, users))
     slow = reference(rows, users, D, config)
     assert sorted(fast) == users
     for user in users:

@@ -13,11 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_platform.features import lead
-from feature_platform.features.base import SnapshotInputs, compute_snapshots
 from feature_platform.features.sentiment import compound
 from feature_platform.registry import load_registry
 from feature_platform.sources.schema import EVENT_TYPES
-from feature_platform_tests.features.helpers import customers, events, snapshot
+from feature_platform_tests.features.helpers import snapshot, snapshot_table
 
 D = dt.date(2025, 3, 31)  # a Monday; the 30-day window starts 2025-03-02, the 90-day one 2025-01-01
 MIDNIGHT_D = dt.datetime(2025, 3, 31)
@@ -283,12 +282,7 @@ def test_every_known_user_gets_a_row_and_unknown_users_are_ignored():
 def snapshot_with_config(config: Mapping[str, Any], rows: list[dict]) -> dict[str, Any]:
     registry = load_registry()
     family = dataclasses.replace(registry.family("lead"), config=config)
-    inputs = SnapshotInputs.from_tables(events(rows), customers(["u1"]))
-    try:
-        [(_, result, _)] = list(compute_snapshots(registry, family, inputs, [D]))
-    finally:
-        inputs.close()
-    return result.to_pylist()[0]
+    return snapshot_table(family, D, rows).to_pylist()[0]
 
 
 def test_the_config_drives_inbound_types_and_both_delays():

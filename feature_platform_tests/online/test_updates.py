@@ -67,7 +67,7 @@ def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("updates")
     generate(GeneratorConfig(users=60, days=12, end_date=END, seed=11), root / "src")
     data = root / "data"
-    _materialize(data, root / "src", "2025-03-13T03:00:00", dg.AssetSelection.groups(C.GROUP_RAW), "2025-03-01",
+    _materialize(data, root / "src", "2025-03-13T03:00:00", dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), "2025-03-01",
                  END.isoformat())
     _materialize(data, root / "src", "2025-03-13T03:00:00", dg.AssetSelection.groups(C.GROUP_FEATURES),
                  END.isoformat(), END.isoformat())
@@ -99,7 +99,7 @@ def landed(world) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def next_day(world, landed) -> None:
     """The daily run of the next day: ingest (files + landing log) and the snapshots of that day."""
-    _materialize(world.data, world.src, "2025-03-14T03:00:00", dg.AssetSelection.groups(C.GROUP_RAW),
+    _materialize(world.data, world.src, "2025-03-14T03:00:00", dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES),
                  NEXT.isoformat(), NEXT.isoformat())
     _materialize(world.data, world.src, "2025-03-14T03:00:00", dg.AssetSelection.groups(C.GROUP_FEATURES),
                  NEXT.isoformat(), NEXT.isoformat())

@@ -190,7 +190,7 @@ def test_retention_leaves_online_versions_alone_while_one_is_being_written(tmp_p
 def test_backfill_targets_default_to_the_snapshot_path_and_accept_groups_and_keys():
     from feature_platform.definitions import defs
 
-    assert backfill_targets(None, defs) == [C.RAW_EVENTS, *C.FEATURE_SNAPSHOTS, C.ONLINE_PUSH]
+    assert backfill_targets(None, defs) == [C.RAW_EVENTS, *C.TILE_KEYS, *C.FEATURE_SNAPSHOTS, C.ONLINE_PUSH]
     assert backfill_targets(["derived", "raw/events"], defs) == [C.CHURN_RISK_SCORES, C.RAW_EVENTS]
     with pytest.raises(BackfillError, match="neither a group"):
         backfill_targets(["nope"], defs)

@@ -77,8 +77,8 @@ def test_one_lineage_runs_from_raw_events_through_the_model_to_the_online_key_an
 
     ancestors = graph.get_ancestor_asset_keys
 
-    # raw event -> feature snapshots -> training set -> model -> churn_risk_score -> online push
-    chain = [C.RAW_EVENTS, C.LEAD_FEATURES, C.TRAINING_DATASET, C.CHURN_MODEL, C.CHURN_RISK_SCORES, C.ONLINE_PUSH]
+    # raw event -> daily tile -> feature snapshots -> training set -> model -> churn_risk_score -> online push
+    chain = [C.RAW_EVENTS, C.TILES_LEAD, C.LEAD_FEATURES, C.TRAINING_DATASET, C.CHURN_MODEL, C.CHURN_RISK_SCORES, C.ONLINE_PUSH]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert upstream in graph.get(downstream).parent_keys, (upstream, downstream)
     # the registry tells the same story, down to the raw source
@@ -97,7 +97,7 @@ def test_the_daily_job_covers_the_snapshot_path_and_the_automation_starts_runnin
     daily = defs.resolve_job_def(DAILY_JOB)
     assert daily.partitions_def == C.DAILY_PARTITIONS
     assert DAILY_SELECTION.resolve(defs.resolve_asset_graph()) == {
-        C.RAW_EVENTS, *C.RAW_UNPARTITIONED, *C.FEATURE_SNAPSHOTS, *C.DERIVED_SNAPSHOTS, C.ONLINE_PUSH}
+        C.RAW_EVENTS, *C.RAW_UNPARTITIONED, *C.TILE_KEYS, *C.FEATURE_SNAPSHOTS, *C.DERIVED_SNAPSHOTS, C.ONLINE_PUSH}
     assert defs.resolve_job_def(RETRAINING_JOB) and defs.resolve_job_def(RETENTION_JOB)
     repo = defs.get_repository_def()
     schedules = {s.name: s for s in repo.schedule_defs}

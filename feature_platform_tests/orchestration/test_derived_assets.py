@@ -50,7 +50,7 @@ def landed(tmp_path_factory):
     generate(GeneratorConfig(users=120, days=10, end_date=END, seed=11), root / "src")
     resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
                                               now_utc="2025-03-13T03:00:00")}
-    assert _run(resources, dg.AssetSelection.groups(C.GROUP_RAW), "2025-03-03", END.isoformat()).success
+    assert _run(resources, dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), "2025-03-03", END.isoformat()).success
     assert _run(resources, dg.AssetSelection.groups(C.GROUP_FEATURES), DAYS[0], DAYS[-1]).success
     return root / "data", resources
 

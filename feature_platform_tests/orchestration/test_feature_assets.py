@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -29,7 +30,8 @@ def landed(tmp_path_factory):
     generate(GeneratorConfig(users=150, days=30, end_date=END, seed=3), root / "src")
     resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
                                               now_utc="2025-03-21T03:00:00")}
-    result = dg.materialize(EVERY, selection=dg.AssetSelection.groups(C.GROUP_RAW), resources=resources,
+    result = dg.materialize(EVERY, selection=dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES),
+                            resources=resources,
                             instance=dg.DagsterInstance.ephemeral(),
                             tags={RANGE_START_TAG: "2025-02-19", RANGE_END_TAG: END.isoformat()})
     assert result.success
@@ -72,14 +74,13 @@ def test_rerunning_a_partition_writes_identical_bytes(landed):
 
 def test_a_family_breaking_a_registry_rule_is_blocked(landed, monkeypatch):
     _, resources = landed
-    real = activity.compute
+    real = activity.snapshots
 
     def broken(ctx):
-        table = real(ctx)
-        return table.set_column(table.schema.get_field_index("total_events"), "total_events",
-                                [[-1] * table.num_rows])
+        for features in real(ctx):
+            yield {**features, "total_events": pa.array([-1] * ctx.n, pa.int64())}
 
-    monkeypatch.setattr(activity, "compute", broken)
+    monkeypatch.setattr(activity, "snapshots", broken)
     result = dg.materialize(EVERY, selection=[C.USER_ACTIVITY_FEATURES], resources=resources,
                             instance=dg.DagsterInstance.ephemeral(), partition_key="2025-03-20", raise_on_error=False)
     assert not result.success
@@ -88,15 +89,23 @@ def test_a_family_breaking_a_registry_rule_is_blocked(landed, monkeypatch):
     assert "total_events: below_range" in failed.description
 
 
-def test_feature_assets_declare_their_lookback_on_raw_events():
+def test_feature_assets_read_tiles_over_their_lookback_and_tiles_read_one_raw_day():
     graph = defs.resolve_asset_graph()
     for key in FAMILY_KEYS:
         node = graph.get(key)
         assert node.partitions_def == C.DAILY_PARTITIONS
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
         assert C.RAW_CUSTOMERS in node.parent_keys
+        assert C.RAW_EVENTS not in node.parent_keys  # events reach snapshots only through tiles
+    for key in C.TILE_KEYS:
+        tiles = defs.get_assets_def(key)
+        assert graph.get(key).group_name == C.GROUP_TILES
+        assert isinstance(tiles.get_partition_mapping(C.RAW_EVENTS), dg.IdentityPartitionMapping | type(None))
+    assert graph.get(C.PROFILE_FEATURES).parent_keys == {C.RAW_CUSTOMERS}  # no time window, no tiles
+    engagement = defs.get_assets_def(C.ENGAGEMENT_FEATURES).get_partition_mapping(C.TILES_ENGAGEMENT)
+    assert engagement.start_offset == -29  # a 30-day family reads 30 days of tiles
     lead = defs.get_assets_def(C.LEAD_FEATURES)
-    mapping = lead.get_partition_mapping(C.RAW_EVENTS)
+    mapping = lead.get_partition_mapping(C.TILES_LEAD)
     assert isinstance(mapping, dg.TimeWindowPartitionMapping) and mapping.start_offset == -89
     # a late event on day X makes snapshots X .. X+89 stale
     downstream = mapping.get_downstream_partitions_for_partitions(
@@ -104,4 +113,10 @@ def test_feature_assets_declare_their_lookback_on_raw_events():
     )
     keys = sorted(downstream.get_partition_keys())
     assert (keys[0], keys[-1], len(keys)) == ("2025-01-01", "2025-03-31", 90)
-    assert C.REVIEW_TOPIC_MODEL in graph.get(C.REVIEW_FEATURES).parent_keys
+    assert C.REVIEW_TOPIC_MODEL in graph.get(C.TILES_REVIEW).parent_keys
+    # reviews count over all history: a late review tile of day X makes every later snapshot stale
+    review = defs.get_assets_def(C.REVIEW_FEATURES).get_partition_mapping(C.TILES_REVIEW)
+    later = review.get_downstream_partitions_for_partitions(
+        C.DAILY_PARTITIONS.empty_subset().with_partition_keys(["2025-01-01"]), C.DAILY_PARTITIONS, C.DAILY_PARTITIONS,
+    ).get_partition_keys()
+    assert min(later) == "2025-01-01" and "2026-06-30" in later and "2024-12-31" not in later

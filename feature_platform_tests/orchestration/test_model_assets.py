@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
     resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
                                               now_utc="2025-03-21T03:00:00")}
     first = (END - dt.timedelta(days=DAYS - 1)).isoformat()
-    upstream = dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_FEATURES)
+    upstream = dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES, C.GROUP_FEATURES)
     assert _run(resources, upstream, **{RANGE_START_TAG: first, RANGE_END_TAG: END.isoformat()}).success
     result = _run(resources, dg.AssetSelection.groups(C.GROUP_TRAINING, C.GROUP_MODELS), TRAINING_CONFIG)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -88,7 +88,7 @@ def test_each_model_is_stored_gated_promoted_and_shown_with_plots(trained, key, 
     assert {"model.joblib", "expansion.json", "features.json", "manifest.json", "metrics.json", "model_card.md",
             "roc_pr.png", "importance.png", "calibration.png"} <= files
     manifest = json.loads((champion.path / "manifest.json").read_text())
-    assert manifest["registry_versions"]["family:review"] == "1.0.1"
+    assert manifest["registry_versions"]["family:review"] == "1.1.0"
     assert manifest["training_fingerprint"] == meta["training_fingerprint"]
     card = (champion.path / "model_card.md").read_text()
     assert champion.version in card and "![roc_pr](roc_pr.png)" in card and "out_of_time" in card

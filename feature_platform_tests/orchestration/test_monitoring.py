@@ -48,7 +48,7 @@ def test_every_asset_carries_the_freshness_policy_its_registry_features_give():
         elif node.group_name in (C.GROUP_TRAINING, C.GROUP_MODELS):
             features = inputs
         else:
-            assert node.group_name == C.GROUP_RAW, key
+            assert node.group_name in (C.GROUP_RAW, C.GROUP_TILES), key
             below = {k for k in keys if key in graph.get_ancestor_asset_keys(k)} & set(families)
             assert below, key
             features = [f for k in below for f in REGISTRY.list_features(families[k].name)]
@@ -94,8 +94,8 @@ def snapshots(tmp_path_factory):
     generate(GeneratorConfig(users=150, days=12, end_date=END, seed=5), root / "src")
     platform = PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
                                 now_utc="2025-03-13T03:00:00")
-    for group, start in ((C.GROUP_RAW, "2025-03-01"), (C.GROUP_FEATURES, "2025-03-11")):
-        result = dg.materialize([*defs.assets], selection=dg.AssetSelection.groups(group),
+    for groups, start in (((C.GROUP_RAW, C.GROUP_TILES), "2025-03-01"), ((C.GROUP_FEATURES,), "2025-03-11")):
+        result = dg.materialize([*defs.assets], selection=dg.AssetSelection.groups(*groups),
                                 resources={"platform": platform}, instance=dg.DagsterInstance.ephemeral(),
                                 tags={RANGE_START_TAG: start, RANGE_END_TAG: END.isoformat()})
         assert result.success

@@ -37,7 +37,7 @@ def landed(tmp_path_factory):
     generate(GeneratorConfig(users=150, days=12, end_date=END, seed=9), root / "src")
     resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
                                               now_utc="2025-03-13T03:00:00")}
-    assert _run(resources, dg.AssetSelection.groups(C.GROUP_RAW), "2025-03-01", END.isoformat()).success
+    assert _run(resources, dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), "2025-03-01", END.isoformat()).success
     assert _run(resources, dg.AssetSelection.groups(C.GROUP_FEATURES), "2025-03-10", END.isoformat()).success
     # Model scores for the last day only (as `feature-platform run` does): older days are served unscored.
     promote_tiny_churn_champion(root / "data", END)

@@ -9,11 +9,10 @@ import pytest
 import yaml
 
 from feature_platform import registry as api
-from feature_platform.features.base import SnapshotInputs, family_module
 from feature_platform.registry.fingerprint import family_fingerprint, lock, read_lock, unlocked_changes
 from feature_platform.registry.registry import REGISTRY_PATH, RegistryError, parse_duration, parse_registry
 from feature_platform.sources.schema import EVENT_TYPES
-from feature_platform_tests.features.helpers import customers, events
+from feature_platform_tests.features.helpers import snapshot_table
 
 RAW = yaml.safe_load(REGISTRY_PATH.read_text())
 
@@ -136,10 +135,9 @@ def test_each_family_produces_exactly_the_registry_columns(family):
     """Both ways: no feature missing from the output, no output column missing from the registry."""
     registry = api.load_registry()
     fam = registry.family(family)
-    inputs = SnapshotInputs.from_tables(events([]), customers(["u1"]))
     artifacts = _fitted_topic_artifacts() if family == "review" else {}
-    produced = family_module(fam).compute(inputs.context(dt.date(2025, 3, 1), fam.config, artifacts))
-    assert set(produced.column_names) - {"user_id"} == set(fam.features)
+    produced = snapshot_table(fam, dt.date(2025, 3, 1), [], ["u1"], artifacts=artifacts)  # conform() checks too
+    assert set(produced.column_names) - {"user_id", "snapshot_date"} == set(fam.features)
 
 
 def test_every_family_version_has_its_fingerprint_recorded():
@@ -155,14 +153,15 @@ def test_a_changed_computation_without_a_version_bump_is_caught(tmp_path):
     changed["families"]["engagement"]["config"]["score_inputs"]["login"]["weight"] = 0.5
     edited = parse_registry(changed)
     [problem] = unlocked_changes(edited, lock_file)
-    assert problem.startswith("engagement 1.0.0: computation changed")
+    version = registry.family("engagement").version
+    assert problem.startswith(f"engagement {version}: computation changed")
     with pytest.raises(RegistryError, match="Bump the family version"):
         lock(edited, lock_file)
-    changed["families"]["engagement"]["version"] = "1.1.0"
+    changed["families"]["engagement"]["version"] = "9.0.0"
     bumped = parse_registry(changed)
-    assert lock(bumped, lock_file) == {"engagement": "1.1.0"}
+    assert lock(bumped, lock_file) == {"engagement": "9.0.0"}
     assert unlocked_changes(bumped, lock_file) == []
-    assert read_lock(lock_file)["engagement"]["1.0.0"] != read_lock(lock_file)["engagement"]["1.1.0"]
+    assert read_lock(lock_file)["engagement"][version] != read_lock(lock_file)["engagement"]["9.0.0"]
 
 
 def test_comments_and_docstrings_do_not_change_a_fingerprint():
@@ -174,12 +173,24 @@ def test_comments_and_docstrings_do_not_change_a_fingerprint():
     assert "Activity family" not in _normalised_source(family.module)
 
 
-def test_shared_base_counts_only_through_its_semantic_parts():
+def test_a_fingerprint_covers_the_tile_code_of_its_family():
     from feature_platform.registry.fingerprint import _normalised_source
 
-    base = _normalised_source("feature_platform.features.base")
-    assert "start_90d" in base and "LOOKBACK_DAYS" in base  # the window definition counts
-    assert "snapshots (" not in base  # progress logging does not
+    lead = _normalised_source(api.load_registry().family("lead").module)
+    assert "ASOF LEFT JOIN" in lead and "first_out_ts" in lead  # the tile SQL, not only the merge
+
+
+def test_shared_engine_counts_only_through_its_semantic_parts():
+    from feature_platform.registry.fingerprint import _normalised_source, _shared_modules
+
+    engine = _normalised_source("feature_platform.features.engine")
+    assert "ORDER BY timestamp, event_id" in engine  # what a tile sees and in which order counts
+    assert "signup_days" in engine  # which users a snapshot has counts
+    assert "snapshots (" not in engine  # progress logging does not
+    # the engine and the window code reach every family, through the family module's own imports
+    for family in api.load_registry().families.values():
+        if not family.derived:
+            assert "feature_platform.features.engine" in _shared_modules(family.module), family.name
 
 
 def test_a_shared_module_counts_only_through_what_a_family_imports():

@@ -103,7 +103,7 @@ def served_data(tmp_path_factory) -> Path:
     data = root / "data"
     resources = {"platform": PlatformResource(data_dir=str(data), raw_dir=str(root / "src"),
                                               now_utc="2025-03-13T03:00:00")}
-    _materialize(resources, dg.AssetSelection.groups(C.GROUP_RAW), dt.date(2025, 3, 1), END)
+    _materialize(resources, dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), dt.date(2025, 3, 1), END)
     _materialize(resources, dg.AssetSelection.groups(C.GROUP_FEATURES), START, END)
     save_churn_model(data)
     save_contact_model(data)

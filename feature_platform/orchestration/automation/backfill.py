@@ -33,17 +33,22 @@ from pathlib import Path
 import dagster as dg
 import requests
 
+from feature_platform.features.base import family_module
+from feature_platform.features.engine import ALL_HISTORY, has_tiles, tile_table
+from feature_platform.offline.store import OfflineStore
 from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
     FEATURE_SNAPSHOTS,
     ONLINE_PUSH,
     PARTITIONS_START_DATE,
     RAW_EVENTS,
+    TILE_KEYS,
 )
+from feature_platform.registry.registry import load_registry
 
 # The snapshot path without the model scores: re-scoring history with today's champion would rewrite what
 # was scored at the time (pass the `derived` group to do it anyway). The push refuses an older date than served.
-DEFAULT_BACKFILL_ASSETS = (RAW_EVENTS, *FEATURE_SNAPSHOTS, ONLINE_PUSH)
+DEFAULT_BACKFILL_ASSETS = (RAW_EVENTS, *TILE_KEYS, *FEATURE_SNAPSHOTS, ONLINE_PUSH)
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 SUCCESS = {"COMPLETED", "COMPLETED_SUCCESS"}
 DEFINITIONS_MODULE = "feature_platform.definitions"
@@ -137,15 +142,49 @@ def check_range(start: dt.date, end: dt.date) -> None:
                             f"got {start} .. {end}")
 
 
+def missing_tile_windows(data_dir: Path, targets: Sequence[dg.AssetKey], start: dt.date,
+                         defs: dg.Definitions) -> dict[dg.AssetKey, dt.date]:
+    """Tile assets whose snapshots in the backfill would merge days without tiles: tile key -> first such day.
+
+    A snapshot of ``start`` merges the tiles of its lookback before ``start``; days there that have raw
+    events but were never tiled (data only ingested, say) must be tiled in the same backfill.
+    """
+    store = OfflineStore(data_dir)
+    graph = defs.resolve_asset_graph()
+    registry = load_registry()
+    first_days: dict[dg.AssetKey, dt.date] = {}
+    for family in registry.families.values():
+        if family.derived or not has_tiles(family) or dg.AssetKey(list(family.asset_path)) not in targets:
+            continue
+        key = dg.AssetKey(tile_table(family).split("/"))
+        lookback = family_module(family).LOOKBACK
+        first = None if lookback is ALL_HISTORY else (start - dt.timedelta(days=lookback - 1)).isoformat()
+        tiled = set(store.partitions(tile_table(family)))
+        missing = [d for d in store.partitions("raw/events") if (first is None or d >= first)
+                   and d < start.isoformat() and d not in tiled]
+        if missing and graph.has(key):
+            first_days[key] = dt.date.fromisoformat(missing[0])
+    return first_days
+
+
 def launch_backfill(url: str, start: dt.date, end: dt.date, assets: Sequence[dg.AssetKey],
-                    defs: dg.Definitions, title: str | None = None) -> str:
-    """Create the asset backfill through the webserver at ``url``; returns its id. The daemon executes it."""
+                    defs: dg.Definitions, title: str | None = None,
+                    earlier: Mapping[dg.AssetKey, dt.date] | None = None) -> str:
+    """Create the asset backfill through the webserver at ``url``; returns its id. The daemon executes it.
+
+    ``earlier``: assets whose range starts before ``start`` (tiles the snapshots' windows lack)."""
     check_range(start, end)
     graph = defs.resolve_asset_graph()
-    window = {"range": {"start": start.isoformat(), "end": end.isoformat()}}
+    earlier = earlier or {}
+
+    def window(key: dg.AssetKey) -> dict | None:
+        if not graph.get(key).is_partitioned:
+            return None
+        return {"range": {"start": earlier.get(key, start).isoformat(), "end": end.isoformat()}}
+
     params = {
-        "partitionsByAssets": [{"assetKey": {"path": list(k.path)},
-                                "partitions": window if graph.get(k).is_partitioned else None} for k in assets],
+        "partitionsByAssets": [{"assetKey": {"path": list(k.path)}, "partitions": window(k)}
+                               for k in dict.fromkeys([*assets, *earlier])],
         "title": title or f"feature-platform backfill {start} .. {end}",
         "tags": [{"key": "feature_platform/backfill_range", "value": f"{start}...{end}"}],
         "runConfigData": IN_PROCESS,
@@ -236,8 +275,12 @@ def run_backfill(start: dt.date, end: dt.date, assets: Sequence[str] | None = No
     targets = backfill_targets(assets, defs)
     check_range(start, end)
     echo(f"backfill {start} .. {end} of {len(targets)} assets: {', '.join(k.to_user_string() for k in targets)}")
+    earlier = missing_tile_windows(data_dir, targets, start, defs) if data_dir is not None else {}
+    for key, first in earlier.items():
+        echo(f"  also {key.to_user_string()} from {first}: the snapshots' windows reach days with raw events "
+             "but no tiles")
     if url is not None:
-        backfill_id = launch_backfill(url.rstrip("/"), start, end, targets, defs)
+        backfill_id = launch_backfill(url.rstrip("/"), start, end, targets, defs, earlier=earlier)
         echo(f"launched backfill {backfill_id} on {url}")
         if not wait:
             return backfill_status(url.rstrip("/"), backfill_id)
@@ -250,7 +293,7 @@ def run_backfill(start: dt.date, end: dt.date, assets: Sequence[str] | None = No
     started = time.monotonic()
     with temporary_dagster(env, log_path) as local:
         echo(f"dagster dev answered on {local} after {time.monotonic() - started:.0f} s")
-        backfill_id = launch_backfill(local, start, end, targets, defs)
+        backfill_id = launch_backfill(local, start, end, targets, defs, earlier=earlier)
         echo(f"launched backfill {backfill_id}; the daemon runs it (also visible in the UI: Overview > Backfills)")
         return wait_for_backfill(local, backfill_id, echo, timeout)
 

@@ -19,6 +19,7 @@ from feature_platform.orchestration.constants import (
     GROUP_RAW,
     GROUP_TRAINING,
     ONLINE_PUSH,
+    TILE_KEYS,
 )
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry.registry import load_registry
@@ -28,16 +29,16 @@ RETRAINING_JOB = "retraining_job"
 RETENTION_JOB = "retention_job"
 
 # The daily path, in graph order within one run: raw inputs (yesterday's events, the unpartitioned tables),
-# every family snapshot and its blocking checks, the model scores, the online push. The review topic model
+# the day's tiles, every family snapshot and its blocking checks, the model scores, the online push. The review topic model
 # is left out on purpose: it is refitted deliberately, not daily (see its asset).
 DAILY_SELECTION = dg.AssetSelection.groups(GROUP_RAW) | dg.AssetSelection.assets(
-    *FEATURE_SNAPSHOTS, *DERIVED_SNAPSHOTS, ONLINE_PUSH)
+    *TILE_KEYS, *FEATURE_SNAPSHOTS, *DERIVED_SNAPSHOTS, ONLINE_PUSH)
 
 # Both run their steps in one process: a subprocess per step (the default executor) spends 10-30 s importing the
 # definitions, more than a day's step takes; DuckDB and the model searches use every core inside a step.
 daily_snapshots_job = dg.define_asset_job(
     DAILY_JOB, selection=DAILY_SELECTION, executor_def=dg.in_process_executor,
-    description="One day of the snapshot path: raw inputs, feature snapshots + checks, scores, online push.",
+    description="One day of the snapshot path: raw inputs, tiles, feature snapshots + checks, scores, online push.",
 )
 retraining_job = dg.define_asset_job(
     RETRAINING_JOB, selection=dg.AssetSelection.groups(GROUP_TRAINING, GROUP_MODELS),

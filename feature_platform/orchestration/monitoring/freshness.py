@@ -28,6 +28,7 @@ import dagster as dg
 from feature_platform.orchestration.constants import (
     GROUP_MODELS,
     GROUP_RAW,
+    GROUP_TILES,
     GROUP_TRAINING,
     ONLINE_PUSH,
     REVIEW_TOPIC_MODEL,
@@ -83,7 +84,7 @@ def expectation_for(
         inputs = tightest((registry.get_feature(n) for n in registry.snapshot_features()), "model inputs")
         return Expectation(RETRAIN_PERIOD, RETRAIN_PERIOD + inputs.tolerance,
                            f"retrained every {RETRAIN_PERIOD.days} days on {inputs.basis}")
-    if group == GROUP_RAW:
+    if group in (GROUP_RAW, GROUP_TILES):
         below = [family for child in _descendants(key, children) if (family := families.get(child))]
         if below:
             features = [f for family in below for f in registry.list_features(family.name)]
