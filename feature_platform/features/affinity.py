@@ -91,13 +91,15 @@ def tile(ctx: TileContext) -> pa.Table:
         name: f"""(
             SELECT user_id, day,
                    list(struct_pack(key, weight, weight_age, interactions, after_midnight) ORDER BY key) AS keys
-            FROM (SELECT user_id, day, {attr} AS key, sum(weight) AS weight, sum(weight_age) AS weight_age,
+            FROM (SELECT user_id, day, {attr} AS key, sum(weight ORDER BY timestamp, event_id) AS weight,
+                         sum(weight_age ORDER BY timestamp, event_id) AS weight_age,
                          count(*) AS interactions, count(*) FILTER (WHERE after_midnight) AS after_midnight
                   FROM weighted WHERE {attr} IS NOT NULL GROUP BY ALL)
             GROUP BY user_id, day
         )"""
         for name, attr in (("categories", "category_id"), ("cities", "city"))
     }
+    # Float sums add in a fixed order, whatever order the joins hand rows over in: a tile's bits are its data's.
     return ctx.sql(
         f"""
         WITH type_weights AS (
@@ -109,9 +111,9 @@ def tile(ctx: TileContext) -> pa.Table:
                         ELSE percent_rank() OVER (PARTITION BY category_id ORDER BY price) END AS price_rank
             FROM listings WHERE category_id IS NOT NULL AND price IS NOT NULL
         ), weighted AS (
-            SELECT user_id, day, category_id, city, price_rank, after_midnight, {partial}
+            SELECT user_id, day, timestamp, event_id, category_id, city, price_rank, after_midnight, {partial}
             FROM (
-                SELECT e.user_id, e.day, l.category_id, l.city, p.price_rank, w.type_weight,
+                SELECT e.user_id, e.day, e.timestamp, e.event_id, l.category_id, l.city, p.price_rank, w.type_weight,
                        e.timestamp > CAST(e.day AS TIMESTAMP) AS after_midnight,
                        (epoch_us(CAST(e.day AS TIMESTAMP) + INTERVAL 1 DAY) - epoch_us(e.timestamp)) / 86400e6 AS age_days
                 FROM events e
@@ -121,8 +123,9 @@ def tile(ctx: TileContext) -> pa.Table:
                 WHERE w.type_weight > 0
             )
         ), prices AS (
-            SELECT user_id, day, sum(weight) AS price_weight, sum(weight_age) AS price_weight_age,
-                   sum(weight * price_rank) AS rank_weight, sum(weight_age * price_rank) AS rank_weight_age,
+            SELECT user_id, day, sum(weight ORDER BY timestamp, event_id) AS price_weight, sum(weight_age ORDER BY timestamp, event_id) AS price_weight_age,
+                   sum(weight * price_rank ORDER BY timestamp, event_id) AS rank_weight,
+                   sum(weight_age * price_rank ORDER BY timestamp, event_id) AS rank_weight_age,
                    count(*) AS price_interactions, count(*) FILTER (WHERE after_midnight) AS price_after_midnight
             FROM weighted WHERE price_rank IS NOT NULL GROUP BY user_id, day
         ), users AS (

@@ -95,6 +95,7 @@ def _message_sentiment(ctx: TileContext) -> pa.Table:
     return pa.table({"text": pa.array(list(scored), pa.string()), "score": pa.array(list(scored.values()), pa.float64())})
 
 
+# Float sums add in a fixed order (timestamp, event_id), whatever order a join hands rows over in.
 TILE_QUERY = f"""
 WITH messages AS (
     SELECT user_id, day, conversation_id, event_type, timestamp FROM events
@@ -142,7 +143,7 @@ WITH messages AS (
            coalesce(sum(epoch_us(out_ts) - epoch_us(in_ts)), 0) AS reply_us
     FROM replies GROUP BY user_id, day
 ), sentiments AS (
-    SELECT e.user_id, e.day, count(*) AS sentiments, sum(s.score) AS sentiment_sum
+    SELECT e.user_id, e.day, count(*) AS sentiments, sum(s.score ORDER BY e.timestamp, e.event_id) AS sentiment_sum
     FROM events e JOIN {SENTIMENT_TABLE} s ON e.message_text = s.text
     WHERE e.event_type = 'message_in'
     GROUP BY e.user_id, e.day
@@ -154,7 +155,7 @@ WITH messages AS (
            count(*) FILTER (WHERE event_type = 'support_ticket') AS support_tickets,
            count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
            count(amount) FILTER (WHERE event_type = 'purchase') AS amounts,
-           coalesce(sum(amount) FILTER (WHERE event_type = 'purchase'), 0.0) AS amount_sum,
+           coalesce(sum(amount ORDER BY timestamp, event_id) FILTER (WHERE event_type = 'purchase'), 0.0) AS amount_sum,
            min(timestamp) FILTER (WHERE event_type = 'purchase') AS first_purchase_ts,
            count(*) FILTER (WHERE event_type IN ('message_in', 'message_out') AND conversation_id IS NOT NULL)
                AS conversation_messages,

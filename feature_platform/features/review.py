@@ -28,6 +28,8 @@ LOOKBACK = ALL_HISTORY
 TOPIC_MODEL_ARTIFACT = "review_topic_model"
 _SCORES_VIEW = "review_text_scores"
 _FOREVER = 10**7  # a window longer than any history, in days
+# Float sums add in a fixed order, whatever order a join hands rows over in: a tile's bits are its data's.
+ORDER = "ORDER BY r.timestamp, r.review_id"
 
 
 def topic_count(config: Mapping[str, Any]) -> int:
@@ -80,7 +82,7 @@ def _text_scores(ctx: TileContext, model: TopicModel | None, topics: int) -> pa.
 def tile(ctx: TileContext) -> pa.Table:
     topics = topic_count(ctx.config)
     model = _topic_model(ctx, topics)  # a mismatched model fails even on a day without texts
-    topic_sums = ", ".join(f"coalesce(sum(s.topic_{k}), 0.0)" for k in range(topics))
+    topic_sums = ", ".join(f"coalesce(sum(s.topic_{k} {ORDER}), 0.0)" for k in range(topics))
     ctx.con.register(_SCORES_VIEW, _text_scores(ctx, model, topics))
     try:
         table = ctx.sql(
@@ -89,7 +91,7 @@ def tile(ctx: TileContext) -> pa.Table:
                    count(*) AS reviews,
                    sum(r.rating) AS rating_sum,
                    count(s.sentiment) AS texts,
-                   coalesce(sum(s.sentiment), 0.0) AS sentiment_sum,
+                   coalesce(sum(s.sentiment {ORDER}), 0.0) AS sentiment_sum,
                    count(s.topic_0) AS topic_texts,
                    [{topic_sums}] AS topic_sum
             FROM reviews r

@@ -23,25 +23,48 @@ FAMILY_KEYS = [C.USER_ACTIVITY_FEATURES, C.LEAD_FEATURES, C.ENGAGEMENT_FEATURES,
                C.REVIEW_FEATURES, C.AFFINITY_FEATURES]
 
 
+FIRST = END - dt.timedelta(days=44)
+
+
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory):
-    """150 users x 30 days of sample data, landed as raw partitions (one in-process run)."""
+    """150 users x 45 days of sample data, landed as raw partitions and tiles (one in-process run)."""
     root = tmp_path_factory.mktemp("features")
-    generate(GeneratorConfig(users=150, days=30, end_date=END, seed=3), root / "src")
+    generate(GeneratorConfig(users=150, days=45, end_date=END, seed=3), root / "src")
     resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
                                               now_utc="2025-03-21T03:00:00")}
     result = dg.materialize(EVERY, selection=dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES),
                             resources=resources,
                             instance=dg.DagsterInstance.ephemeral(),
-                            tags={RANGE_START_TAG: "2025-02-19", RANGE_END_TAG: END.isoformat()})
+                            tags={RANGE_START_TAG: FIRST.isoformat(), RANGE_END_TAG: END.isoformat()})
     assert result.success
     return root, resources
 
 
-def _features_run(resources, start: str, end: str, **kwargs):
-    return dg.materialize(EVERY, selection=dg.AssetSelection.groups(C.GROUP_FEATURES), resources=resources,
+def _features_run(resources, start: str, end: str, groups=(C.GROUP_FEATURES,), **kwargs):
+    return dg.materialize(EVERY, selection=dg.AssetSelection.groups(*groups), resources=resources,
                           instance=dg.DagsterInstance.ephemeral(),
                           tags={RANGE_START_TAG: start, RANGE_END_TAG: end}, **kwargs)
+
+
+def _bytes_of(data, day: str) -> dict[str, bytes]:
+    """Every tile and snapshot partition of ``day``, by path."""
+    files = [*(data / "tiles").glob(f"*/{day}.parquet"), *(data / "features").glob(f"*/{day}.parquet")]
+    return {str(p.relative_to(data)): p.read_bytes() for p in files}
+
+
+def test_a_days_files_do_not_depend_on_how_it_was_computed(landed):
+    """Backfills of [D-10, D] and [D-40, D] and a daily run of D write identical tile and snapshot files."""
+    root, resources = landed
+    data, tiled = root / "data", (C.GROUP_TILES, C.GROUP_FEATURES)
+    day, middle = END.isoformat(), (END - dt.timedelta(days=5)).isoformat()
+    assert _features_run(resources, (END - dt.timedelta(days=10)).isoformat(), day, tiled).success
+    short = {d: _bytes_of(data, d) for d in (day, middle)}
+    assert len(short[day]) == 5 + 6  # five families' tiles and six families' snapshots
+    assert _features_run(resources, (END - dt.timedelta(days=40)).isoformat(), day, tiled).success
+    assert {d: _bytes_of(data, d) for d in (day, middle)} == short
+    assert _features_run(resources, day, day, tiled).success
+    assert _bytes_of(data, day) == short[day]
 
 
 def test_a_three_day_backfill_of_every_family_is_one_run_with_passing_checks(landed):
