@@ -1,4 +1,5 @@
-"""The events input as one stream of chunks: the user's files, then the landing log, never all at once.
+"""The events input as one stream of chunks: the user's files, then the landing log (a file, one day's
+landings, at a time), never all at once.
 
 Ingestion validates both together so that an event that arrived both ways counts once. When both are
 present, columns the files lack are filled the way validation would read them (a derived event id, the
@@ -26,8 +27,8 @@ from feature_platform.sources.validation import parse_columns
 class EventsInput:
     files: loaders.SourceFiles | None
     landing: LandingLog | None
+    schema: pa.Schema  # what every chunk has: the columns, then source file and row
     landed: dict[Path, int] = field(default_factory=dict)  # the log's files and sizes when it was opened
-    schema: pa.Schema = field(default_factory=pa.schema)  # what every chunk has: columns + source file and row
 
     @property
     def labels(self) -> list[str]:
@@ -53,9 +54,12 @@ class EventsInput:
         assert self.files is not None
         source = loaders.LoadedSource(table=EVENTS, files=self.files.files, data=chunk,
                                       absent_columns=self.files.absent_columns)
-        absent = parse_columns(source, [name for name in EVENTS.column_names if name not in chunk.column_names])
-        columns = {name: chunk.column(name) if name in chunk.column_names else absent.column(name)
-                   for name in EVENTS.column_names}
+        missing = [name for name in EVENTS.column_names if name not in chunk.column_names]
+        columns = {name: chunk.column(name) for name in EVENTS.column_names if name not in missing}
+        if missing:
+            columns |= {name: column for name, column in zip(missing, parse_columns(source, missing).columns,
+                                                             strict=True)}
+        columns = {name: columns[name] for name in EVENTS.column_names}
         return self._conform(pa.table({**columns, SOURCE_FILE: chunk.column(SOURCE_FILE),
                                         SOURCE_ROW: chunk.column(SOURCE_ROW)}))
 

@@ -101,6 +101,17 @@ def test_chunks_smaller_than_the_input_land_the_same_bytes_as_one_chunk_per_file
     assert {"invalid_timestamp", "timestamp_in_future", "missing_event_id", "negative_amount"} <= set(report["reasons"])
 
 
+def test_files_with_every_column_next_to_landed_events(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    rows = [{"event_id": f"e{i}", "user_id": "u1", "event_type": "login", "timestamp": dt.datetime(2025, 2, 1 + i % 3, 8),
+             "session_id": "s", "channel": "web", "amount": None, "listing_id": None, "conversation_id": None,
+             "campaign_id": None, "message_text": None} for i in range(10)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=EVENTS.arrow_schema), source / "events.parquet")
+    files = [_ingest(source, tmp_path / name, chunk_rows, landed=True)[0] for name, chunk_rows in (("a", 3), ("b", 100))]
+    assert files[0] == files[1] and len(files[0]) > len(DAYS)
+
+
 def test_chunked_ingest_lands_exactly_what_validating_the_whole_input_at_once_accepts_and_refuses(tmp_path,
                                                                                                    messy_source):
     store = OfflineStore(tmp_path / "data")
