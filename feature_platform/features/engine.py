@@ -40,9 +40,12 @@ from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS
 log = logging.getLogger(__name__)
 
 ALL_HISTORY = None  # a family's LOOKBACK for features over everything before D+1
-DEFAULT_BLOCK_USERS = 250_000
+DEFAULT_BLOCK_USERS = 100_000  # users merged at a time: memory follows the block, not the user count
+MERGE_WORKERS = 2  # blocks merged at a time (the numpy and DuckDB work releases the GIL)
+MIN_SHARED_BLOCK = 20_000  # fewer users than this are not worth splitting across workers
+DAY_ROWS_IN_FLIGHT = 4_000_000  # snapshot rows (users x days) a run holds before writing them
 TILE_PREFIX = "tiles"
-TILE_ROW_GROUP = 65_536  # rows per Parquet row group: a block of users reads only its row groups
+TILE_ROW_GROUP = 16_384  # rows per Parquet row group: a block of users reads only its row groups
 TILE_BATCH_EVENTS = 2_000_000  # raw events per tile query: bounds a backfill's memory
 TILE_WORKERS = 2  # tile queries in flight (each single-threaded)
 
@@ -296,11 +299,14 @@ def compute_snapshots(
     days: Sequence[dt.date],
     artifacts: Mapping[str, Any] | None = None,
     block_users: int = DEFAULT_BLOCK_USERS,
+    workers: int = MERGE_WORKERS,
 ) -> Iterator[tuple[dt.date, pa.Table, int]]:
     """Yield (day, snapshot, users known at day) for each of ``days`` (ascending, consecutive or not).
 
-    With one block of users (the usual case) each snapshot is yielded as soon as it is merged; with
-    several, a day's blocks are collected first, a bounded number of days at a time.
+    Users are split into blocks of at most ``block_users`` (and into at least ``workers`` blocks when
+    there are enough users to share), merged ``workers`` at a time: blocks are independent, so how
+    users are split never changes a value. Days are merged a bounded number at a time, so memory
+    follows the block and that number, not the user count or the range.
     """
     module = family_module(family)
     days = sorted(days)
@@ -308,30 +314,55 @@ def compute_snapshots(
     signup = pc.fill_null(pc.cast(customers.column("signup_date"), pa.int32()), np.iinfo(np.int32).min)
     signup_days = signup.to_numpy(zero_copy_only=False).astype(np.int64)
     known_counts = {d: int(np.count_nonzero(signup_days <= _epoch_day(d))) for d in days}
-    blocks = [(lo, min(lo + block_users, customers.num_rows)) for lo in range(0, max(customers.num_rows, 1), block_users)]
+    users = customers.num_rows
+    size = min(block_users, max(MIN_SHARED_BLOCK, -(-users // max(workers, 1))))
+    blocks = [(lo, min(lo + size, users)) for lo in range(0, max(users, 1), size)]
     every = max(1, len(days) // 4)  # progress a person can follow, not a line per day
-    chunk = len(days) if len(blocks) == 1 else max(1, (block_users * 8) // max(customers.num_rows, 1))
-    for first in range(0, len(days), chunk):
-        chunk_days = days[first:first + chunk]
-        parts: dict[dt.date, list[pa.Table]] = {d: [] for d in chunk_days}
-        for lo, hi in blocks:
-            ctx = _merge_context(family, module, customers.slice(lo, hi - lo), tiles, chunk_days, artifacts)
-            try:
-                merged = module.snapshots(ctx)
-                for day, features in zip(chunk_days, merged, strict=True):
-                    part = _assemble(ctx, features, signup_days[lo:hi] <= _epoch_day(day))
-                    if len(blocks) > 1:
-                        parts[day].append(part)
-                        continue
-                    yield day, conform(part, registry, family, day), known_counts[day]
-                    _progress(family, days, day, every, known_counts[day])
-            finally:
-                if ctx.con is not None:
-                    ctx.con.close()
-        if len(blocks) > 1:
-            for day in chunk_days:
-                yield day, conform(pa.concat_tables(parts.pop(day)), registry, family, day), known_counts[day]
-                _progress(family, days, day, every, known_counts[day])
+
+    def merge(block: tuple[int, int], chunk_days: list[dt.date]) -> Iterator[pa.Table]:
+        lo, hi = block
+        ctx = _merge_context(family, module, customers.slice(lo, hi - lo), tiles, chunk_days, artifacts)
+        try:
+            for day, features in zip(chunk_days, module.snapshots(ctx), strict=True):
+                yield _assemble(ctx, features, signup_days[lo:hi] <= _epoch_day(day))
+        finally:
+            if ctx.con is not None:
+                ctx.con.close()
+
+    def emit(day: dt.date, parts: list[pa.Table]) -> tuple[dt.date, pa.Table, int]:
+        _progress(family, days, day, every, known_counts[day])
+        return day, conform(pa.concat_tables(parts), registry, family, day), known_counts[day]
+
+    if len(blocks) <= workers:
+        # Every block has its own thread and they advance together: each day is yielded once every
+        # block has merged it, so nothing but the days in flight is held.
+        with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
+            streams = [_Prefetch(pool, merge(block, days)) for block in blocks]
+            for day in days:
+                yield emit(day, [stream.next() for stream in streams])
+        return
+    chunk = max(1, DAY_ROWS_IN_FLIGHT // max(users, 1))  # days whose every block is held at once
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for first in range(0, len(days), chunk):
+            chunk_days = days[first:first + chunk]
+            parts = list(pool.map(lambda block, d=chunk_days: list(merge(block, d)), blocks))  # noqa: B023
+            for index, day in enumerate(chunk_days):
+                yield emit(day, [part[index] for part in parts])
+
+
+class _Prefetch:
+    """Runs a generator in a worker thread, one item ahead: the next item is computed while the caller
+    uses the current one."""
+
+    def __init__(self, pool: ThreadPoolExecutor, items: Iterator[pa.Table]) -> None:
+        self._items = items
+        self._pending = pool.submit(next, items, None)
+        self._pool = pool
+
+    def next(self) -> pa.Table:
+        item = self._pending.result()
+        self._pending = self._pool.submit(next, self._items, None)
+        return item
 
 
 def _progress(family: Family, days: list[dt.date], day: dt.date, every: int, users: int) -> None:

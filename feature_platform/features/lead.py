@@ -52,7 +52,8 @@ CAMPAIGN = pa.struct([("campaign_id", pa.string()), ("sent", pa.int64()), ("open
                       ("clicked", pa.int64())])
 COUNTS = ("events", "inbound", "discount_requests", "support_tickets", "purchases", "amounts", "conversation_messages",
           "replies", "reply_us", "sentiments")
-HISTOGRAMS = {"hours": 24, "weekdays": 7}  # events per hour of day (0-23), per weekday (Monday = 0)
+HOURS = tuple(f"hour_{h:02d}" for h in range(24))  # events per hour of the day
+WEEKDAYS = tuple(f"weekday_{d}" for d in range(7))  # events per weekday, Monday = 0
 
 
 def config_values(config: Mapping[str, Any]) -> tuple[list[str], dt.timedelta, dt.timedelta]:
@@ -81,7 +82,7 @@ def sentiment_score(text: str | None) -> float | None:
 def tile_schema(config: Mapping[str, Any]) -> pa.Schema:
     return pa.schema([
         ("user_id", pa.string()), ("day", pa.date32()), *((name, pa.int64()) for name in COUNTS),
-        *((name, pa.list_(pa.int32(), size)) for name, size in HISTOGRAMS.items()),
+        *((name, pa.int32()) for name in HOURS + WEEKDAYS),
         ("amount_sum", pa.float64()), ("sentiment_sum", pa.float64()), ("first_purchase_ts", TS),
         ("channels", pa.list_(pa.string())), ("conversations", pa.list_(CONVERSATION)),
         ("campaigns", pa.list_(CAMPAIGN)),
@@ -160,10 +161,10 @@ WITH messages AS (
            count(*) FILTER (WHERE event_type IN ('message_in', 'message_out') AND conversation_id IS NOT NULL)
                AS conversation_messages,
            coalesce(list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel IS NOT NULL), []) AS channels,
-           CAST([{", ".join(f"count(*) FILTER (WHERE hour(timestamp) = {h})" for h in range(24))}] AS INTEGER[24])
-               AS hours,
-           CAST([{", ".join(f"count(*) FILTER (WHERE isodow(timestamp) = {d + 1})" for d in range(7))}] AS INTEGER[7])
-               AS weekdays
+           {", ".join(f"CAST(count(*) FILTER (WHERE hour(timestamp) = {h}) AS INTEGER) AS {name}"
+                      for h, name in enumerate(HOURS))},
+           {", ".join(f"CAST(count(*) FILTER (WHERE isodow(timestamp) = {d + 1}) AS INTEGER) AS {name}"
+                      for d, name in enumerate(WEEKDAYS))}
     FROM events GROUP BY user_id, day
 )
 SELECT u.*,
@@ -191,7 +192,7 @@ def tile(ctx: TileContext) -> pa.Table:
 def snapshots(ctx: MergeContext) -> Iterator[dict[str, pa.Array]]:
     _, purchase_window, ignored_after = config_values(ctx.config)
     rows = ctx.user_rows({**dict.fromkeys(COUNTS), "amount_sum": None, "sentiment_sum": None,
-                          "first_purchase_ts": None, **{name: _matrix(size) for name, size in HISTOGRAMS.items()}})
+                          "first_purchase_ts": None, **dict.fromkeys(HOURS + WEEKDAYS)})
     rows.columns["active"] = np.ones(len(rows), np.int64)
     for name in ("discount_requests", "support_tickets"):
         rows.columns[f"{name}_days"] = (rows.columns[name] > 0).astype(np.int64)
@@ -200,7 +201,6 @@ def snapshots(ctx: MergeContext) -> Iterator[dict[str, pa.Array]]:
     conversations = _Conversations(ctx, rows, purchase_window)
     channels, _ = ctx.entity_rows("channels", None, {})
     campaigns = _Campaigns(ctx, ignored_after.days)
-    hours, weekdays = (_prefix_rows(rows.columns[name]) for name in HISTOGRAMS)
     n = ctx.n
     for day in ctx.days:
         window, recent = rows.runs(day, LOOKBACK), rows.runs(day, RECENT)
@@ -232,26 +232,11 @@ def snapshots(ctx: MergeContext) -> Iterator[dict[str, pa.Array]]:
         has_purchase = rows.scatter(window, purchase_row >= window.lo, n, fill=False)
         out["days_since_last_purchase"] = days_since(rows.scatter(window, rows.day[purchase_row], n), day, has_purchase)
         out["has_purchased"] = column(purchases > 0)
-        out["preferred_hour_of_day"] = _mode(hours, window, n)
-        out["preferred_day_of_week"] = _mode(weekdays, window, n)
+        out["preferred_hour_of_day"] = _mode(rows, window, HOURS, n)
+        out["preferred_day_of_week"] = _mode(rows, window, WEEKDAYS, n)
         out["channel_diversity"] = column(channels.per_owner(channels.runs(day, LOOKBACK), None, n))
         out.update(campaigns.features(day, n))
         yield out
-
-
-def _matrix(width: int):
-    """A fixed-size list column as a (rows, width) int32 matrix, without copying its values."""
-    def convert(values: pa.ChunkedArray) -> np.ndarray:
-        combined = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-        return combined.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    return convert
-
-
-def _prefix_rows(matrix: np.ndarray) -> np.ndarray:
-    """Cumulative sums down the rows with a leading zero row: rows lo..hi sum to p[hi+1] - p[lo]."""
-    out = np.zeros((len(matrix) + 1, matrix.shape[1]), np.int32)
-    np.cumsum(matrix, axis=0, dtype=np.int32, out=out[1:])
-    return out
 
 
 def _last_row_with(flag: np.ndarray) -> np.ndarray:
@@ -259,9 +244,9 @@ def _last_row_with(flag: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(flag, np.arange(len(flag)), -1)) if len(flag) else np.zeros(0, np.int64)
 
 
-def _mode(prefix: np.ndarray, runs: Any, users: int) -> pa.Array:
-    """The most frequent bucket (hour, weekday) over each run, ties to the smallest; null without events."""
-    counts = prefix[runs.hi + 1] - prefix[runs.lo]
+def _mode(rows: RowSet, runs: Any, buckets: tuple[str, ...], users: int) -> pa.Array:
+    """The most frequent bucket (hour, weekday) per run, ties to the smallest; null without events."""
+    counts = np.stack([rows.total(runs, name) for name in buckets], axis=1)
     best = np.zeros(users, np.int64)
     best[runs.group] = np.argmax(counts, axis=1)
     valid = np.zeros(users, bool)

@@ -50,6 +50,7 @@ class RowSet:
     owner: np.ndarray  # int64 user index of each group (``owner[group]``)
     columns: dict[str, np.ndarray]
     _prefix: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _totals: dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, group: np.ndarray, day: np.ndarray, owner: np.ndarray, columns: Mapping[str, np.ndarray]) -> RowSet:
@@ -82,13 +83,22 @@ class RowSet:
     def prefix(self, name: str) -> np.ndarray:
         """Cumulative sum of an integer column with a leading 0: rows lo..hi sum to p[hi+1] - p[lo]."""
         if name not in self._prefix:
-            self._prefix[name] = np.concatenate(([0], np.cumsum(self.columns[name], dtype=np.int64)))
+            values = self.columns[name]
+            out = np.zeros((len(values) + 1, *values.shape[1:]), np.int64 if values.ndim == 1 else values.dtype)
+            np.cumsum(values, axis=0, out=out[1:])
+            self._prefix[name] = out
         return self._prefix[name]
 
     def total(self, runs: Runs, name: str) -> np.ndarray:
-        """Exact sum of an integer column over each run."""
-        p = self.prefix(name)
-        return p[runs.hi + 1] - p[runs.lo]
+        """Exact sum of an integer column (or of each column of an integer matrix) over each run.
+
+        The first total of a column adds each run's rows directly (one pass, no prefix array: what a
+        one-day run needs); from the second on, prefix sums answer every run in constant time."""
+        if name in self._prefix or self._totals.get(name, 0) >= 1:
+            p = self.prefix(name)
+            return p[runs.hi + 1] - p[runs.lo]
+        self._totals[name] = self._totals.get(name, 0) + 1
+        return segment_sums(self.columns[name], runs)
 
     def ordered_sum(self, runs: Runs, term: Callable[[np.ndarray], np.ndarray] | str) -> np.ndarray:
         """Float sum of ``term(rows)`` over each run, added in day order starting from 0.0.
@@ -129,6 +139,19 @@ class RowSet:
         out = np.full(users, fill, dtype=np.asarray(values).dtype)
         out[runs.group] = values
         return out
+
+
+def segment_sums(values: np.ndarray, runs: Runs) -> np.ndarray:
+    """Sum of rows lo..hi of ``values`` (a column or a matrix) for each run, in one pass."""
+    if len(runs) == 0:
+        return np.zeros((0, *values.shape[1:]), np.int64 if values.ndim == 1 else values.dtype)
+    bounds = np.empty(2 * len(runs), np.int64)
+    bounds[0::2], bounds[1::2] = runs.lo, runs.hi + 1
+    if bounds[-1] == len(values):
+        bounds = bounds[:-1]  # the last run ends the array: its segment runs to the end
+    # Segments alternate run, gap, run, ...: keep every other one.
+    sums = np.add.reduceat(values, bounds, axis=0)[0::2]
+    return sums.astype(np.int64) if values.ndim == 1 else sums
 
 
 def days_since_epoch(values: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -44,13 +44,15 @@ def test_a_tile_is_the_same_computed_alone_or_in_a_batch(raw, name):
 
 
 @pytest.mark.parametrize("name", ["activity", "lead", "engagement", "affinity", "profile"])
-def test_blocks_of_users_give_the_same_snapshots_as_one_block(raw, name):
+@pytest.mark.parametrize(("block_users", "workers"), [(7, 2), (25, 2), (7, 1)])  # chunked, in step, one thread
+def test_blocks_of_users_give_the_same_snapshots_as_one_block(raw, name, block_users, workers):
     family = REGISTRY.family(name)
     tiles = MemoryTiles(tiles_from_tables(family, DAYS, raw["events"], raw["reviews"], raw["listings"])) \
         if has_tiles(family) else None
     days = DAYS[-3:]
-    whole = list(compute_snapshots(REGISTRY, family, raw["customers"], tiles, days))
-    blocks = list(compute_snapshots(REGISTRY, family, raw["customers"], tiles, days, block_users=7))
+    whole = list(compute_snapshots(REGISTRY, family, raw["customers"], tiles, days, workers=1))
+    blocks = list(compute_snapshots(REGISTRY, family, raw["customers"], tiles, days, block_users=block_users,
+                                    workers=workers))
     assert [(d, n) for d, _, n in blocks] == [(d, n) for d, _, n in whole]
     for (_, a, _), (_, b, _) in zip(whole, blocks, strict=True):
         assert a.equals(b)

@@ -75,3 +75,21 @@ def test_ratio_is_null_where_there_is_nothing_to_divide_by(numerator, denominato
 
 def test_days_since_is_null_without_a_last_day():
     assert days_since(np.array([7, -1]), 10, np.array([True, False])).to_pylist() == [3, None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30), st.integers(0, 9)), max_size=50),
+       day=st.integers(0, 32), window=st.integers(1, 35))
+def test_totals_are_exact_whether_summed_directly_or_from_prefix_sums(data, day, window):
+    unique = {(g, d): v for g, d, v in data}
+    if not unique:
+        return
+    groups, days, values = zip(*((g, d, v) for (g, d), v in unique.items()), strict=True)
+    r = rows(list(groups), list(days), list(range(5)), v=list(values))
+    r.columns["m"] = np.stack([r.columns["v"], 2 * r.columns["v"]], axis=1).astype(np.int32)
+    runs = r.runs(day, window)
+    expected = [sum(unique[(g, d)] for (g2, d) in unique if g2 == g and day - window < d <= day)
+                for g in runs.group.tolist()]
+    direct, from_prefix = r.total(runs, "v"), r.total(runs, "v")  # the first adds rows, the second uses prefixes
+    assert direct.tolist() == from_prefix.tolist() == expected
+    assert r.total(runs, "m").tolist() == r.total(runs, "m").tolist() == [[e, 2 * e] for e in expected]
