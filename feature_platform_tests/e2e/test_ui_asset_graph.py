@@ -19,9 +19,10 @@ from feature_platform_tests.e2e.dagster_server import IN_PROCESS, DagsterGraphQL
 
 END = dt.date(2025, 3, 12)
 DAY = END.isoformat()
-GROUPS = {C.GROUP_RAW, C.GROUP_FEATURES, C.GROUP_DERIVED, C.GROUP_TRAINING, C.GROUP_MODELS, C.GROUP_ONLINE}
-KEY_ASSETS = {C.RAW_EVENTS: C.GROUP_RAW, C.LEAD_FEATURES: C.GROUP_FEATURES, C.CHURN_MODEL: C.GROUP_MODELS,
-              C.ONLINE_PUSH: C.GROUP_ONLINE}
+GROUPS = {C.GROUP_RAW, C.GROUP_TILES, C.GROUP_FEATURES, C.GROUP_DERIVED, C.GROUP_TRAINING, C.GROUP_MODELS,
+          C.GROUP_ONLINE}
+KEY_ASSETS = {C.RAW_EVENTS: C.GROUP_RAW, C.TILES_LEAD: C.GROUP_TILES, C.LEAD_FEATURES: C.GROUP_FEATURES,
+              C.CHURN_MODEL: C.GROUP_MODELS, C.ONLINE_PUSH: C.GROUP_ONLINE}
 ASSET_GROUPS = {spec.key: spec.group_name for assets in defs.assets for spec in assets.specs}
 TIMEOUT = 90  # seconds; a page of the UI renders in a few, but two cores may be busy with a run
 
@@ -83,8 +84,8 @@ def test_a_partition_materialized_over_graphql_shows_on_the_asset_pages(ui, brow
     browser.get(partition_page)
     wait.until(EC.presence_of_element_located(_text("Materialized (0)")))
 
-    run_id = graphql.launch_assets([C.RAW_CUSTOMERS.path, C.RAW_EVENTS.path, C.LEAD_FEATURES.path], DAY,
-                                   run_config=IN_PROCESS)
+    run_id = graphql.launch_assets([C.RAW_CUSTOMERS.path, C.RAW_EVENTS.path, C.TILES_LEAD.path,
+                                    C.LEAD_FEATURES.path], DAY, run_config=IN_PROCESS)
     assert graphql.wait_for_run(run_id) == "SUCCESS", servers.logs()
 
     browser.refresh()  # the partition's detail names the run that materialized it
