@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
+from feature_platform.ml.expand import ExpandedFeature, ExpansionSpec, expand, fit_expansion
 from feature_platform.registry import load_registry
 
 REGISTRY = load_registry()
@@ -86,3 +88,86 @@ def test_missing_column_is_named() -> None:
     spec = fit_expansion(table(premium=pa.array([True])), ["premium"], REGISTRY)
     with pytest.raises(KeyError, match="premium"):
         expand(table(total_events=pa.array([1])), spec)
+
+
+# ------------------------------------------------------------------ the vectorised expansion against a row loop
+
+KEYS = ("art", "boats", "cars")
+
+
+def reference_map_keys(column: pa.ChunkedArray) -> tuple[str, ...]:
+    return tuple(sorted({k for row in column.to_pylist() if row for k, _ in row}))
+
+
+def reference_expand(t: pa.Table, spec: ExpansionSpec) -> np.ndarray:
+    """Row by row from Python values: a map row starts at 0.0 and applies its pairs in order."""
+    out = np.full((t.num_rows, len(spec.columns)), np.nan)
+    start = 0
+    for feature in spec.features:
+        width = len(feature.columns)
+        for row, value in enumerate(t.column(feature.name).to_pylist()):
+            if value is None:
+                continue
+            if feature.type == "vector":
+                out[row, start:start + width] = [np.nan if v is None else v for v in value]
+            elif feature.type == "map":
+                out[row, start:start + width] = 0.0
+                for key, v in value:
+                    if key in feature.keys:
+                        out[row, start + feature.keys.index(key)] = np.nan if v is None else v
+            else:
+                out[row, start] = float(value)
+        start += width
+    return out
+
+
+maybe_float = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
+pairs = st.lists(st.tuples(st.sampled_from(KEYS), maybe_float), max_size=5)  # repeated keys too
+
+
+@st.composite
+def affinity_tables(draw: st.DrawFn) -> pa.Table:
+    """Maps (null, empty, repeated keys, null values) and topic vectors (null, null elements), in one or two
+    chunks and maybe sliced, as Arrow hands them over after a filter or a concatenation."""
+    n = draw(st.integers(1, 12))
+    maps = draw(st.lists(st.one_of(st.none(), pairs), min_size=n, max_size=n))
+    vectors = draw(st.lists(st.one_of(st.none(), st.lists(maybe_float, min_size=10, max_size=10)),
+                            min_size=n, max_size=n))
+    t = table(category_affinity=pa.array(maps, MAP), topic_vector=pa.array(vectors, pa.list_(pa.float64())),
+              total_events=pa.array(draw(st.lists(st.one_of(st.none(), st.integers(0, 99)), min_size=n, max_size=n)),
+                                    pa.int64()))
+    cut = draw(st.integers(0, n))
+    t = pa.concat_tables([t.slice(0, cut), t.slice(cut)])
+    return t.slice(draw(st.integers(0, n - 1)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(affinity_tables(), st.lists(st.sampled_from(KEYS), unique=True))
+def test_expand_equals_the_row_loop(t: pa.Table, fitted_keys: list[str]) -> None:
+    names = ["total_events", "category_affinity", "topic_vector"]
+    spec = fit_expansion(t, names, REGISTRY)
+    assert spec.features[1].keys == reference_map_keys(t.column("category_affinity"))
+    # a spec fitted elsewhere: keys the rows lack, rows with keys it lacks
+    other = ExpansionSpec(tuple(f if f.type != "map" else ExpandedFeature(
+        f.name, "map", tuple(f"category_affinity__{k}" for k in sorted(fitted_keys)), keys=tuple(sorted(fitted_keys)))
+        for f in spec.features))
+    for s in (spec, other):
+        x, _ = expand(t, s)
+        np.testing.assert_array_equal(x, reference_expand(t, s))
+
+
+def test_a_vector_of_the_wrong_length_names_its_row() -> None:
+    t = table(topic_vector=pa.array([[0.1] * 10, None, [0.1] * 10, [], [0.5] * 3], pa.list_(pa.float64())))
+    spec = fit_expansion(t, ["topic_vector"], REGISTRY)
+    with pytest.raises(ValueError, match="row 3: topic_vector has 0 values, the spec expects 10"):
+        expand(t, spec)
+    with pytest.raises(ValueError, match="row 0: topic_vector has 3 values"):
+        expand(t.slice(4), spec)  # rows count from the table's start
+
+
+def test_a_null_list_backed_by_values_has_none() -> None:
+    # Arrow lets a null list own a non-empty segment of the values; those values belong to no row.
+    vectors = pa.ListArray.from_arrays(pa.array([0, 10, 20, 30], pa.int32()), pa.array(np.arange(30.0)),
+                                       mask=pa.array([False, True, False]))
+    x, _ = expand(table(topic_vector=vectors), fit_expansion(table(topic_vector=vectors), ["topic_vector"], REGISTRY))
+    np.testing.assert_array_equal(x, [np.arange(10.0), [NAN] * 10, np.arange(20.0, 30.0)])
