@@ -30,7 +30,7 @@ from xgboost import XGBClassifier
 
 from feature_platform.ml import evaluation
 from feature_platform.ml.evaluation import DEFAULT_AUC_FLOOR, Evaluation, evaluate, require_both_classes
-from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
+from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion, list_entries
 from feature_platform.registry.registry import Registry
 
 LABEL = "contacted"
@@ -132,12 +132,30 @@ def add_match_inputs(table: pa.Table) -> pa.Table:
     out = table
     for name, map_column, key_column in (("listing_category_affinity", "category_affinity", "category_id"),
                                          ("listing_city_affinity", "city_affinity", "city")):
-        maps, keys = table.column(map_column).to_pylist(), table.column(key_column).to_pylist()
-        values = [None if m is None or k is None else dict(m).get(k, 0.0) for m, k in zip(maps, keys, strict=True)]
-        out = out.append_column(name, pa.array(values, type=pa.float64()))
+        out = out.append_column(name, _lookup(table.column(map_column), table.column(key_column)))
     gap = pc.abs(pc.subtract(pc.cast(table.column("price_rank"), pa.float64()),
                              pc.cast(table.column("price_sensitivity"), pa.float64())))
     return out.append_column("listing_price_gap", gap)
+
+
+def _lookup(maps: pa.ChunkedArray, keys: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Per row, the map's value at the row's key: 0.0 when the map lacks the key; null when the map, the key
+    or that value is null; a key twice in one map gives its last value (as a dict built from the pairs)."""
+    rows, entries = list_entries(maps)
+    keys = keys.combine_chunks()
+    hit = pc.fill_null(pc.equal(entries.field(0), keys.take(pa.array(rows))), False)  # a null key hits nothing
+    hits = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+    last = hits[len(hits) - 1 - np.unique(rows[hits][::-1], return_index=True)[1]]  # rows ascend: one hit per row
+    values = entries.field(1)
+    out = np.zeros(len(keys), dtype=np.float64)
+    null = ~(_valid(maps) & _valid(keys))
+    out[rows[last]] = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)[last]
+    null[rows[last]] |= ~_valid(values)[last]
+    return pa.array(out, type=pa.float64(), mask=null)
+
+
+def _valid(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return pc.is_valid(array).to_numpy(zero_copy_only=False)
 
 
 def promotion_decision(result: ContactTrainingResult, auc_floor: float = DEFAULT_AUC_FLOOR) -> tuple[bool, str]:

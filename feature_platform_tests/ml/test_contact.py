@@ -177,6 +177,38 @@ def test_add_match_inputs_looks_up_the_listing_in_the_user_maps() -> None:
     assert all(out.schema.field(name).type == pa.float64() for name in MATCH_INPUTS)
 
 
+@st.composite
+def maps_and_keys(draw: st.DrawFn) -> pa.Table:
+    """Affinity maps (null, empty, a key twice, null or NaN values) and listing keys (null, absent, present), in
+    one or two chunks."""
+    value = st.one_of(st.none(), st.floats(0, 1), st.just(float("nan")))
+    n = draw(st.integers(1, 12))
+    maps = draw(st.lists(st.one_of(st.none(), st.lists(st.tuples(st.sampled_from(CATEGORIES), value), max_size=4)),
+                         min_size=n, max_size=n))
+    keys = draw(st.lists(st.one_of(st.none(), st.sampled_from(CATEGORIES)), min_size=n, max_size=n))
+    cities = draw(st.lists(st.one_of(st.none(), st.sampled_from(CITIES)), min_size=n, max_size=n))
+    t = pa.table({"category_affinity": pa.array(maps, AFFINITY), "category_id": pa.array(keys, pa.string()),
+                  "city_affinity": pa.array([None if m is None else [(CITIES[i % 3], v) for i, (_, v) in enumerate(m)]
+                                             for m in maps], AFFINITY),
+                  "city": pa.array(cities, pa.string()),
+                  "price_rank": pa.array([0.5] * n), "price_sensitivity": pa.array([0.25] * n)})
+    cut = draw(st.integers(0, n))
+    return pa.concat_tables([t.slice(0, cut), t.slice(cut)])
+
+
+@given(maps_and_keys())
+def test_add_match_inputs_equals_a_dict_lookup_per_row(table: pa.Table) -> None:
+    out = add_match_inputs(table)
+    for name, map_column, key_column in (("listing_category_affinity", "category_affinity", "category_id"),
+                                         ("listing_city_affinity", "city_affinity", "city")):
+        maps, keys = table.column(map_column).to_pylist(), table.column(key_column).to_pylist()
+        expected = [None if m is None or k is None else dict(m).get(k, 0.0) for m, k in zip(maps, keys, strict=True)]
+        got = out.column(name).to_pylist()
+        assert [v is None for v in got] == [v is None for v in expected], name
+        np.testing.assert_array_equal([np.nan if v is None else v for v in got],
+                                      [np.nan if v is None else v for v in expected])
+
+
 @pytest.mark.parametrize(("labelled", "expected"), [
     ([], False),
     ([False, False], False),
