@@ -14,7 +14,12 @@ from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.automation import SCHEDULES, SENSORS
-from feature_platform.orchestration.automation.backfill import BackfillError, backfill_targets, check_range
+from feature_platform.orchestration.automation.backfill import (
+    BackfillError,
+    backfill_targets,
+    check_range,
+    missing_tile_windows,
+)
 from feature_platform.orchestration.automation.jobs import apply_retention, retention_job
 from feature_platform.orchestration.automation.schedules import (
     DAILY_SCHEDULE,
@@ -194,6 +199,25 @@ def test_backfill_targets_default_to_the_snapshot_path_and_accept_groups_and_key
     assert backfill_targets(["derived", "raw/events"], defs) == [C.CHURN_RISK_SCORES, C.RAW_EVENTS]
     with pytest.raises(BackfillError, match="neither a group"):
         backfill_targets(["nope"], defs)
+
+
+def test_a_backfill_adds_the_tile_days_its_snapshots_windows_lack(tmp_path):
+    from feature_platform.definitions import defs
+
+    store = OfflineStore(tmp_path)
+    empty = pa.table({"x": pa.array([], pa.int64())})
+    for day in ("2025-01-01", "2025-02-10", "2025-02-25", "2025-03-01", "2025-03-10"):
+        store.write("raw/events", empty, partition=day)
+    for day in ("2025-02-25", "2025-03-01"):
+        store.write("tiles/lead", empty, partition=day)
+    start = dt.date(2025, 3, 5)
+    # lead looks back 90 days (to 2024-12-06): 2025-01-01 and 2025-02-10 have raw events but no tiles;
+    # engagement looks back 30 days (to 2025-02-04): 2025-02-10 onwards, none of them tiled
+    windows = missing_tile_windows(tmp_path, [C.LEAD_FEATURES, C.ENGAGEMENT_FEATURES], start, defs)
+    assert windows == {C.TILES_LEAD: dt.date(2025, 1, 1), C.TILES_ENGAGEMENT: dt.date(2025, 2, 10)}
+    # only the snapshots being backfilled count, and days from the start on are in the backfill anyway
+    assert missing_tile_windows(tmp_path, [C.RAW_EVENTS], start, defs) == {}
+    assert missing_tile_windows(tmp_path, [C.LEAD_FEATURES], dt.date(2025, 1, 1), defs) == {}
 
 
 @pytest.mark.parametrize(("start", "end"), [("2025-03-10", "2025-03-01"), ("2019-12-31", "2020-01-02"),
