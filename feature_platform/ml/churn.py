@@ -5,28 +5,33 @@ Only labelled rows are used. Two splits are evaluated: ``random`` (80/20, strati
 out-of-time split is the one that matters: the champion is the model with the best out-of-time
 ROC-AUC, and promotion compares it with the recency baseline on that split. Features go through
 :func:`feature_platform.ml.expand.expand`, its spec fitted on each split's training rows only.
-Everything is seeded and single-threaded, so a seed gives identical metrics.
+
+Each model's hyper-parameters come from one search (:mod:`feature_platform.ml.search`) on the rows
+in neither test set: candidates fit on their earlier snapshot dates and are scored on the latest one.
+Everything is seeded and every fit single-threaded (two run at a time, see :mod:`feature_platform.ml.search`),
+so a seed gives identical metrics and models.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier
 
-from feature_platform.ml import evaluation
+from feature_platform.ml import evaluation, search
 from feature_platform.ml.evaluation import DEFAULT_AUC_FLOOR, Evaluation, evaluate, require_both_classes
 from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
 from feature_platform.registry.registry import Registry
@@ -38,7 +43,6 @@ RECENCY_NULL_DAYS = 365.0  # null recency = nothing in the 90-day lookback: olde
 MODELS = ("logistic_regression", "random_forest", "xgboost")
 SPLITS = ("random", "out_of_time")
 OOT = "out_of_time"
-CV_FOLDS = 3
 
 
 @dataclass
@@ -76,38 +80,57 @@ def train_churn_models(
         raise KeyError(f"the baseline needs {BASELINE_FEATURE!r}; include it in the training set")
     y = np.asarray(data.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
     splits = {"random": _random_split(y, seed), OOT: _oot_split(data, oot_dates)}
+    for split, (train, test) in splits.items():
+        require_both_classes(y[train], split, "training")
+        require_both_classes(y[test], split, "test")
+    search_fit, search_val = _search_split(data, [test for _, test in splits.values()])
+    require_both_classes(y[search_fit], "search", "fitting")
+    require_both_classes(y[search_val], "search", "validation")
+
+    # Expansion is row by row, so the matrix of every labelled row, taken at a split's rows, is that
+    # split's matrix; the specs fitted on different rows are usually equal, and then expand runs once.
+    matrices: dict[ExpansionSpec, np.ndarray] = {}
+
+    def matrix(rows: np.ndarray) -> tuple[ExpansionSpec, np.ndarray]:
+        spec = fit_expansion(data.take(rows), feature_names, registry)
+        if spec not in matrices:
+            matrices[spec] = expand(data, spec)[0]
+        return spec, matrices[spec]
 
     evaluations: dict[str, dict[str, Evaluation]] = {}
     specs: dict[str, ExpansionSpec] = {}
     estimators: dict[str, dict[str, Any]] = {}
-    for split, (train, test) in splits.items():
-        require_both_classes(y[train], split, "training")
-        require_both_classes(y[test], split, "test")
-        spec = fit_expansion(data.take(train), feature_names, registry)
-        x_train, columns = expand(data.take(train), spec)
-        x_test, _ = expand(data.take(test), spec)
-        specs[split], evaluations[split], estimators[split] = spec, {}, {}
-        for name in MODELS:
-            search = GridSearchCV(_model(name, seed), _grid(name), scoring="roc_auc", n_jobs=1,
-                                  cv=StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed))
-            search.fit(x_train, y[train])
-            model = search.best_estimator_
-            importance = _importance(name, model)
-            evaluations[split][name] = evaluate(y[test], model.predict_proba(x_test)[:, 1], columns, importance,
-                                                search.best_params_, len(train))
-            estimators[split][name] = model
-        baseline = _baseline(seed)
-        recency_train = _recency(data.take(train))
-        baseline.fit(recency_train, y[train])
-        coef = float(abs(baseline.named_steps["model"].coef_[0][0]))
-        evaluations[split][BASELINE] = evaluate(y[test], baseline.predict_proba(_recency(data.take(test)))[:, 1],
-                                                [BASELINE_FEATURE], np.array([coef]), {}, len(train))
-        estimators[split][BASELINE] = baseline
+    # One BLAS thread (the linear models' products): fits already run two at a time, a second BLAS thread on
+    # these small matrices mostly waits (a 13k x 115 matrix-vector product took 10x longer with two on a busy
+    # machine), and the coefficients' last bits depend on the BLAS thread count, which would follow the machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        _, x = matrix(np.sort(np.concatenate([search_fit, search_val])))
+        params = search.best_params({name: (partial(_model, name, seed), _candidates(name)) for name in MODELS},
+                                    x[search_fit], y[search_fit], x[search_val], y[search_val])
+        split_matrices = {split: matrix(train) for split, (train, _) in splits.items()}
+        jobs = [(split, name) for split in splits for name in MODELS]
+        fitted = dict(zip(jobs, search.run_all([
+            partial(search.fit_rows, _model(name, seed, params[name]), split_matrices[split][1], y, splits[split][0])
+            for split, name in jobs]), strict=True))
+        for split, (train, test) in splits.items():
+            spec, x = split_matrices[split]
+            specs[split], evaluations[split], estimators[split] = spec, {}, {}
+            for name in MODELS:
+                model = fitted[split, name]
+                evaluations[split][name] = evaluate(y[test], model.predict_proba(x[test])[:, 1], spec.columns,
+                                                    _importance(name, model), params[name], len(train))
+                estimators[split][name] = model
+            baseline = _baseline(seed)
+            baseline.fit(_recency(data.take(train)), y[train])
+            coef = float(abs(baseline.named_steps["model"].coef_[0][0]))
+            evaluations[split][BASELINE] = evaluate(y[test], baseline.predict_proba(_recency(data.take(test)))[:, 1],
+                                                    [BASELINE_FEATURE], np.array([coef]), {}, len(train))
+            estimators[split][BASELINE] = baseline
 
-    champion = max(MODELS, key=lambda m: (evaluations[OOT][m].roc_auc, -MODELS.index(m)))
-    # What is served: the champion with its out-of-time hyper-parameters, refitted on every labelled row.
-    final_spec = fit_expansion(data, feature_names, registry)
-    final_model = clone(estimators[OOT][champion]).fit(expand(data, final_spec)[0], y)
+        champion = max(MODELS, key=lambda m: (evaluations[OOT][m].roc_auc, -MODELS.index(m)))
+        # What is served: the champion with the searched hyper-parameters, refitted on every labelled row.
+        final_spec, x = matrix(np.arange(len(y)))
+        final_model = _model(champion, seed, params[champion]).fit(x, y)
     return ChurnTrainingResult(evaluations, specs, estimators, champion, seed, final_spec, final_model)
 
 
@@ -143,27 +166,44 @@ def _oot_split(data: pa.Table, oot_dates: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
-def _model(name: str, seed: int) -> Any:
+def _search_split(data: pa.Table, tests: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in none of ``tests``: those of their latest snapshot date validate, the earlier ones fit."""
+    rows = np.setdiff1d(np.arange(data.num_rows), np.concatenate(tests))
+    dates = np.asarray(data.take(rows).column("snapshot_date").to_pylist(), dtype=object)
+    distinct = sorted(set(dates))
+    if len(distinct) < 2:
+        raise ValueError("the hyper-parameter search needs two labelled snapshot dates before the out-of-time test "
+                         f"dates (one to fit on, the latest to validate on), found {len(distinct)}; use more "
+                         "snapshot dates or a smaller oot_dates")
+    validate = dates == distinct[-1]
+    return rows[~validate], rows[validate]
+
+
+def _model(name: str, seed: int, params: dict[str, Any] | None = None) -> Any:
     if name == "logistic_regression":
-        return Pipeline([
+        model: Any = Pipeline([
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler()),
             ("model", LogisticRegression(l1_ratio=0.0, max_iter=2000, random_state=seed)),
         ])
-    if name == "random_forest":
-        return Pipeline([
+    elif name == "random_forest":
+        model = Pipeline([
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("model", RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)),
         ])
-    return XGBClassifier(n_estimators=150, learning_rate=0.1, importance_type="gain", eval_metric="logloss",
-                         tree_method="hist", random_state=seed, n_jobs=1)
+    else:
+        model = XGBClassifier(n_estimators=150, learning_rate=0.1, importance_type="gain", eval_metric="logloss",
+                              tree_method="hist", random_state=seed, n_jobs=1)
+    return model.set_params(**(params or {}))
 
 
-def _grid(name: str) -> dict[str, list[Any]]:
+def _candidates(name: str) -> list[dict[str, Any]]:
+    """The searched parameter sets; XGBoost's number of rounds is found by early stopping (search.MAX_ROUNDS)."""
     return {
-        "logistic_regression": {"model__C": [0.1, 1.0]},
-        "random_forest": {"model__max_depth": [4, 8], "model__min_samples_leaf": [5]},
-        "xgboost": {"max_depth": [2, 4]},
+        "logistic_regression": [{"model__C": 0.1}, {"model__C": 1.0}],
+        "random_forest": [{"model__max_depth": 4, "model__min_samples_leaf": 5},
+                          {"model__max_depth": 8, "model__min_samples_leaf": 5}],
+        "xgboost": [{"max_depth": 2}, {"max_depth": 4}],
     }[name]
 
 

@@ -11,7 +11,12 @@ before the time that leaves the last ``oot_fraction`` of views, test on those). 
 what a product without a model would use: each listing's historical contact rate on the training
 rows, smoothed towards the overall rate with :data:`PRIOR_VIEWS` pseudo-views (an unseen listing
 gets the overall rate). Ranking quality per user (NDCG@k and precision@k over the listings a user
-viewed in the test rows) is reported for model and baseline. Seeded and single-threaded.
+viewed in the test rows) is reported for model and baseline.
+
+XGBoost's depth and number of rounds come from one search (:mod:`feature_platform.ml.search`) on the
+views in neither test set: fitted on the earlier ones, early-stopped and scored on the latest
+``oot_fraction`` of them. Seeded, and every fit single-threaded (two run at a time, see
+:mod:`feature_platform.ml.search`), so a seed gives identical metrics and model.
 """
 
 from __future__ import annotations
@@ -19,16 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 from xgboost import XGBClassifier
 
-from feature_platform.ml import evaluation
+from feature_platform.ml import evaluation, search
 from feature_platform.ml.evaluation import DEFAULT_AUC_FLOOR, Evaluation, evaluate, require_both_classes
 from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion, list_entries
 from feature_platform.registry.registry import Registry
@@ -54,7 +59,7 @@ EXTRA_INPUTS = {
 }
 PRIOR_VIEWS = 20.0
 RANK_K = 5
-CV_FOLDS = 3
+DEPTHS = (3, 5)  # searched; the rounds are found by early stopping
 
 
 @dataclass
@@ -90,33 +95,52 @@ def train_contact_model(
     data = add_match_inputs(_labelled(table))
     y = np.asarray(data.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
     splits = {"random": _random_split(y, seed), OOT: _oot_split(data, oot_fraction)}
+    for split, (train, test) in splits.items():
+        require_both_classes(y[train], split, "training")
+        require_both_classes(y[test], split, "test")
+    search_fit, search_val = _search_split(data, [test for _, test in splits.values()], oot_fraction)
+    require_both_classes(y[search_fit], "search", "fitting")
+    require_both_classes(y[search_val], "search", "validation")
+
+    # Expansion is row by row: the matrix of every labelled row, taken at a split's rows, is that split's
+    # matrix, and the specs fitted on different rows are usually equal, so expand usually runs once. float32
+    # because XGBoost bins float32 values anyway (the same model), at half the memory and copying.
+    matrices: dict[ExpansionSpec, np.ndarray] = {}
+
+    def matrix(rows: np.ndarray) -> tuple[ExpansionSpec, np.ndarray]:
+        spec = fit_expansion(data.take(rows), feature_names, registry, extra=EXTRA_INPUTS)
+        if spec not in matrices:
+            matrices[spec] = expand(data, spec)[0].astype(np.float32)
+        return spec, matrices[spec]
+
+    _, x = matrix(np.sort(np.concatenate([search_fit, search_val])))
+    params = search.best_params({MODEL: (partial(_model, seed), [{"max_depth": d} for d in DEPTHS])},
+                                x[search_fit], y[search_fit], x[search_val], y[search_val])[MODEL]
+    split_matrices = {split: matrix(train) for split, (train, _) in splits.items()}
+    final_spec, x_all = matrix(np.arange(len(y)))
+    # The final refit needs no split's result, so it runs beside the two split fits.
+    *fitted, final_model = search.run_all([
+        *(partial(search.fit_rows, _model(seed, params), split_matrices[split][1], y, train)
+          for split, (train, _) in splits.items()),
+        partial(_model(seed, params).fit, x_all, y),
+    ])
     evaluations: dict[str, dict[str, Evaluation]] = {}
     specs: dict[str, ExpansionSpec] = {}
     estimators: dict[str, Any] = {}
     users = np.asarray(data.column("user_id").to_pylist(), dtype=object)
-    for split, (train, test) in splits.items():
-        require_both_classes(y[train], split, "training")
-        require_both_classes(y[test], split, "test")
-        train_rows, test_rows = data.take(train), data.take(test)
-        spec = fit_expansion(train_rows, feature_names, registry, extra=EXTRA_INPUTS)
-        x_train, columns = expand(train_rows, spec)
-        x_test, _ = expand(test_rows, spec)
-        search = GridSearchCV(_model(seed), {"max_depth": [3, 5]}, scoring="roc_auc", n_jobs=1,
-                              cv=StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed))
-        search.fit(x_train, y[train])
-        model = search.best_estimator_
-        p = model.predict_proba(x_test)[:, 1]
-        model_eval = evaluate(y[test], p, columns, model.feature_importances_, search.best_params_, len(train))
+    for (split, (train, test)), model in zip(splits.items(), fitted, strict=True):
+        spec, x = split_matrices[split]
+        p = model.predict_proba(x[test])[:, 1]
+        model_eval = evaluate(y[test], p, spec.columns, model.feature_importances_, params, len(train))
         model_eval.ranking = ranking_metrics(users[test], y[test], p, RANK_K)
-        rates = listing_contact_rates(train_rows)
+        test_rows = data.take(test)
+        rates = listing_contact_rates(data.take(train))
         base = baseline_scores(test_rows, rates)
         base_eval = evaluate(y[test], base, ["listing_contact_rate"], np.array([1.0]), {"prior_views": PRIOR_VIEWS},
                              len(train))
         base_eval.ranking = ranking_metrics(users[test], y[test], base, RANK_K)
         specs[split], estimators[split] = spec, model
         evaluations[split] = {MODEL: model_eval, BASELINE: base_eval}
-    final_spec = fit_expansion(data, feature_names, registry, extra=EXTRA_INPUTS)
-    final_model = clone(estimators[OOT]).fit(expand(data, final_spec)[0], y)
     return ContactTrainingResult(evaluations, specs, estimators, seed, final_spec, final_model)
 
 
@@ -233,14 +257,33 @@ def _random_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _oot_split(data: pa.Table, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"oot_fraction must be in (0, 1), got {fraction}")
-    ts = pc.cast(data.column("timestamp"), pa.int64()).to_numpy(zero_copy_only=False)
-    cut = np.sort(ts)[min(int(len(ts) * (1.0 - fraction)), len(ts) - 1)]
-    test = ts >= cut
-    if test.all() or not test.any():
+    late = _latest(_timestamps(data), fraction)
+    if late.all() or not late.any():
         raise ValueError("out-of-time split: every view has the same timestamp; there is no earlier part to train on")
-    return np.flatnonzero(~test), np.flatnonzero(test)
+    return np.flatnonzero(~late), np.flatnonzero(late)
 
 
-def _model(seed: int) -> XGBClassifier:
-    return XGBClassifier(n_estimators=150, learning_rate=0.1, importance_type="gain", eval_metric="logloss",
-                         tree_method="hist", random_state=seed, n_jobs=1)
+def _search_split(data: pa.Table, tests: Sequence[np.ndarray], fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The views in none of ``tests``: the latest ``fraction`` of them validate, the earlier ones fit."""
+    rows = np.setdiff1d(np.arange(data.num_rows), np.concatenate(tests))
+    late = _latest(_timestamps(data)[rows], fraction)
+    if late.all() or not late.any():
+        raise ValueError("the hyper-parameter search: the views outside the test sets all have the same timestamp; "
+                         "there is no earlier part to fit on. Use more days of events")
+    return rows[~late], rows[late]
+
+
+def _timestamps(data: pa.Table) -> np.ndarray:
+    return pc.cast(data.column("timestamp"), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _latest(ts: np.ndarray, fraction: float) -> np.ndarray:
+    """True for the rows at or after the time that leaves the last ``fraction`` of ``ts``."""
+    cut = np.sort(ts)[min(int(len(ts) * (1.0 - fraction)), len(ts) - 1)]
+    return ts >= cut
+
+
+def _model(seed: int, params: dict[str, Any] | None = None) -> XGBClassifier:
+    model = XGBClassifier(n_estimators=150, learning_rate=0.1, importance_type="gain", eval_metric="logloss",
+                          tree_method="hist", random_state=seed, n_jobs=1)
+    return model.set_params(**(params or {}))

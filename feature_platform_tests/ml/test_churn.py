@@ -6,8 +6,10 @@ import datetime as dt
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from feature_platform.ml import search
 from feature_platform.ml.churn import (
     BASELINE,
     MODELS,
@@ -18,6 +20,7 @@ from feature_platform.ml.churn import (
     promotion_decision,
     train_churn_models,
 )
+from feature_platform.ml.expand import expand
 from feature_platform.registry import load_registry
 
 REGISTRY = load_registry()
@@ -95,10 +98,38 @@ def test_every_model_and_split_has_its_metrics(result: ChurnTrainingResult) -> N
     assert not any(c.startswith("activity_snapshot") for c in columns)
 
 
-def test_same_seed_gives_identical_metrics(result: ChurnTrainingResult) -> None:
+@pytest.mark.parametrize("parallel_fits", [search.PARALLEL_FITS, 1])
+def test_same_seed_gives_identical_metrics_and_model_however_many_fits_run_at_once(
+        result: ChurnTrainingResult, parallel_fits: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "PARALLEL_FITS", parallel_fits)
     again = train_churn_models(synthetic_table(), FEATURES, REGISTRY, seed=7, oot_dates=2)
     assert again.metrics() == result.metrics()
     assert again.champion == result.champion
+    x = expand(synthetic_table(), result.final_spec)[0]
+    np.testing.assert_array_equal(again.final_model.predict_proba(x), result.final_model.predict_proba(x))
+
+
+def test_one_search_serves_both_splits_and_the_final_model(result: ChurnTrainingResult) -> None:
+    for name in MODELS:
+        params = result.evaluations[OOT][name].best_params
+        assert result.evaluations["random"][name].best_params == params, name
+    assert result.evaluations[OOT]["random_forest"].best_params["model__max_depth"] in (4, 8)
+    xgb = result.evaluations[OOT]["xgboost"].best_params
+    assert xgb["max_depth"] in (2, 4) and 1 <= xgb["n_estimators"] <= search.MAX_ROUNDS
+    final = result.final_model.get_params()
+    assert all(final[k] == v for k, v in result.evaluations[OOT][result.champion].best_params.items())
+
+
+def test_the_search_never_sees_the_out_of_time_test_rows(result: ChurnTrainingResult) -> None:
+    table = synthetic_table()
+    test_dates = pa.array(np.isin(table.column("snapshot_date").to_numpy(), DATES[-3:-1]))  # the last two labelled
+    noise = pa.array(np.random.default_rng(1).uniform(0, 1, table.num_rows))
+    changed = table.set_column(table.schema.get_field_index("engagement_score"), "engagement_score",
+                               pc.if_else(test_dates, noise, table.column("engagement_score")))
+    again = train_churn_models(changed, FEATURES, REGISTRY, seed=7, oot_dates=2)
+    for name in MODELS:  # XGBoost's early-stopped rounds would move with any change to the search rows
+        assert again.evaluations[OOT][name].best_params == result.evaluations[OOT][name].best_params, name
+    assert again.evaluations[OOT]["xgboost"].roc_auc != result.evaluations[OOT]["xgboost"].roc_auc
 
 
 def test_shuffled_labels_are_not_promoted() -> None:
@@ -132,3 +163,9 @@ def test_promotion_decision(champion: float, baseline: float, promote: bool, wor
 def test_too_few_dates_for_the_out_of_time_split() -> None:
     with pytest.raises(ValueError, match="oot_dates=6"):
         train_churn_models(synthetic_table(), FEATURES, REGISTRY, oot_dates=6)
+
+
+def test_too_few_dates_for_the_search() -> None:
+    # 6 labelled dates, 5 of them tested out of time: the search would have one date to fit and validate on
+    with pytest.raises(ValueError, match="the hyper-parameter search needs two labelled snapshot dates"):
+        train_churn_models(synthetic_table(), FEATURES, REGISTRY, oot_dates=5)

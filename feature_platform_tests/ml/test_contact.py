@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import ndcg_score
 
+from feature_platform.ml import search
 from feature_platform.ml.contact import (
     BASELINE,
     EXTRA_INPUTS,
@@ -356,12 +357,36 @@ def test_metrics_are_json_ready(result: ContactTrainingResult) -> None:
     assert json.loads(json.dumps(metrics))[OOT][MODEL]["roc_auc"] == result.champion_oot_auc
 
 
-def test_same_seed_gives_identical_metrics_and_model(result: ContactTrainingResult) -> None:
+@pytest.mark.parametrize("parallel_fits", [search.PARALLEL_FITS, 1])
+def test_same_seed_gives_identical_metrics_and_model_however_many_fits_run_at_once(
+        result: ContactTrainingResult, parallel_fits: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "PARALLEL_FITS", parallel_fits)
     again = train_contact_model(synthetic_contact_table(), FEATURES, REGISTRY, seed=7)
     assert again.metrics() == result.metrics()
     assert again.final_spec == result.final_spec
     table = synthetic_contact_table()
     np.testing.assert_array_equal(final_predictions(again, table), final_predictions(result, table))
+
+
+def test_one_search_serves_both_splits_and_the_final_model(result: ContactTrainingResult) -> None:
+    params = result.evaluations[OOT][MODEL].best_params
+    assert result.evaluations["random"][MODEL].best_params == params
+    assert set(params) == {"max_depth", "n_estimators"} and 1 <= params["n_estimators"] <= search.MAX_ROUNDS
+    assert {k: result.final_model.get_params()[k] for k in params} == params
+
+
+def test_the_search_never_sees_the_out_of_time_test_views(result: ContactTrainingResult) -> None:
+    table = synthetic_contact_table()
+    late = np.zeros(table.num_rows, bool)
+    labelled = np.flatnonzero(table.column("labelled").to_numpy(zero_copy_only=False))
+    late[labelled[int(0.8 * len(labelled)):]] = True  # rows are in time order: the out-of-time test views
+    # another category for those views: their strongest input, listing_category_affinity, changes
+    other = pa.array(np.random.default_rng(1).choice(CATEGORIES, table.num_rows))
+    changed = replace(table, "category_id", pc.if_else(pa.array(late), other, table.column("category_id")))
+    again = train_contact_model(changed, FEATURES, REGISTRY, seed=7)
+    # the early-stopped rounds would move with any change to the search rows
+    assert again.evaluations[OOT][MODEL].best_params == result.evaluations[OOT][MODEL].best_params
+    assert again.evaluations[OOT][MODEL].roc_auc != result.evaluations[OOT][MODEL].roc_auc
 
 
 def test_shuffled_labels_are_not_promoted() -> None:

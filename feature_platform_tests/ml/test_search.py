@@ -1,0 +1,108 @@
+"""The shared hyper-parameter search: the best validation ROC-AUC wins (the earlier candidate on a tie), XGBoost
+learns its rounds by early stopping, and parallel jobs come back in job order."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.tree import DecisionTreeClassifier
+from xgboost import XGBClassifier
+
+from feature_platform.ml import search
+
+
+def xor_data(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """The label is the XOR of two signs: a one-split tree ranks no better than chance, a deeper one almost perfectly."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, 2))
+    return x, ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int64)
+
+
+def noisy_data(seed: int, n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    """One weak signal plus noise columns: boosting overfits after a few rounds."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6))
+    return x, (rng.uniform(size=n) < 1 / (1 + np.exp(-0.8 * x[:, 0]))).astype(np.int64)
+
+
+def tree(params: dict[str, Any]) -> DecisionTreeClassifier:
+    return DecisionTreeClassifier(random_state=0, **params)
+
+
+def test_the_candidate_with_the_best_validation_auc_wins() -> None:
+    (x_fit, y_fit), (x_val, y_val) = xor_data(1), xor_data(2)
+    chosen = search.best_params({"tree": (tree, [{"max_depth": 1}, {"max_depth": 4}])}, x_fit, y_fit, x_val, y_val)
+    assert chosen == {"tree": {"max_depth": 4}}
+
+
+def test_a_tie_keeps_the_earlier_candidate() -> None:
+    (x_fit, y_fit), (x_val, y_val) = xor_data(1), xor_data(2)
+    same = [{"max_depth": 4, "min_samples_split": 2}, {"max_depth": 4, "min_samples_leaf": 1}]  # both the defaults
+    assert search.best_params({"tree": (tree, same)}, x_fit, y_fit, x_val, y_val) == {"tree": same[0]}
+    assert search.best_params({"tree": (tree, same[::-1])}, x_fit, y_fit, x_val, y_val) == {"tree": same[1]}
+
+
+def test_several_models_are_searched_at_once_each_on_its_own_candidates() -> None:
+    (x_fit, y_fit), (x_val, y_val) = xor_data(1), xor_data(2)
+    chosen = search.best_params({"shallow": (tree, [{"max_depth": 1}]),
+                                 "deep": (tree, [{"max_depth": 1}, {"max_depth": 5}])}, x_fit, y_fit, x_val, y_val)
+    assert chosen == {"shallow": {"max_depth": 1}, "deep": {"max_depth": 5}}
+
+
+def test_xgboost_learns_its_rounds_by_early_stopping() -> None:
+    (x_fit, y_fit), (x_val, y_val) = noisy_data(1), noisy_data(2)
+
+    def make(params: dict[str, Any]) -> XGBClassifier:
+        return XGBClassifier(learning_rate=0.3, tree_method="hist", random_state=0, n_jobs=1, **params)
+
+    chosen = search.best_params({"xgb": (make, [{"max_depth": 4}])}, x_fit, y_fit, x_val, y_val)["xgb"]
+    assert set(chosen) == {"max_depth", "n_estimators"} and chosen["max_depth"] == 4
+    assert 1 <= chosen["n_estimators"] < search.MAX_ROUNDS - search.PATIENCE  # stopped early on noise
+    # The kept rounds score on the validation rows what the early-stopped model scored at its best round.
+    early = make({"max_depth": 4, "n_estimators": search.MAX_ROUNDS, "early_stopping_rounds": search.PATIENCE,
+                  "eval_metric": "auc"}).fit(x_fit, y_fit, eval_set=[(x_val, y_val)], verbose=False)
+    refit = make(chosen).fit(x_fit, y_fit)
+    np.testing.assert_array_equal(refit.predict_proba(x_val), early.predict_proba(x_val))
+    assert roc_auc_score(y_val, refit.predict_proba(x_val)[:, 1]) == pytest.approx(early.best_score)
+
+
+def test_a_model_without_candidates_is_refused() -> None:
+    x, y = xor_data(1)
+    with pytest.raises(ValueError, match=r"no candidates to search for \['tree'\]"):
+        search.best_params({"tree": (tree, [])}, x, y, x, y)
+
+
+def test_run_all_returns_results_in_job_order_whatever_finishes_first() -> None:
+    second_done = threading.Event()
+
+    def first() -> str:
+        assert second_done.wait(timeout=10)  # runs beside the second job and finishes after it
+        return "first"
+
+    def second() -> str:
+        second_done.set()
+        return "second"
+
+    assert search.PARALLEL_FITS >= 2
+    assert search.run_all([first, second, partial(str, 3)]) == ["first", "second", "3"]
+
+
+def test_run_all_raises_a_job_error() -> None:
+    def broken() -> None:
+        raise RuntimeError("fit failed")
+
+    with pytest.raises(RuntimeError, match="fit failed"):
+        search.run_all([partial(str, 1), broken])
+
+
+def test_fit_rows_fits_on_the_given_rows_only() -> None:
+    x, y = xor_data(1)
+    rows = np.arange(0, len(y), 2)
+    model = search.fit_rows(tree({"max_depth": 3}), x, y, rows)
+    expected = tree({"max_depth": 3}).fit(x[rows], y[rows])
+    np.testing.assert_array_equal(model.predict_proba(x), expected.predict_proba(x))
