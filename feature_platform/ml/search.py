@@ -1,27 +1,25 @@
 """Hyper-parameter search shared by the churn and contact models, and how their fits share the cores.
 
-The search runs once per training, not once per split. Its rows are the labelled rows in neither
-test set (so no test row of either split ever influences a choice); the caller splits them in time,
-every candidate is fitted on the earlier part and scored by ROC-AUC on the latest part, the way the
-out-of-time split (the one the champion is chosen on) tests. The chosen parameters are then fitted
-on each split's training rows and, for the champion, on every labelled row.
+One search per training, not one per split. Its rows are the labelled rows in neither test set, so no
+test row influences a choice; the caller splits them in time, each candidate is fitted on the earlier
+part and scored by ROC-AUC on the latest, as the out-of-time split (the one the champion is chosen on)
+tests. The choice is then fitted on each split's training rows and, for the champion, on every
+labelled row. It replaced a 3-fold grid on each split: 48 of the models step's 58 fits, and random
+folds, which reward memorising a user's repeated rows, picked deeper contact trees that scored worse
+out of time (figures in docs/models.md).
 
-Why not a 3-fold cross-validated grid per split, as before: on the default data (2,000 users x 90
-days) those searches were 36 of churn's 43 fits and 12 of contact's 15 in a ~65 s models step; and
-random folds reward memorising a user's repeated rows, so they picked deeper contact trees that
-scored worse out of time (ROC-AUC 0.731 vs 0.744 with this search).
-An XGBoost candidate also learns its number of rounds: it trains with early stopping on the
-validation rows (at most :data:`MAX_ROUNDS`, stopping after :data:`PATIENCE` rounds without a
-better AUC) and comes back with the rounds it kept as ``n_estimators``.
+XGBoost learns its number of rounds here: early stopping on the validation rows (at most
+:data:`MAX_ROUNDS`, stopping after :data:`PATIENCE` rounds without a lower log loss), kept as
+``n_estimators``. Log loss, the objective being fitted, rather than AUC, which plateaus early and
+noisily on one churn snapshot date: stopping on AUC cost the churn model of another sample seed its
+calibration (out-of-time log loss 0.167 against 0.146).
 
-Threads: every fit is single-threaded and independent fits run :data:`PARALLEL_FITS` at a time
-(:func:`run_all`). A fit's result never depends on the number of threads or the order they finish,
-so a seed gives the same bytes whatever the number of cores. Two threads inside each model instead
-was no faster (both trainings: median 13.5 s vs 12.3 s over 6 interleaved runs, 17.1 s with one
-thread) and fragile on a busy machine: XGBoost's OpenMP threads spin at every barrier while their
-partner is descheduled (one run in four took 2.5x the time and twice the CPU), and a forest's
-parallel ``predict_proba`` adds the trees' votes in whichever order its threads finish, which
-changes the last bits of a score from run to run.
+Threads: every fit is single-threaded and independent fits run :data:`PARALLEL_FITS` at a time on
+threads (:func:`run_all`), so a result never depends on the number of cores or which fit finishes
+first. Two threads inside each model instead was no faster and fragile on a busy machine: XGBoost's
+OpenMP threads spin at every barrier while their partner is descheduled, and a forest's parallel
+``predict_proba`` adds its trees' votes in whichever order its threads finish, which changes the last
+bits of a score from run to run.
 """
 
 from __future__ import annotations
@@ -82,7 +80,7 @@ def best_params(
 def _score(model: Any, params: dict[str, Any], x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray,
            y_val: np.ndarray) -> tuple[dict[str, Any], float]:
     if isinstance(model, XGBClassifier):
-        model.set_params(n_estimators=MAX_ROUNDS, early_stopping_rounds=PATIENCE, eval_metric="auc")
+        model.set_params(n_estimators=MAX_ROUNDS, early_stopping_rounds=PATIENCE, eval_metric="logloss")
         model.fit(x_fit, y_fit, eval_set=[(x_val, y_val)], verbose=False)
         params = {**params, "n_estimators": int(model.best_iteration) + 1}
     else:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss
 from sklearn.tree import DecisionTreeClassifier
 from xgboost import XGBClassifier
 
@@ -63,12 +63,15 @@ def test_xgboost_learns_its_rounds_by_early_stopping() -> None:
     chosen = search.best_params({"xgb": (make, [{"max_depth": 4}])}, x_fit, y_fit, x_val, y_val)["xgb"]
     assert set(chosen) == {"max_depth", "n_estimators"} and chosen["max_depth"] == 4
     assert 1 <= chosen["n_estimators"] < search.MAX_ROUNDS - search.PATIENCE  # stopped early on noise
-    # The kept rounds score on the validation rows what the early-stopped model scored at its best round.
+    # The kept rounds are those of the lowest validation log loss, and predict as the early-stopped model did.
     early = make({"max_depth": 4, "n_estimators": search.MAX_ROUNDS, "early_stopping_rounds": search.PATIENCE,
-                  "eval_metric": "auc"}).fit(x_fit, y_fit, eval_set=[(x_val, y_val)], verbose=False)
+                  "eval_metric": "logloss"}).fit(x_fit, y_fit, eval_set=[(x_val, y_val)], verbose=False)
+    losses = early.evals_result()["validation_0"]["logloss"]
+    assert chosen["n_estimators"] == int(np.argmin(losses)) + 1
+    assert len(losses) == chosen["n_estimators"] + search.PATIENCE
     refit = make(chosen).fit(x_fit, y_fit)
     np.testing.assert_array_equal(refit.predict_proba(x_val), early.predict_proba(x_val))
-    assert roc_auc_score(y_val, refit.predict_proba(x_val)[:, 1]) == pytest.approx(early.best_score)
+    assert log_loss(y_val, refit.predict_proba(x_val)[:, 1]) == pytest.approx(min(losses), rel=1e-5)
 
 
 def test_a_model_without_candidates_is_refused() -> None:
