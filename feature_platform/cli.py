@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     _generation_flags(run, required=False)
     run.add_argument("--source", type=Path, help="use your own raw files instead of sample data")
     run.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
+    run.add_argument("--first-day", type=_date, metavar="YYYY-MM-DD",
+                     help="materialize from this day on (default: the events' first day)")
+    run.add_argument("--last-day", type=_date, metavar="YYYY-MM-DD",
+                     help="materialize up to this day (default: the events' last closed day)")
     run.set_defaults(handler=cmd_run)
 
     reg = sub.add_parser("registry", help="list features, show one with its lineage, record fingerprints")
@@ -210,18 +214,30 @@ def _resolve_source(settings: Settings, args: argparse.Namespace) -> Path:
     return _sample_source(settings, args)
 
 
-def _materialize(settings: Settings, source: Path, steps) -> int:
-    from feature_platform.definitions import defs
-    from feature_platform.orchestration.constants import DAILY_PARTITIONS, PARTITIONS_START_DATE
+def _materialize(settings: Settings, source: Path, steps, first: dt.date | None = None,
+                 last: dt.date | None = None) -> int:
+    """Run ``steps`` over the days of ``source``'s events (narrowed to [first, last] when given); the
+    partitions start on the data's first day (recorded in the data directory for every Dagster process)."""
+    from feature_platform.definitions import build_defs
+    from feature_platform.offline.calendar import record_partitions_start
+    from feature_platform.orchestration.constants import daily_partitions
     from feature_platform.orchestration.pipeline import run_steps
     from feature_platform.orchestration.resources import PlatformResource
-    from feature_platform.sources.dates import source_event_days
+    from feature_platform.sources.dates import EARLIEST_DAY, source_event_days
 
     started = time.monotonic()
     instance = _instance(settings)
-    last_partition = DAILY_PARTITIONS.get_last_partition_key()
-    first_day, last_day = source_event_days(source, PARTITIONS_START_DATE, last_partition)
-    echo(f"data directory {settings.data_dir}; raw data {source}; partitions {first_day} .. {last_day}")
+    yesterday = daily_partitions(EARLIEST_DAY).get_last_partition_key()
+    data_first, data_last = source_event_days(source, EARLIEST_DAY, yesterday)
+    start = record_partitions_start(settings.data_dir, data_first)
+    defs = build_defs(start)
+    first_day = max(data_first, first.isoformat()) if first else data_first
+    last_day = min(data_last, last.isoformat()) if last else data_last
+    if first_day > last_day:
+        raise SourceError(f"the events of {source} cover {data_first} .. {data_last}; "
+                          f"nothing in {first or data_first} .. {last or data_last}")
+    echo(f"data directory {settings.data_dir}; raw data {source} ({data_first} .. {data_last}); "
+         f"partitions from {start}; this run {first_day} .. {last_day}")
     resources = {"platform": PlatformResource(data_dir=str(settings.data_dir), raw_dir=str(source))}
     outcomes = run_steps(defs, steps, instance, resources, first_day, last_day, echo)
     ok = all(o.success for o in outcomes) and len(outcomes) == len(steps)
@@ -251,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _quiet_dagster_warnings()
     settings = _settings(args)
-    return _materialize(settings, _resolve_source(settings, args), ALL_STEPS)
+    return _materialize(settings, _resolve_source(settings, args), ALL_STEPS, args.first_day, args.last_day)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -1,11 +1,19 @@
 """The Dagster entry point: assembles every domain's definitions into one ``Definitions``.
 
-It computes nothing and reads no environment variable; resources resolve their settings at run time.
+``build_defs(start)`` computes nothing: it collects the domains' assets, checks, jobs, schedules, sensors
+and resources, and gives every partitioned asset daily partitions from ``start``. ``defs`` is what
+Dagster loads (``dagster dev``, the daemon, run workers, ``dagster definitions validate``): at load, not
+at import, it reads the partitions start recorded in the data directory (FP_DATA_DIR, default ./data;
+see offline/calendar.py), so every process of one deployment agrees on the partitions. Resources
+resolve their other settings at run time.
 """
 
 import dagster as dg
 
+from feature_platform.config import Settings
+from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, partitions_start
 from feature_platform.orchestration.automation import JOBS, SCHEDULES, SENSORS
+from feature_platform.orchestration.constants import daily_partitions
 from feature_platform.orchestration.derived.assets import DERIVED_ASSETS
 from feature_platform.orchestration.features.assets import FEATURE_ASSETS
 from feature_platform.orchestration.features.checks import FEATURE_CHECKS
@@ -18,13 +26,27 @@ from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.orchestration.tiles.assets import TILE_ASSETS
 from feature_platform.orchestration.training.assets import TRAINING_ASSETS
 
-defs = dg.Definitions(
-    # Global policy: every asset's freshness policy follows from the registry (monitoring/freshness.py).
-    assets=with_freshness_policies(
-        [*RAW_ASSETS, *TILE_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *DERIVED_ASSETS, *ONLINE_ASSETS]),
-    asset_checks=[*FEATURE_CHECKS, *ONLINE_CHECKS],
-    jobs=JOBS,
-    schedules=SCHEDULES,
-    sensors=SENSORS,
-    resources={"platform": PlatformResource()},
-)
+
+def build_defs(start: str = DEFAULT_PARTITIONS_START) -> dg.Definitions:
+    """The platform's definitions with daily partitions from ``start`` (ISO date) to yesterday."""
+    defs = dg.Definitions(
+        # Global policy: every asset's freshness policy follows from the registry (monitoring/freshness.py).
+        assets=with_freshness_policies(
+            [*RAW_ASSETS, *TILE_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *DERIVED_ASSETS,
+             *ONLINE_ASSETS]),
+        asset_checks=[*FEATURE_CHECKS, *ONLINE_CHECKS],
+        jobs=JOBS,
+        schedules=SCHEDULES,
+        sensors=SENSORS,
+        resources={"platform": PlatformResource()},
+    )
+    if start == DEFAULT_PARTITIONS_START:
+        return defs
+    partitions = daily_partitions(start)
+    return defs.map_asset_specs(
+        func=lambda spec: spec if spec.partitions_def is None else spec.replace_attributes(partitions_def=partitions))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs(partitions_start(Settings.from_env().data_dir))

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-# The first day any partitioned asset can have. Events before it are quarantined with the reason
-# timestamp_before_partitions_start (nothing is dropped). The last partition is yesterday (UTC):
-# a day is materialized once it is over.
-PARTITIONS_START_DATE = "2020-01-01"
-DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE, timezone="UTC", end_offset=0)
+from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START
+
+
+def daily_partitions(start: str) -> dg.DailyPartitionsDefinition:
+    """UTC days from ``start`` (the data's first day, offline/calendar.py) to yesterday: a day is
+    materialized once it is over. Events before ``start`` are quarantined with the reason
+    timestamp_before_partitions_start (nothing is dropped)."""
+    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=0)
+
+
+# The partitions the assets are declared with; `build_defs` (definitions.py) gives every partitioned asset
+# the data directory's own start instead. Read a running asset's partitions from its context, not from here.
+DAILY_PARTITIONS = daily_partitions(DEFAULT_PARTITIONS_START)
 
 GROUP_RAW = "raw"
 GROUP_TILES = "tiles"  # per-user, per-day partial aggregates: between raw inputs and feature snapshots

@@ -12,6 +12,9 @@ from feature_platform.sources import loaders
 from feature_platform.sources.schema import EVENTS
 from feature_platform.sources.validation import parse_column
 
+# Events before this day are taken for broken timestamps (a 0 epoch, a 0001-01-01 placeholder), not data.
+EARLIEST_DAY = "1970-01-02"
+
 
 def source_event_days(
     source_dir: Path, first_partition: str, last_partition: str, now: dt.datetime | None = None

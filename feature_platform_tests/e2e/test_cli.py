@@ -85,15 +85,31 @@ def test_run_without_enough_history_for_the_label_horizon_says_so(tmp_path):
     assert "[5/7]" not in result.stdout
 
 
+def test_a_run_can_be_limited_to_days_of_the_data(tmp_path):
+    result = cli("run", "--users", "30", "--days", "10", "--end-date", END, "--first-day", "2025-03-05",
+                 "--last-day", "2025-03-07", "--data-dir", "d", cwd=tmp_path)
+    assert "raw data" in result.stdout and "(2025-03-01 .. 2025-03-10); partitions from 2025-03-01; " \
+        "this run 2025-03-05 .. 2025-03-07" in result.stdout, result.stdout
+    assert re.search(r"raw/events +[0-9,]+ rows, 3 partitions", result.stdout)
+    assert sorted(p.name for p in (tmp_path / "d" / "raw" / "events").glob("*.parquet")) == [
+        "2025-03-05.parquet", "2025-03-06.parquet", "2025-03-07.parquet"]
+    outside = cli("run", "--first-day", "2025-04-01", "--data-dir", "d", cwd=tmp_path)
+    assert outside.returncode == 2
+    assert "error: the events of" in outside.stdout and "nothing in 2025-04-01 .. 2025-03-10" in outside.stdout
+
+
 def test_a_transactions_only_export_gives_a_churn_champion_without_code_changes(tmp_path):
-    """customer id, date, amount from a shop (a simulation the platform did not make), ingested as is."""
+    """customer id, date, amount from a shop (a simulation the platform did not make) in the late 1990s,
+    ingested as is: the partitions start where the data does."""
     src = tmp_path / "shop"
     src.mkdir()
-    rows = write_transactions(src / "events.csv", customers=500, days=120, end=dt.date(2025, 6, 30))
+    rows = write_transactions(src / "events.csv", customers=500, days=120, end=dt.date(1998, 6, 30))
     assert rows > 3000
     ingest = cli("ingest", "--source", str(src), "--data-dir", "d", cwd=tmp_path)
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    assert "raw/customers" in ingest.stdout and "partitions 2025-03-04 .. 2025-06-30" in ingest.stdout
+    assert "raw/customers" in ingest.stdout
+    assert "partitions from 1998-03-04; this run 1998-03-04 .. 1998-06-30" in ingest.stdout
+    assert json.loads((tmp_path / "d" / "partitions.json").read_text()) == {"start": "1998-03-04"}
     run = cli("run", "--data-dir", "d", cwd=tmp_path, env_extra={"FP_CHURN_HORIZON_DAYS": "30"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"raw data: {src}" in run.stdout and "generating" not in run.stdout

@@ -12,10 +12,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.orchestration import constants as C
 from feature_platform.sources.generator import GeneratorConfig, generate
 from feature_platform_tests.e2e.dagster_server import IN_PROCESS, DagsterGraphQL, Servers, clean_env, free_port
+
+defs = build_defs()
 
 END = dt.date(2025, 3, 12)
 DAY = END.isoformat()

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pytest
 
 from feature_platform.config import Settings
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
 from feature_platform.online.connection import connect
@@ -31,6 +31,8 @@ from feature_platform.sources.event_records import validate_event_records
 from feature_platform.sources.generator import GeneratorConfig, generate
 from feature_platform.sources.landing import LandingLog
 from feature_platform_tests.online.conftest import standalone_store
+
+defs = build_defs()
 
 REGISTRY = load_registry()
 END, NEXT = dt.date(2025, 3, 12), dt.date(2025, 3, 13)

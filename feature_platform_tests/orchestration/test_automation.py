@@ -53,7 +53,9 @@ def _schedule(name: str, schedules=SCHEDULES) -> dg.ScheduleDefinition:
 def test_a_daily_tick_requests_the_previous_utc_day_once(scheduled, partition):
     schedule = _schedule(DAILY_SCHEDULE)
     assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "UTC"
-    from feature_platform.definitions import defs
+    from feature_platform.definitions import build_defs
+
+    defs = build_defs()
 
     context = dg.build_schedule_context(scheduled_execution_time=scheduled, repository_def=defs.get_repository_def())
     requests = schedule.evaluate_tick(context).run_requests
@@ -193,7 +195,9 @@ def test_retention_leaves_online_versions_alone_while_one_is_being_written(tmp_p
 
 # -- backfill arguments (the backfill itself: e2e/test_backfill_cli.py) ----------------------------------------
 def test_backfill_targets_default_to_the_snapshot_path_and_accept_groups_and_keys():
-    from feature_platform.definitions import defs
+    from feature_platform.definitions import build_defs
+
+    defs = build_defs()
 
     assert backfill_targets(None, defs) == [C.RAW_EVENTS, *C.TILE_KEYS, *C.FEATURE_SNAPSHOTS, C.ONLINE_PUSH]
     assert backfill_targets(["derived", "raw/events"], defs) == [C.CHURN_RISK_SCORES, C.RAW_EVENTS]
@@ -202,7 +206,9 @@ def test_backfill_targets_default_to_the_snapshot_path_and_accept_groups_and_key
 
 
 def test_a_backfill_adds_the_tile_days_its_snapshots_windows_lack(tmp_path):
-    from feature_platform.definitions import defs
+    from feature_platform.definitions import build_defs
+
+    defs = build_defs()
 
     store = OfflineStore(tmp_path)
     empty = pa.table({"x": pa.array([], pa.int64())})
@@ -220,8 +226,19 @@ def test_a_backfill_adds_the_tile_days_its_snapshots_windows_lack(tmp_path):
     assert missing_tile_windows(tmp_path, [C.LEAD_FEATURES], dt.date(2025, 1, 1), defs) == {}
 
 
-@pytest.mark.parametrize(("start", "end"), [("2025-03-10", "2025-03-01"), ("2019-12-31", "2020-01-02"),
-                                            ("2020-01-01", "2999-01-01")])
-def test_backfill_refuses_a_range_the_partitions_do_not_have(start, end):
-    with pytest.raises(BackfillError):
-        check_range(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+@pytest.mark.parametrize(("first", "start", "end", "message"), [
+    ("2020-01-01", "2025-03-10", "2025-03-01", "is after --end"),
+    ("2020-01-01", "2019-12-31", "2020-01-02", "partitions run from 2020-01-01"),
+    ("2020-01-01", "2020-01-01", "2999-01-01", "partitions run from 2020-01-01"),
+    ("1997-01-01", "1996-12-31", "1997-03-01", "partitions run from 1997-01-01")])
+def test_backfill_refuses_a_range_the_partitions_do_not_have(first, start, end, message):
+    from feature_platform.definitions import build_defs
+
+    with pytest.raises(BackfillError, match=message):
+        check_range(dt.date.fromisoformat(start), dt.date.fromisoformat(end), build_defs(first))
+
+
+def test_backfill_accepts_days_from_the_datas_first_day():
+    from feature_platform.definitions import build_defs
+
+    check_range(dt.date(1997, 1, 1), dt.date(1998, 6, 30), build_defs("1997-01-01"))

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.orchestration import constants as C
 from feature_platform.registry import load_registry
+
+defs = build_defs()
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.features.base import known_user_count
 from feature_platform.ml import scoring
 from feature_platform.ml.expand import expand
@@ -21,6 +21,8 @@ from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
 from feature_platform_tests.orchestration.champions import promote_tiny_churn_champion
+
+defs = build_defs()
 
 END = dt.date(2025, 3, 12)
 DAYS = ["2025-03-11", "2025-03-12"]

@@ -9,13 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.features import activity
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
+
+defs = build_defs()
 
 END = dt.date(2025, 3, 20)
 EVERY = [*defs.assets]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.ml.expand import expand
 from feature_platform.ml.model_store import ModelStore
 from feature_platform.orchestration import constants as C
@@ -19,6 +19,8 @@ from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_T
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
+
+defs = build_defs()
 
 END = dt.date(2025, 3, 20)
 DAYS = 60

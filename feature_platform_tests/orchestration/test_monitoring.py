@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_platform.config import ConfigError, Settings
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration import constants as C
@@ -21,6 +21,8 @@ from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_T
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
+
+defs = build_defs()
 
 REGISTRY = load_registry()
 END = dt.date(2025, 3, 12)

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 import redis
 
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
 from feature_platform.online.connection import connect
@@ -20,6 +20,8 @@ from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
 from feature_platform_tests.orchestration.champions import promote_tiny_churn_champion
+
+defs = build_defs()
 
 END = dt.date(2025, 3, 12)
 EVERY = [*defs.assets]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow.parquet as pq
 
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform_tests.conftest import write_csv
+
+defs = build_defs()
 
 EVERY = [*defs.assets]
 
@@ -74,3 +76,32 @@ def test_missing_raw_data_says_how_to_provide_it(tmp_path, monkeypatch):
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "feature-platform ingest --source DIR" in str(failure.step_failure_data.error)
+
+
+def test_partitions_start_where_the_data_starts_so_a_1990s_file_lands(tmp_path):
+    """With the partitions from the data's first day, 1997 events land and tile like any others; an event
+    before that day is quarantined with its reason, not dropped."""
+    src = tmp_path / "src"
+    write_csv(src, "customers", [{"user_id": "c1", "signup_date": "1996-12-01"}, {"user_id": "c2"}])
+    purchases = [{"event_id": f"p{i}", "user_id": f"c{1 + i % 2}", "event_type": "purchase",
+                  "timestamp": f"1997-01-0{1 + i % 2}T00:00:00", "amount": "29.33"} for i in range(1, 41)]
+    write_csv(src, "events", [
+        *purchases,
+        {"event_id": "p0", "user_id": "c2", "event_type": "purchase", "timestamp": "1996-12-31T23:00:00", "amount": "1"},
+    ])
+    early = build_defs("1997-01-01")
+    result = dg.materialize([*early.assets], selection=dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES)
+                            - dg.AssetSelection.assets(C.REVIEW_TOPIC_MODEL, C.TILES_REVIEW),
+                            instance=dg.DagsterInstance.ephemeral(),
+                            resources={"platform": PlatformResource(data_dir=str(tmp_path / "data"), raw_dir=str(src),
+                                                                    now_utc="1997-01-03T12:00:00")},
+                            tags={RANGE_START_TAG: "1997-01-01", RANGE_END_TAG: "1997-01-02"})
+    assert result.success
+    assert sorted(m.partition for m in result.asset_materializations_for_node("raw__events")) == ["1997-01-01",
+                                                                                                  "1997-01-02"]
+    assert pq.read_table(tmp_path / "data" / "raw" / "events" / "1997-01-01.parquet").num_rows == 20
+    quarantined = pq.read_table(tmp_path / "data" / "quarantine" / "events" / "unassigned.parquet")
+    assert quarantined.column("reason").to_pylist() == ["timestamp_before_partitions_start"]
+    assert (tmp_path / "data" / "tiles" / "activity" / "1997-01-02.parquet").exists()
+    # the same definitions with the default start refuse the 1997 partitions outright
+    assert "1997-01-01" not in build_defs().resolve_asset_graph().get(C.RAW_EVENTS).partitions_def.get_partition_keys()

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from feature_platform.config import Settings
-from feature_platform.definitions import defs
+from feature_platform.definitions import build_defs
 from feature_platform.ml.contact import EXTRA_INPUTS, add_match_inputs
 from feature_platform.ml.expand import expand, fit_expansion
 from feature_platform.ml.model_store import ModelStore
@@ -33,6 +33,8 @@ from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_T
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
+
+defs = build_defs()
 
 END = dt.date(2025, 3, 12)
 START = dt.date(2025, 3, 10)

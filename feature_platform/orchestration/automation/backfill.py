@@ -35,15 +35,9 @@ import requests
 
 from feature_platform.features.base import family_module
 from feature_platform.features.engine import ALL_HISTORY, has_tiles, tile_table
+from feature_platform.offline.calendar import partitions_start
 from feature_platform.offline.store import OfflineStore
-from feature_platform.orchestration.constants import (
-    DAILY_PARTITIONS,
-    FEATURE_SNAPSHOTS,
-    ONLINE_PUSH,
-    PARTITIONS_START_DATE,
-    RAW_EVENTS,
-    TILE_KEYS,
-)
+from feature_platform.orchestration.constants import FEATURE_SNAPSHOTS, ONLINE_PUSH, RAW_EVENTS, TILE_KEYS
 from feature_platform.registry.registry import load_registry
 
 # The snapshot path without the model scores: re-scoring history with today's champion would rewrite what
@@ -132,13 +126,14 @@ def backfill_targets(tokens: Sequence[str] | None, defs: dg.Definitions) -> list
     return list(dict.fromkeys(found))
 
 
-def check_range(start: dt.date, end: dt.date) -> None:
+def check_range(start: dt.date, end: dt.date, defs: dg.Definitions) -> None:
     """Refuse a range the daily partitions do not have, before anything is launched."""
-    last = DAILY_PARTITIONS.get_last_partition_key()
+    partitions = defs.resolve_asset_graph().get(RAW_EVENTS).partitions_def
+    first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
     if start > end:
         raise BackfillError(f"--start {start} is after --end {end}")
-    if start.isoformat() < PARTITIONS_START_DATE or (last is not None and end.isoformat() > last):
-        raise BackfillError(f"partitions run from {PARTITIONS_START_DATE} to {last} (yesterday, UTC); "
+    if first is None or start.isoformat() < first or (last is not None and end.isoformat() > last):
+        raise BackfillError(f"partitions run from {first} (the data's first day) to {last} (yesterday, UTC); "
                             f"got {start} .. {end}")
 
 
@@ -173,7 +168,7 @@ def launch_backfill(url: str, start: dt.date, end: dt.date, assets: Sequence[dg.
     """Create the asset backfill through the webserver at ``url``; returns its id. The daemon executes it.
 
     ``earlier``: assets whose range starts before ``start`` (tiles the snapshots' windows lack)."""
-    check_range(start, end)
+    check_range(start, end, defs)
     graph = defs.resolve_asset_graph()
     earlier = earlier or {}
 
@@ -270,10 +265,12 @@ def run_backfill(start: dt.date, end: dt.date, assets: Sequence[str] | None = No
     ``dagster dev`` on ``dagster_home`` runs it, writing under ``data_dir``; that always waits, since
     the daemon has to run until the backfill is done.
     """
-    from feature_platform.definitions import defs
+    from feature_platform.config import Settings
+    from feature_platform.definitions import build_defs
 
+    defs = build_defs(partitions_start(data_dir if data_dir is not None else Settings.from_env().data_dir))
     targets = backfill_targets(assets, defs)
-    check_range(start, end)
+    check_range(start, end, defs)
     echo(f"backfill {start} .. {end} of {len(targets)} assets: {', '.join(k.to_user_string() for k in targets)}")
     earlier = missing_tile_windows(data_dir, targets, start, defs) if data_dir is not None else {}
     for key, first in earlier.items():

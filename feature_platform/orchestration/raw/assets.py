@@ -11,7 +11,6 @@ from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
     GROUP_RAW,
     OWNER_DATA,
-    PARTITIONS_START_DATE,
     RAW_CUSTOMERS,
     RAW_EVENTS,
     RAW_LISTINGS,
@@ -103,13 +102,14 @@ def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) ->
     """
     settings = platform.settings()
     days = context.partition_keys
+    partitions = context.assets_def.partitions_def
     report = ingest.ingest_events(
         platform.store(),
         platform.source_dir(),
         now=platform.now(),
         days=days,
-        min_timestamp=dt.datetime.fromisoformat(PARTITIONS_START_DATE),
-        last_partition=DAILY_PARTITIONS.get_last_partition_key() or days[-1],
+        min_timestamp=dt.datetime.fromisoformat(partitions.get_first_partition_key()),
+        last_partition=partitions.get_last_partition_key() or days[-1],
         memory_limit_mb=settings.ingest_memory_mb,
     )
     context.log.info(

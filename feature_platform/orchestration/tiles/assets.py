@@ -78,7 +78,7 @@ def _tile_asset(family: Family) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         store = platform.store()
         days = [dt.date.fromisoformat(k) for k in context.partition_keys]
-        history_start = dt.date.fromisoformat(DAILY_PARTITIONS.get_first_partition_key())
+        history_start = dt.date.fromisoformat(context.assets_def.partitions_def.get_first_partition_key())
         writes = []
         every = max(1, len(days) // 4)
         for index, (day, write) in enumerate(
