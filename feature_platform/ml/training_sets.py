@@ -7,15 +7,14 @@ its own, or another model's, scores of the same rows. Labels are computed in Duc
 ``raw/events`` (read with ``OfflineStore.scan``), with every value passed as a query parameter.
 
 Churn (one row per known user and snapshot date D)
-    The row's time is D+1 00:00, so it gets snapshot D. The label window is the half-open interval
-    (D+1 00:00, D+1+H 00:00]: an event exactly at D+1 00:00 is outside it (neither in snapshot D,
-    which holds data < D+1 00:00, nor in the label), an event at D+1+H 00:00 is inside it.
-    ``churned`` = 1 when the user has no event of any type (purchases included) in the window,
-    0 otherwise. The data ends at L+1 00:00, L being the last ``raw/events`` partition; the label is
-    null and ``labelled`` false when D+1+H 00:00 is after that end (D+H > L). With D+H == L the
-    window's last instant L+1 00:00 falls in partition L+1, read when it exists. Every day D+1..D+H
-    of a labelled date must have a partition (an empty file means no events); a gap raises rather
-    than labelling users as churned for want of data.
+    The row's time is D+1 00:00, so it gets snapshot D. The label window is half-open like the
+    snapshot's, [D+1 00:00, D+1+H 00:00): exactly the days D+1 .. D+H. An event at D+1 00:00 (a
+    date-only purchase on D+1) is in the label, not in snapshot D, which holds data < D+1 00:00; an
+    event at D+1+H 00:00 belongs to day D+H+1 and is outside. ``churned`` = 1 when the user has no
+    event of any type (purchases included) in the window, 0 otherwise. L being the last ``raw/events``
+    partition, the label is null and ``labelled`` false when D+H > L. Every day D+1..D+H of a
+    labelled date must have a partition (an empty file means no events); a gap raises rather than
+    labelling users as churned for want of data.
 
 Contact (one row per ``listing_viewed`` / ``impression`` event)
     ``contacted`` = 1 when the same user has a ``listing_contact_clicked`` or ``listing_favorited``
@@ -118,8 +117,8 @@ def churn_training_set(
                         WHEN EXISTS (
                             SELECT 1 FROM label_events AS e
                             WHERE e.user_id = r.user_id
-                              AND e.timestamp > r.timestamp
-                              AND e.timestamp <= r.timestamp + to_days($h::INTEGER)
+                              AND e.timestamp >= r.timestamp
+                              AND e.timestamp < r.timestamp + to_days($h::INTEGER)
                         ) THEN 0
                         ELSE 1 END::BIGINT AS churned,
                    r.snapshot_date + $h::INTEGER <= $last::DATE AS labelled

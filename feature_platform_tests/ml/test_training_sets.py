@@ -75,10 +75,10 @@ def churn_store(tmp_path: Path) -> OfflineStore:
         {"user_id": "u4", "signup_date": day(20)},
     ])
     write_events(store, [
-        event("e1", "u1", "login", at(4)),                 # exactly D+1 00:00 for D=03-03: outside
+        event("e1", "u1", "login", at(4)),                 # exactly D+1 00:00 for D=03-03: inside (not in snapshot D)
         event("e2", "u3", "page_view", at(6, 23, 59, 59)),  # last day of the 03-03 horizon: inside
         event("e3", "u3", "purchase", at(10, 23)),          # inside snapshot 03-10, before its horizon
-        event("e4", "u1", "email_open", at(14)),            # exactly D+1+H 00:00 for D=03-10: inside
+        event("e4", "u1", "email_open", at(14)),            # exactly D+1+H 00:00 for D=03-10: outside (day D+H+1)
         event("e5", "u2", "login", at(14, 0, 0, 1)),        # 1 s after the 03-10 horizon: outside
         event("e6", "u3", "purchase", at(20, 12)),          # inside the 03-17 horizon (ends 03-21 00:00)
     ])
@@ -99,9 +99,9 @@ def churn(store: OfflineStore, dates: list[dt.date] | None = DATES) -> dict[tupl
 
 
 @pytest.mark.parametrize(("user", "d", "expected"), [
-    pytest.param("u1", day(3), 1, id="event-exactly-at-D+1-midnight-is-outside-the-horizon"),
+    pytest.param("u1", day(3), 0, id="event-exactly-at-D+1-midnight-is-inside-the-horizon"),
     pytest.param("u3", day(3), 0, id="event-on-the-last-day-of-the-horizon"),
-    pytest.param("u1", day(10), 0, id="event-exactly-at-D+1+H-midnight-is-inside"),
+    pytest.param("u1", day(10), 1, id="event-exactly-at-D+1+H-midnight-is-outside"),
     pytest.param("u2", day(10), 1, id="event-1s-after-the-horizon-is-outside"),
     pytest.param("u3", day(10), 1, id="event-before-the-horizon-only"),
     pytest.param("u1", day(17), 1, id="no-activity-churned"),
