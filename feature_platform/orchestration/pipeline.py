@@ -119,6 +119,11 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
             _note(outcome, _score_line(key, {k: v.value for k, v in mat.metadata.items()}))
         elif str(getattr(mat.metadata.get("status"), "value", "")).startswith("skipped"):
             _note(outcome, f"{key:<34} {mat.metadata['status'].value}")
+        for file, columns in getattr(mat.metadata.get("unmapped_columns"), "value", {}).items():
+            _note(outcome, f"{key:<34} {file}: column(s) {', '.join(columns)} map to nothing and are not read "
+                           "(rename one to an accepted name to use it; see README, Bring your own data)")
+        for file, formats in getattr(mat.metadata.get("time_formats"), "value", {}).items():
+            _note(outcome, f"{key:<34} {file}: " + ", ".join(f"{c} read as {f}" for c, f in formats.items()))
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
             error = event.step_failure_data.error

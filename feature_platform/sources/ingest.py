@@ -71,6 +71,8 @@ class IngestReport:
     status: str = "ingested"  # or "absent" (optional file missing) / "derived" (customers from events)
     landed_rows: int = 0  # rows of the input that came from the landing log (all days)
     late_landed: dict[str, int] = field(default_factory=dict)  # day -> landed events its partition lacks
+    unmapped_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> columns nothing reads
+    time_formats: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {column: non-ISO format}
 
     @property
     def quarantine_rate(self) -> float:
@@ -111,6 +113,7 @@ def ingest_table(
         return report
     result = validate(source, now)
     report = _report(result, source.files)
+    report.unmapped_columns, report.time_formats = source.unmapped, source.time_formats
     report.writes.append(store.write(raw_table(table.name), result.accepted))
     report.quarantine_writes.append(store.write(quarantine_table(table.name), result.quarantined))
     return report
@@ -178,6 +181,8 @@ def ingest_events(
     with ChunkedValidation(EVENTS, events.schema, events.labels, now, min_timestamp, memory_limit_mb) as checked:
         _validate_in_chunks(checked, events, chunk_rows)
         report = land_events(store, checked, events.source_files, days, last_partition)
+        if events.files is not None:
+            report.unmapped_columns, report.time_formats = events.files.unmapped, events.files.time_formats
         if events.landed:
             labels = [landed_label(path) for path in events.landed]
             report.landed_rows = sum(checked.rows_by_label.get(label, 0) for label in labels)

@@ -9,8 +9,10 @@ transactions export go through without a mapping file.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from feature_platform.sources import time_formats
+from feature_platform.sources.csv_dialect import WHITESPACE, WhitespaceAsCommas, sniff
 from feature_platform.sources.schema import FILE_SUFFIXES, RawTable
+from feature_platform.sources.time_formats import TimeFormat
 
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
@@ -39,6 +44,8 @@ class LoadedSource:
     files: tuple[Path, ...]
     data: pa.Table  # schema columns present in the files + _source_file, _source_row
     absent_columns: tuple[str, ...]
+    unmapped: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # file -> columns no schema column takes
+    time_formats: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # file -> {column: non-ISO format}
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class _FilePlan:
     read: tuple[str, ...]  # the file's own column names, in file order
     rename: dict[str, str]  # file column -> schema column
     whole_floats: frozenset[str]  # float id columns whose every value is a whole number
+    delimiter: str = ","  # CSV: the sniffed separator (csv_dialect.WHITESPACE: runs of spaces)
+    time_formats: tuple[tuple[str, TimeFormat], ...] = ()  # schema column -> its non-ISO format in this file
+    unmapped: tuple[str, ...] = ()  # the file's columns that are no schema column under any accepted name
+    columns: tuple[str, ...] = ()  # every column of the file, in its order
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,17 @@ class SourceFiles:
     def labels(self) -> tuple[str, ...]:
         return tuple(p.label for p in self.plans)
 
+    @property
+    def unmapped(self) -> dict[str, list[str]]:
+        """File -> its columns that map to no schema column (read by nothing; reported, not dropped silently)."""
+        return {p.label: list(p.unmapped) for p in self.plans if p.unmapped}
+
+    @property
+    def time_formats(self) -> dict[str, dict[str, str]]:
+        """File -> {column: the non-ISO date/time format recognised in it}."""
+        return {p.label: {column: fmt.describe() for column, fmt in p.time_formats}
+                for p in self.plans if p.time_formats}
+
     def chunks(self, rows: int = CHUNK_ROWS, only: set[str] | None = None) -> Iterator[pa.Table]:
         """The rows of every file (``only``: of the files with those labels) in order, at most ``rows`` at
         a time; a chunk never spans two files."""
@@ -77,7 +99,7 @@ class SourceFiles:
             if only is not None and plan.label not in only:
                 continue
             first_row = 1
-            for batch in _batches(plan.path, plan.read, rows):
+            for batch in _batches(plan, rows):
                 chunk = _conform(_to_schema_names(batch, plan), self.schema, plan.label, first_row)
                 first_row += chunk.num_rows
                 yield chunk
@@ -129,7 +151,8 @@ def open_source(source_dir: Path, table: RawTable, columns: set[str] | None = No
     if missing_required:
         raise SourceError(
             f"{files[0] if len(files) == 1 else source_dir / table.name}: required column(s) "
-            f"{', '.join(missing_required)} not found; columns are {sorted(present - {SOURCE_FILE, SOURCE_ROW})} "
+            f"{', '.join(missing_required)} not found; the columns are "
+            f"{list(dict.fromkeys(n for plan in plans for n in plan.columns))} "
             f"(accepted names: {_accepted_names(table, missing_required)})"
         )
     absent = tuple(c.name for c in table.columns if c.name not in present)
@@ -146,7 +169,8 @@ def load(source_dir: Path, table: RawTable, columns: set[str] | None = None) -> 
         return None
     chunks = list(source.chunks(rows=WHOLE_FILE))
     data = pa.concat_tables(chunks) if chunks else source.schema.empty_table()
-    return LoadedSource(table=table, files=source.files, data=data, absent_columns=source.absent_columns)
+    return LoadedSource(table=table, files=source.files, data=data, absent_columns=source.absent_columns,
+                        unmapped=source.unmapped, time_formats=source.time_formats)
 
 
 def label_column(label: str, rows: int) -> pa.DictionaryArray:
@@ -174,6 +198,7 @@ def _column_filter(table: RawTable, columns: set[str] | None):
 def _plan_file(path: Path, label: str, table: RawTable, keep) -> tuple[_FilePlan, list[pa.Field]]:
     """What to read of one file and the schema columns it gives (name and type)."""
     suffix = _suffix(path)
+    delimiter = ","
     try:
         if suffix == ".parquet":
             file_schema = pq.read_schema(path)
@@ -181,19 +206,55 @@ def _plan_file(path: Path, label: str, table: RawTable, keep) -> tuple[_FilePlan
         else:
             # Everything as text: validation decides what parses, row by row, instead of the reader
             # refusing the whole file over one bad value.
-            types = dict.fromkeys(pacsv.open_csv(path).schema.names, pa.string())
+            delimiter = sniff(path)
+            types = dict.fromkeys(_open_csv(path, delimiter).schema.names, pa.string())
+            _refuse_headerless(path, list(types), table)
+        unmapped = tuple(n for n in types if n not in _chosen_columns(list(types), table, path).values())
         names = [name for name in types if keep is None or keep(name)]
         chosen = _chosen_columns(names, table, path)
         read = tuple(name for name in names if name in chosen.values())
         # Ids exported by pandas often arrive as floats (12345.0): whole-number floats become integers.
         floats = [n for n in read if pa.types.is_floating(types[n]) and n.lower().endswith("id")]
         whole = frozenset(n for n in floats if _all_whole(path, n))
+        plan = _FilePlan(path=path, label=label, read=read, rename={o: t for t, o in chosen.items()},
+                         whole_floats=whole, delimiter=delimiter, unmapped=unmapped, columns=tuple(types))
+        formats = tuple((target, fmt) for target, original in chosen.items()
+                        if _is_time(table, target) and pa.types.is_string(types[original])
+                        and (fmt := time_formats.detect(_first_values(plan, original))) is not None)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise _unreadable(path, exc) from None
     fields = [pa.field(target, pa.int64() if original in whole else types[original])
               for target, original in chosen.items()]
-    rename = {original: target for target, original in chosen.items()}
-    return _FilePlan(path=path, label=label, read=read, rename=rename, whole_floats=whole), fields
+    return replace(plan, time_formats=formats), fields
+
+
+def _is_time(table: RawTable, column: str) -> bool:
+    kind = table.column(column).type
+    return pa.types.is_timestamp(kind) or pa.types.is_date(kind)
+
+
+def _first_values(plan: _FilePlan, column: str) -> pa.ChunkedArray:
+    """The first values of one column of the file (a sample to recognise its format)."""
+    batch = next(_batches(replace(plan, read=(column,)), time_formats.SAMPLE_VALUES), None)
+    return batch.column(0) if batch is not None and batch.num_columns else pa.chunked_array([], pa.string())
+
+
+def _open_csv(path: Path, delimiter: str, **options) -> pacsv.CSVStreamingReader:
+    if delimiter == WHITESPACE:
+        return pacsv.open_csv(WhitespaceAsCommas(path), **options)
+    return pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter), **options)
+
+
+_VALUE = re.compile(r"^[\s$€£+-]*[\d.,:/ -]+$")
+
+
+def _refuse_headerless(path: Path, names: list[str], table: RawTable) -> None:
+    """A first line of values (``00001 19970101 1 11.77``) read as a header would map nothing: say so."""
+    if names and all(_VALUE.match(name) for name in names):
+        wanted = ", ".join(c.name for c in table.columns if c.required and c.name not in table.defaults_when_absent
+                           and not (c.name == table.key and table.derive_key))
+        raise SourceError(f"{path}: the first line {names} looks like data, not column names; add a header "
+                          f"line naming the columns (at least {wanted})")
 
 
 def _all_whole(path: Path, column: str) -> bool:
@@ -206,8 +267,9 @@ def _all_whole(path: Path, column: str) -> bool:
     return True
 
 
-def _batches(path: Path, read: tuple[str, ...], rows: int) -> Iterator[pa.Table]:
+def _batches(plan: _FilePlan, rows: int) -> Iterator[pa.Table]:
     """The file's ``read`` columns, about ``rows`` rows at a time, in file order."""
+    path, read = plan.path, plan.read
     suffix = _suffix(path)
     try:
         if suffix == ".parquet":
@@ -221,8 +283,8 @@ def _batches(path: Path, read: tuple[str, ...], rows: int) -> Iterator[pa.Table]
                 for batch in parquet.iter_batches(batch_size=rows, row_groups=[group], columns=list(read)):
                     yield pa.Table.from_batches([batch])
         else:
-            header = pacsv.open_csv(path).schema.names
-            reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
+            header = _open_csv(path, plan.delimiter).schema.names
+            reader = _open_csv(path, plan.delimiter, convert_options=pacsv.ConvertOptions(
                 include_columns=list(read) or header[:1],
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=True,
@@ -278,10 +340,17 @@ def _unreadable(path: Path, exc: Exception) -> SourceError:
 
 
 def _to_schema_names(data: pa.Table, plan: _FilePlan) -> pa.Table:
+    formats = dict(plan.time_formats)
     columns = {}
     for original, target in plan.rename.items():
+        if original not in data.column_names:
+            continue
         column = data.column(original)
-        columns[target] = pc.cast(column, pa.int64(), safe=False) if original in plan.whole_floats else column
+        if original in plan.whole_floats:
+            column = pc.cast(column, pa.int64(), safe=False)
+        elif target in formats:
+            column = time_formats.to_iso(column, formats[target])
+        columns[target] = column
     return pa.Table.from_pydict(columns) if columns else data
 
 

@@ -74,6 +74,14 @@ class RawTable:
 
 
 TS = pa.timestamp("us")
+# Names exports give the customer of an event.
+USER_ALIASES = ("customer_id", "customerid", "client_id", "lead_id", "customer", "client", "user", "cust_id",
+                "customer_number", "customer_no", "member_id", "account_id", "buyer_id", "shopper_id")
+# Names shops, tills and data sets give the money of a purchase (matched like every alias: any case,
+# spaces or dashes for underscores).
+MONEY_ALIASES = ("value", "revenue", "total", "price", "dollar_value", "dollars", "price_total", "total_price",
+                 "sales", "sales_amount", "sale_amount", "order_value", "order_total", "total_amount", "spend",
+                 "monetary_value", "gross_amount", "line_total")
 
 CUSTOMERS = RawTable(
     name="customers",
@@ -102,12 +110,12 @@ EVENTS = RawTable(
     defaults_when_absent={"event_type": "purchase"},
     columns=(
         Column("event_id", pa.string(), True, "Unique event id; derived from file and row when the file has none.", ("id", "transaction_id", "invoice_id", "invoiceno")),
-        Column("user_id", pa.string(), True, "User the event belongs to.", ("customer_id", "customerid", "client_id", "lead_id")),
+        Column("user_id", pa.string(), True, "User the event belongs to.", USER_ALIASES),
         Column("event_type", pa.string(), True, f"One of: {', '.join(EVENT_TYPES)}. Absent column: every row is a purchase.", ("type", "event")),
         Column("timestamp", TS, True, "When it happened, UTC (ISO 8601; an offset is converted to UTC).", ("ts", "event_time", "event_timestamp", "date", "datetime", "invoice_date", "invoicedate", "created_at")),
         Column("session_id", pa.string(), False, "Web/app session."),
         Column("channel", pa.string(), False, "web, app, email, sms, chat."),
-        Column("amount", pa.float64(), False, "Money amount (purchases), >= 0.", ("value", "revenue", "total", "price")),
+        Column("amount", pa.float64(), False, "Money amount (purchases), >= 0.", MONEY_ALIASES),
         Column("listing_id", pa.string(), False, "Listing the event is about (listing_* and impression events)."),
         Column("conversation_id", pa.string(), False, "Conversation (message_in/message_out)."),
         Column("campaign_id", pa.string(), False, "Campaign (campaign_* events)."),

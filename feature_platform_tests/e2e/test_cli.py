@@ -99,16 +99,20 @@ def test_a_run_can_be_limited_to_days_of_the_data(tmp_path):
 
 
 def test_a_transactions_only_export_gives_a_churn_champion_without_code_changes(tmp_path):
-    """customer id, date, amount from a shop (a simulation the platform did not make) in the late 1990s,
-    ingested as is: the partitions start where the data does."""
+    """A late-1990s purchase history in the shape of the classic CD-store data set (a simulation the platform
+    did not make: space-aligned customer_id, YYYYMMDD date, n_items, dollar_value), ingested as is: the
+    partitions start where the data does, the money is the amount, the unused column is named."""
     src = tmp_path / "shop"
     src.mkdir()
-    rows = write_transactions(src / "events.csv", customers=500, days=120, end=dt.date(1998, 6, 30))
+    rows = write_transactions(src / "events.csv", customers=500, days=120, end=dt.date(1998, 6, 30), shape="cdnow")
     assert rows > 3000
     ingest = cli("ingest", "--source", str(src), "--data-dir", "d", cwd=tmp_path)
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
     assert "raw/customers" in ingest.stdout
     assert "partitions from 1998-03-04; this run 1998-03-04 .. 1998-06-30" in ingest.stdout
+    assert "events.csv: column(s) n_items map to nothing and are not read" in ingest.stdout
+    assert "events.csv: timestamp read as YYYYMMDD" in ingest.stdout
+    assert pq.read_table(tmp_path / "d" / "raw" / "events" / "1998-06-30.parquet").column("amount").null_count == 0
     assert json.loads((tmp_path / "d" / "partitions.json").read_text()) == {"start": "1998-03-04"}
     run = cli("run", "--data-dir", "d", cwd=tmp_path, env_extra={"FP_CHURN_HORIZON_DAYS": "30"})
     assert run.returncode == 0, run.stdout + run.stderr

@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 
 
-def write_transactions(path: Path, customers: int, days: int, end: dt.date, seed: int = 11) -> int:
-    """Write ``path`` (CSV) and return the number of rows."""
+def write_transactions(path: Path, customers: int, days: int, end: dt.date, seed: int = 11,
+                       shape: str = "retail") -> int:
+    """Write ``path`` and return the number of rows.
+
+    ``shape``: "retail" is a CSV of CustomerID, InvoiceDate (date and time), Revenue; "cdnow" is the shape of
+    the classic 1990s CD-store history: space-aligned columns customer_id, date (YYYYMMDD, no time),
+    n_items, dollar_value, zero-padded customer ids."""
     rng = np.random.default_rng(seed)
     start = dt.datetime.combine(end - dt.timedelta(days=days - 1), dt.time(0))
     first = rng.uniform(0, days * 0.4, customers)
@@ -34,6 +39,10 @@ def write_transactions(path: Path, customers: int, days: int, end: dt.date, seed
             when = start + dt.timedelta(seconds=int(t * 86400))
             rows.append((when, 17000 + c, round(float(rng.lognormal(3.0, 0.6)), 2)))
     rows.sort()
+    if shape == "cdnow":
+        lines = [f"{customer:05d} {when:%Y%m%d} {1 + int(revenue // 15):>3} {revenue:>8.2f}" for when, customer, revenue in rows]
+        path.write_text("customer_id    date  n_items dollar_value\n" + "\n".join(lines) + "\n")
+        return len(rows)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["CustomerID", "InvoiceDate", "Revenue"])

@@ -70,3 +70,37 @@ def test_empty_events_folder_is_an_error(tmp_path):
     (tmp_path / "events").mkdir()
     with pytest.raises(SourceError, match="folder has no"):
         loaders.load(tmp_path, EVENTS)
+
+
+def test_a_1990s_space_aligned_export_reads_with_its_dates_money_and_unused_columns_named(tmp_path):
+    """customer id, YYYYMMDD date, number of items, dollar value, columns aligned with spaces."""
+    (tmp_path / "events.csv").write_text(
+        "customer_id    date  n_items dollar_value\n00001 19970101 1  11.77\n00002 19970112 5  77.00\n")
+    loaded = loaders.load(tmp_path, EVENTS)
+    assert loaded.data.select(["user_id", "timestamp", "amount"]).to_pylist() == [
+        {"user_id": "00001", "timestamp": "1997-01-01T00:00:00.000000", "amount": "11.77"},
+        {"user_id": "00002", "timestamp": "1997-01-12T00:00:00.000000", "amount": "77.00"},
+    ]
+    assert loaded.unmapped == {"events.csv": ["n_items"]}
+    assert loaded.time_formats == {"events.csv": {"timestamp": "YYYYMMDD"}}
+
+
+@pytest.mark.parametrize("money", ["dollar_value", "Dollar Value", "sales", "price_total", "order-total"])
+def test_common_money_names_are_the_amount(tmp_path, money):
+    (tmp_path / "events.csv").write_text(f"customer,date,{money}\nc1,2025-01-01,3.5\n")
+    assert loaders.load(tmp_path, EVENTS).data.column("amount").to_pylist() == ["3.5"]
+
+
+def test_a_headerless_file_is_refused_with_what_to_add(tmp_path):
+    (tmp_path / "events.csv").write_text("00001 19970101 1 11.77\n00002 19970112 5 77.00\n")
+    with pytest.raises(SourceError, match=r"the first line \['00001', '19970101', '1', '11.77'\] looks like data.*"
+                                          r"add a header line naming the columns \(at least user_id, timestamp\)"):
+        loaders.load(tmp_path, EVENTS)
+
+
+def test_a_missing_user_column_lists_the_files_columns_and_the_names_tried(tmp_path):
+    (tmp_path / "events.csv").write_text("shopper,date,amount\nx,2025-01-01,3\n")
+    with pytest.raises(SourceError) as error:
+        loaders.load(tmp_path, EVENTS)
+    assert "required column(s) user_id not found; the columns are ['shopper', 'date', 'amount']" in str(error.value)
+    assert "user_id: user_id, customer_id, customerid" in str(error.value)

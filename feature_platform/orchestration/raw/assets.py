@@ -41,6 +41,10 @@ def _result(asset_key: dg.AssetKey, table: RawTable, report: IngestReport, max_r
     }
     if table is EVENTS:
         metadata["deferred_rows"] = report.deferred_rows
+    if report.unmapped_columns:  # read by nothing: said once, so a misnamed column is not lost silently
+        metadata["unmapped_columns"] = dg.MetadataValue.json(report.unmapped_columns)
+    if report.time_formats:
+        metadata["time_formats"] = dg.MetadataValue.json(report.time_formats)
     if report.quarantine_writes:
         metadata["quarantine_path"] = dg.MetadataValue.path(str(report.quarantine_writes[0].path.parent))
     return dg.MaterializeResult(
