@@ -25,14 +25,20 @@ import pyarrow.compute as pc
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier
 
 from feature_platform.ml import evaluation, search
-from feature_platform.ml.evaluation import DEFAULT_AUC_FLOOR, Evaluation, evaluate, require_both_classes
+from feature_platform.ml.evaluation import (
+    BY_USER,
+    DEFAULT_AUC_FLOOR,
+    Evaluation,
+    evaluate,
+    require_both_classes,
+    split_by_user,
+)
 from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
 from feature_platform.registry.registry import Registry
 
@@ -41,7 +47,7 @@ BASELINE = "baseline_recency"
 BASELINE_FEATURE = "last_active_days"
 RECENCY_NULL_DAYS = 365.0  # null recency = nothing in the 90-day lookback: older than any real value
 MODELS = ("logistic_regression", "random_forest", "xgboost")
-SPLITS = ("random", "out_of_time")
+SPLITS = (BY_USER, "out_of_time")
 OOT = "out_of_time"
 
 
@@ -79,7 +85,7 @@ def train_churn_models(
     if BASELINE_FEATURE not in data.column_names:
         raise KeyError(f"the baseline needs {BASELINE_FEATURE!r}; include it in the training set")
     y = np.asarray(data.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
-    splits = {"random": _random_split(y, seed), OOT: _oot_split(data, oot_dates)}
+    splits = {BY_USER: split_by_user(data.column("user_id"), y, seed), OOT: _oot_split(data, oot_dates)}
     for split, (train, test) in splits.items():
         require_both_classes(y[train], split, "training")
         require_both_classes(y[test], split, "test")
@@ -149,11 +155,6 @@ def _labelled(table: pa.Table) -> pa.Table:
     if data.num_rows == 0:
         raise ValueError("no labelled rows: every snapshot date is too recent for the label horizon")
     return data
-
-
-def _random_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
-    return np.sort(train), np.sort(test)
 
 
 def _oot_split(data: pa.Table, oot_dates: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,11 +30,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.model_selection import train_test_split
 from xgboost import XGBClassifier
 
 from feature_platform.ml import evaluation, search
-from feature_platform.ml.evaluation import DEFAULT_AUC_FLOOR, Evaluation, evaluate, require_both_classes
+from feature_platform.ml.evaluation import (
+    BY_USER,
+    DEFAULT_AUC_FLOOR,
+    Evaluation,
+    evaluate,
+    require_both_classes,
+    split_by_user,
+)
 from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion, list_entries
 from feature_platform.registry.registry import Registry
 
@@ -94,7 +100,7 @@ def train_contact_model(
     """Fit and evaluate the model and the baseline on both splits; refit the model on every labelled row."""
     data = add_match_inputs(_labelled(table))
     y = np.asarray(data.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
-    splits = {"random": _random_split(y, seed), OOT: _oot_split(data, oot_fraction)}
+    splits = {BY_USER: split_by_user(data.column("user_id"), y, seed), OOT: _oot_split(data, oot_fraction)}
     for split, (train, test) in splits.items():
         require_both_classes(y[train], split, "training")
         require_both_classes(y[test], split, "test")
@@ -247,11 +253,6 @@ def _labelled(table: pa.Table) -> pa.Table:
     if data.num_rows == 0:
         raise ValueError("no labelled listing views: ingest events with listing_viewed or impression rows")
     return data
-
-
-def _random_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
-    return np.sort(train), np.sort(test)
 
 
 def _oot_split(data: pa.Table, fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -97,8 +97,9 @@ def model_card(
 
 ## Metrics
 
-Test sets: `random` is a stratified 80/20 split; `out_of_time` trains on earlier data and tests on the
-latest, which is what production sees. The champion is chosen on `out_of_time`.
+Test sets: `by_user` holds out a random fifth of the users with all their rows (a user's rows never on
+both sides); `out_of_time` trains on earlier data and tests on the latest, which is what production
+sees. The champion is chosen on `out_of_time`.
 
 {metrics_markdown(evaluations, champion)}
 

@@ -92,7 +92,7 @@ def test_every_model_and_split_has_its_metrics(result: ChurnTrainingResult) -> N
             assert values == sorted(values, reverse=True)
             assert len(ev.calibration["prob_true"]) == len(ev.calibration["prob_pred"]) <= 10
     assert result.evaluations[OOT][BASELINE].n_test == 2 * USERS  # the last two labelled dates
-    assert result.evaluations["random"][BASELINE].n_test == round(0.2 * labelled_rows)
+    assert result.evaluations["by_user"][BASELINE].n_test == round(0.2 * USERS) * (len(DATES) - 1)  # whole users
     columns = result.specs[OOT].columns
     assert "topic_3" in columns and "category_affinity__cars" in columns
     assert not any(c.startswith("activity_snapshot") for c in columns)
@@ -112,7 +112,7 @@ def test_same_seed_gives_identical_metrics_and_model_however_many_fits_run_at_on
 def test_one_search_serves_both_splits_and_the_final_model(result: ChurnTrainingResult) -> None:
     for name in MODELS:
         params = result.evaluations[OOT][name].best_params
-        assert result.evaluations["random"][name].best_params == params, name
+        assert result.evaluations["by_user"][name].best_params == params, name
     assert result.evaluations[OOT]["random_forest"].best_params["model__max_depth"] in (4, 8)
     xgb = result.evaluations[OOT]["xgboost"].best_params
     assert xgb["max_depth"] in (2, 4) and 1 <= xgb["n_estimators"] <= search.MAX_ROUNDS

@@ -319,7 +319,7 @@ def test_model_beats_the_listing_rate_baseline_out_of_time(result: ContactTraini
 
 def test_every_split_has_model_and_baseline_metrics(result: ContactTrainingResult) -> None:
     n = labelled_rows(synthetic_contact_table())  # unlabelled views are dropped
-    assert set(result.evaluations) == {"random", OOT}
+    assert set(result.evaluations) == {"by_user", OOT}
     for split, models in result.evaluations.items():
         assert set(models) == {MODEL, BASELINE}
         for name, ev in models.items():
@@ -331,7 +331,7 @@ def test_every_split_has_model_and_baseline_metrics(result: ContactTrainingResul
         assert models[BASELINE].importance == [("listing_contact_rate", 1.0)]
         assert models[BASELINE].best_params == {"prior_views": PRIOR_VIEWS}
         assert models[MODEL].best_params["max_depth"] in (3, 5)
-    assert result.evaluations["random"][MODEL].n_test == math.ceil(0.2 * n)
+    assert 0.1 * n < result.evaluations["by_user"][MODEL].n_test < 0.3 * n  # a fifth of the users, all their rows
     # distinct timestamps: the test rows are those from the sorted position int(0.8 n) on
     assert result.evaluations[OOT][MODEL].n_test == n - int(0.8 * n)
 
@@ -352,7 +352,7 @@ def test_expanded_columns_include_categories_and_match_inputs(result: ContactTra
 
 def test_metrics_are_json_ready(result: ContactTrainingResult) -> None:
     metrics = result.metrics()
-    assert set(metrics) == {"random", OOT}
+    assert set(metrics) == {"by_user", OOT}
     assert all("y_true" not in m and "y_score" not in m for models in metrics.values() for m in models.values())
     assert json.loads(json.dumps(metrics))[OOT][MODEL]["roc_auc"] == result.champion_oot_auc
 
@@ -370,7 +370,7 @@ def test_same_seed_gives_identical_metrics_and_model_however_many_fits_run_at_on
 
 def test_one_search_serves_both_splits_and_the_final_model(result: ContactTrainingResult) -> None:
     params = result.evaluations[OOT][MODEL].best_params
-    assert result.evaluations["random"][MODEL].best_params == params
+    assert result.evaluations["by_user"][MODEL].best_params == params
     assert set(params) == {"max_depth", "n_estimators"} and 1 <= params["n_estimators"] <= search.MAX_ROUNDS
     assert {k: result.final_model.get_params()[k] for k in params} == params
 
@@ -429,7 +429,7 @@ def test_oot_fraction_out_of_range(fraction: float) -> None:
 def test_single_class_random_split() -> None:
     table = synthetic_contact_table()
     table = replace(table, LABEL, pc.fill_null(pc.multiply(table.column(LABEL), 0), 0))
-    with pytest.raises(ValueError, match="random split: the training rows hold one class only"):
+    with pytest.raises(ValueError, match="by_user split: the training rows hold one class only"):
         train_contact_model(table, FEATURES, REGISTRY)
 
 

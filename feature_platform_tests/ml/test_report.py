@@ -163,7 +163,7 @@ def evaluations(ranking: bool) -> dict[str, dict[str, Evaluation]]:
         return {"ndcg@5": ndcg, "precision@5": 0.25, "users_ranked": 3} if ranking else None
 
     return {
-        "random": {"xgboost": tiny(ranking=ranks(0.9), n_train=12_345), "baseline": tiny(P_BASELINE, ranks(0.6))},
+        "by_user": {"xgboost": tiny(ranking=ranks(0.9), n_train=12_345), "baseline": tiny(P_BASELINE, ranks(0.6))},
         OOT: {"xgboost": tiny(ranking=ranks(0.8)), "baseline": tiny(P_BASELINE, ranks(0.5))},
     }
 
@@ -176,7 +176,7 @@ def test_metrics_markdown_without_ranking() -> None:
     rows = rows_of(metrics_markdown(evaluations(ranking=False), "xgboost"))
     assert rows[0] == ["split", "model", "ROC-AUC", "PR-AUC", "log loss", "Brier", "train rows", "test rows"]
     assert rows[1] == ["---"] * 8
-    assert [r[:2] for r in rows[2:]] == [["random", "**xgboost** (champion)"], ["random", "baseline"],
+    assert [r[:2] for r in rows[2:]] == [["by_user", "**xgboost** (champion)"], ["by_user", "baseline"],
                                         [OOT, "**xgboost** (champion)"], [OOT, "baseline"]]
     assert rows[2][2:] == ["0.7500", "0.8333", "0.4723", "0.1581", "12,345", "4"]
     assert rows[3][2] == "0.5000"

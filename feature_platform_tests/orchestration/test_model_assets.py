@@ -97,7 +97,7 @@ def test_each_model_is_stored_gated_promoted_and_shown_with_plots(trained, key, 
     for plot in ("plot_roc_pr", "plot_importance", "plot_calibration"):
         assert "](data:image/png;base64," in meta[plot]  # the UI renders these inline
     metrics = json.loads((champion.path / "metrics.json").read_text())
-    assert metrics["promoted"] is True and set(metrics["splits"]) == {"random", "out_of_time"}
+    assert metrics["promoted"] is True and set(metrics["splits"]) == {"by_user", "out_of_time"}
 
 
 def test_the_stored_churn_champion_scores_a_snapshot_through_its_own_expansion(trained):

@@ -35,9 +35,9 @@ from feature_platform.registry.registry import Registry, load_registry
 
 CHURN = "churn"
 CONTACT = "contact"
-CHURN_DESCRIPTION = """Churn model: logistic regression (L2, scaled), random forest and XGBoost, each tuned by a small
-cross-validated search and evaluated on a stratified 80/20 split and an out-of-time split (the latest
-snapshot dates). The champion has the best out-of-time ROC-AUC; it is refitted on every labelled row
+CHURN_DESCRIPTION = """Churn model: logistic regression (L2, scaled), random forest and XGBoost, each tuned by one
+search validated out of time and evaluated on a split by user (a fifth of the users held out with all
+their rows) and an out-of-time split (the latest snapshot dates). The champion has the best out-of-time ROC-AUC; it is refitted on every labelled row
 and stored as a new version. Baseline: logistic regression on recency (last_active_days) alone."""
 CONTACT_DESCRIPTION = """Contact model (CTR/CVR): XGBoost on the user's point-in-time features, the listing, the
 user-listing match and the view's context, evaluated like churn plus per-user ranking quality (NDCG@5,
