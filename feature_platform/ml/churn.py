@@ -14,7 +14,7 @@ so a seed gives identical metrics and models.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -73,14 +73,21 @@ class ChurnTrainingResult:
         return {s: {m: e.metrics() for m, e in models.items()} for s, models in self.evaluations.items()}
 
 
+def _quiet(_line: str) -> None:
+    pass
+
+
 def train_churn_models(
     table: pa.Table,
     feature_names: Sequence[str],
     registry: Registry,
     seed: int = 7,
     oot_dates: int = 2,
+    progress: Callable[[str], None] = _quiet,
 ) -> ChurnTrainingResult:
-    """Fit and evaluate every model on both splits; the champion has the best out-of-time ROC-AUC."""
+    """Fit and evaluate every model on both splits; the champion has the best out-of-time ROC-AUC.
+
+    ``progress`` gets a line per stage: the search, the split fits, each model's score, the refit."""
     data = _labelled(table)
     if BASELINE_FEATURE not in data.column_names:
         raise KeyError(f"the baseline needs {BASELINE_FEATURE!r}; include it in the training set")
@@ -90,6 +97,8 @@ def train_churn_models(
         require_both_classes(y[train], split, "training")
         require_both_classes(y[test], split, "test")
     search_fit, search_val = _search_split(data, [test for _, test in splits.values()])
+    search_fit = search.sample(search_fit, search.SEARCH_FIT_ROWS, seed)
+    search_val = search.sample(search_val, search.SEARCH_VALIDATION_ROWS, seed)
     require_both_classes(y[search_fit], "search", "fitting")
     require_both_classes(y[search_val], "search", "validation")
 
@@ -111,10 +120,13 @@ def train_churn_models(
     # machine), and the coefficients' last bits depend on the BLAS thread count, which would follow the machine.
     with threadpool_limits(limits=1, user_api="blas"):
         _, x = matrix(np.sort(np.concatenate([search_fit, search_val])))
+        progress(f"churn: searching {sum(len(_candidates(m)) for m in MODELS)} candidates of {len(MODELS)} models "
+                 f"on {len(search_fit):,} rows, validated on {len(search_val):,}")
         params = search.best_params({name: (partial(_model, name, seed), _candidates(name)) for name in MODELS},
                                     x[search_fit], y[search_fit], x[search_val], y[search_val])
         split_matrices = {split: matrix(train) for split, (train, _) in splits.items()}
         jobs = [(split, name) for split in splits for name in MODELS]
+        progress(f"churn: fitting {len(jobs)} models ({', '.join(f'{s}: {len(splits[s][0]):,} rows' for s in splits)})")
         fitted = dict(zip(jobs, search.run_all([
             partial(search.fit_rows, _model(name, seed, params[name]), split_matrices[split][1], y, splits[split][0])
             for split, name in jobs]), strict=True))
@@ -126,6 +138,8 @@ def train_churn_models(
                 evaluations[split][name] = evaluate(y[test], model.predict_proba(x[test])[:, 1], spec.columns,
                                                     _importance(name, model), params[name], len(train))
                 estimators[split][name] = model
+                progress(f"churn: {name} on {split}: ROC-AUC {evaluations[split][name].roc_auc:.3f} "
+                         f"({len(test):,} test rows)")
             baseline = _baseline(seed)
             baseline.fit(_recency(data.take(train)), y[train])
             coef = float(abs(baseline.named_steps["model"].coef_[0][0]))
@@ -136,6 +150,7 @@ def train_churn_models(
         champion = max(MODELS, key=lambda m: (evaluations[OOT][m].roc_auc, -MODELS.index(m)))
         # What is served: the champion with the searched hyper-parameters, refitted on every labelled row.
         final_spec, x = matrix(np.arange(len(y)))
+        progress(f"churn: refitting the champion, {champion}, on all {len(y):,} labelled rows")
         final_model = _model(champion, seed, params[champion]).fit(x, y)
     return ChurnTrainingResult(evaluations, specs, estimators, champion, seed, final_spec, final_model)
 

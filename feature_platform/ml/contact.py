@@ -22,7 +22,7 @@ views in neither test set: fitted on the earlier ones, early-stopped and scored 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -96,8 +96,11 @@ def train_contact_model(
     registry: Registry,
     seed: int = 7,
     oot_fraction: float = 0.2,
+    progress: Callable[[str], None] = lambda _line: None,
 ) -> ContactTrainingResult:
-    """Fit and evaluate the model and the baseline on both splits; refit the model on every labelled row."""
+    """Fit and evaluate the model and the baseline on both splits; refit the model on every labelled row.
+
+    ``progress`` gets a line per stage: the search, the fits, each split's score."""
     data = add_match_inputs(_labelled(table))
     y = np.asarray(data.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
     splits = {BY_USER: split_by_user(data.column("user_id"), y, seed), OOT: _oot_split(data, oot_fraction)}
@@ -105,6 +108,8 @@ def train_contact_model(
         require_both_classes(y[train], split, "training")
         require_both_classes(y[test], split, "test")
     search_fit, search_val = _search_split(data, [test for _, test in splits.values()], oot_fraction)
+    search_fit = search.sample(search_fit, search.SEARCH_FIT_ROWS, seed)
+    search_val = search.sample(search_val, search.SEARCH_VALIDATION_ROWS, seed)
     require_both_classes(y[search_fit], "search", "fitting")
     require_both_classes(y[search_val], "search", "validation")
 
@@ -120,11 +125,14 @@ def train_contact_model(
         return spec, matrices[spec]
 
     _, x = matrix(np.sort(np.concatenate([search_fit, search_val])))
+    progress(f"contact: searching {len(DEPTHS)} depths on {len(search_fit):,} views, validated on {len(search_val):,}")
     params = search.best_params({MODEL: (partial(_model, seed), [{"max_depth": d} for d in DEPTHS])},
                                 x[search_fit], y[search_fit], x[search_val], y[search_val])[MODEL]
     split_matrices = {split: matrix(train) for split, (train, _) in splits.items()}
     final_spec, x_all = matrix(np.arange(len(y)))
     # The final refit needs no split's result, so it runs beside the two split fits.
+    progress(f"contact: fitting {params} on {', '.join(f'{s}: {len(r):,} views' for s, (r, _) in splits.items())} "
+             f"and all {len(y):,}")
     *fitted, final_model = search.run_all([
         *(partial(search.fit_rows, _model(seed, params), split_matrices[split][1], y, train)
           for split, (train, _) in splits.items()),
@@ -138,6 +146,7 @@ def train_contact_model(
         spec, x = split_matrices[split]
         p = model.predict_proba(x[test])[:, 1]
         model_eval = evaluate(y[test], p, spec.columns, model.feature_importances_, params, len(train))
+        progress(f"contact: xgboost on {split}: ROC-AUC {model_eval.roc_auc:.3f} ({len(test):,} test views)")
         model_eval.ranking = ranking_metrics(users[test], y[test], p, RANK_K)
         test_rows = data.take(test)
         rates = listing_contact_rates(data.take(train))

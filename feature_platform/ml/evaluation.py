@@ -7,6 +7,7 @@ curve, and the test labels and scores themselves so plots can be drawn from it l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +101,10 @@ def split_by_user(users: pa.ChunkedArray | pa.Array, y: np.ndarray, seed: int,
     groups = np.arange(len(positive))
     if len(groups) < 2:
         raise ValueError(f"{BY_USER} split: the rows belong to {len(groups)} user(s); it needs two at least")
-    stratify = positive if min(positive.sum(), (~positive).sum()) >= 2 else None
+    held_out = math.ceil(test_share * len(groups))
+    # Stratified when each side can hold both kinds of user; a handful of users is split plainly.
+    can_stratify = min(positive.sum(), (~positive).sum()) >= 2 and min(held_out, len(groups) - held_out) >= 2
+    stratify = positive if can_stratify else None
     _, test_users = train_test_split(groups, test_size=test_share, stratify=stratify, random_state=seed)
     test = np.zeros(len(groups), dtype=bool)
     test[test_users] = True

@@ -36,6 +36,11 @@ from xgboost import XGBClassifier
 MAX_ROUNDS = 500
 PATIENCE = 25
 PARALLEL_FITS = 2  # the cores of the machine the default run is sized for
+# Rows a candidate is fitted and validated on at most: past these a search ranks candidates as well on a
+# random sample (a candidate's rank is what matters, not its fit on every row); the chosen parameters are
+# then fitted on every row of each split and, for the champion, on every labelled row.
+SEARCH_FIT_ROWS = 200_000
+SEARCH_VALIDATION_ROWS = 100_000
 
 T = TypeVar("T")
 
@@ -45,6 +50,13 @@ def run_all(jobs: Sequence[Callable[[], T]]) -> list[T]:
     job order."""
     with ThreadPoolExecutor(PARALLEL_FITS) as pool:
         return list(pool.map(lambda job: job(), jobs))
+
+
+def sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """``rows`` when there are at most ``limit``, else a random ``limit`` of them (same seed, same rows), in order."""
+    if len(rows) <= limit:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
 
 
 def fit_rows(model: Any, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> Any:

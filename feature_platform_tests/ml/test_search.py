@@ -109,3 +109,30 @@ def test_fit_rows_fits_on_the_given_rows_only() -> None:
     model = search.fit_rows(tree({"max_depth": 3}), x, y, rows)
     expected = tree({"max_depth": 3}).fit(x[rows], y[rows])
     np.testing.assert_array_equal(model.predict_proba(x), expected.predict_proba(x))
+
+
+def test_sample_keeps_small_row_sets_and_draws_a_fixed_ordered_subset_of_large_ones() -> None:
+    rows = np.arange(10, 1010, 2)
+    assert search.sample(rows, 500, seed=3) is rows
+    picked = search.sample(rows, 100, seed=3)
+    assert len(picked) == 100 and len(set(picked)) == 100 and set(picked) <= set(rows)
+    assert np.all(np.diff(picked) > 0)
+    assert np.array_equal(picked, search.sample(rows, 100, seed=3))
+    assert not np.array_equal(picked, search.sample(rows, 100, seed=4))
+
+
+def test_a_search_past_its_row_limit_ranks_candidates_on_the_sample(monkeypatch) -> None:
+    """With the limits below the data, training still runs and reports each stage; the sample is drawn
+    from the search rows only, so no test row enters it (the churn tests check the rest)."""
+    from feature_platform.ml.churn import train_churn_models
+    from feature_platform_tests.ml.test_churn import FEATURES, REGISTRY, synthetic_table
+
+    monkeypatch.setattr(search, "SEARCH_FIT_ROWS", 50)
+    monkeypatch.setattr(search, "SEARCH_VALIDATION_ROWS", 40)
+    lines: list[str] = []
+    result = train_churn_models(synthetic_table(), FEATURES, REGISTRY, seed=7, progress=lines.append)
+    assert result.champion in ("logistic_regression", "random_forest", "xgboost")
+    assert lines[0].startswith("churn: searching") and "on 50 rows, validated on 40" in lines[0]
+    assert any(line.startswith("churn: fitting 6 models") for line in lines)
+    assert sum(": ROC-AUC " in line for line in lines) == 6
+    assert lines[-1].startswith("churn: refitting the champion")

@@ -180,7 +180,7 @@ def churn_model(context: dg.AssetExecutionContext, config: ModelConfig, platform
     registry = load_registry()
     table = platform.store().read_table(table_name(TRAINING_DATASET))
     features = model_inputs(table, registry)
-    result = churn.train_churn_models(table, features, registry, seed=config.seed)
+    result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=context.log.info)
     return publish(context, platform, name=CHURN, key=CHURN_MODEL, description=CHURN_DESCRIPTION,
                    table=table, label=churn.LABEL, feature_names=features, result=result,
                    decide=churn.promotion_decision, auc_floor=config.auc_floor)
@@ -202,7 +202,7 @@ def contact_model(context: dg.AssetExecutionContext, config: ModelConfig, platfo
         return _skipped(context, platform, CONTACT, CONTACT_MODEL,
                         "the data has no listing views or impressions (e.g. a transactions-only source)")
     features = model_inputs(table, registry)
-    result = contact.train_contact_model(table, features, registry, seed=config.seed)
+    result = contact.train_contact_model(table, features, registry, seed=config.seed, progress=context.log.info)
     return publish(context, platform, name=CONTACT, key=CONTACT_MODEL, description=CONTACT_DESCRIPTION,
                    table=table, label=contact.LABEL, feature_names=features, result=result,
                    decide=contact.promotion_decision, auc_floor=config.auc_floor)
