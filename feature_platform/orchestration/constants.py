@@ -44,7 +44,8 @@ TILES_LEAD = dg.AssetKey(["tiles", "lead"])
 TILES_ENGAGEMENT = dg.AssetKey(["tiles", "engagement"])
 TILES_REVIEW = dg.AssetKey(["tiles", "review"])
 TILES_AFFINITY = dg.AssetKey(["tiles", "affinity"])
-TILE_KEYS = (TILES_ACTIVITY, TILES_LEAD, TILES_ENGAGEMENT, TILES_REVIEW, TILES_AFFINITY)
+TILES_LIFETIME = dg.AssetKey(["tiles", "lifetime"])
+TILE_KEYS = (TILES_ACTIVITY, TILES_LEAD, TILES_ENGAGEMENT, TILES_REVIEW, TILES_AFFINITY, TILES_LIFETIME)
 
 # Feature snapshots (one daily-partitioned asset per registry family; the key is features/<asset>).
 USER_ACTIVITY_FEATURES = dg.AssetKey(["features", "user_activity_features"])
@@ -53,9 +54,10 @@ ENGAGEMENT_FEATURES = dg.AssetKey(["features", "engagement_features"])
 PROFILE_FEATURES = dg.AssetKey(["features", "profile_features"])
 REVIEW_FEATURES = dg.AssetKey(["features", "review_features"])
 AFFINITY_FEATURES = dg.AssetKey(["features", "affinity_features"])
+LIFETIME_FEATURES = dg.AssetKey(["features", "lifetime_features"])
 REVIEW_TOPIC_MODEL = dg.AssetKey(["features", "review_topic_model"])
 FEATURE_SNAPSHOTS = (USER_ACTIVITY_FEATURES, LEAD_FEATURES, ENGAGEMENT_FEATURES, PROFILE_FEATURES, REVIEW_FEATURES,
-                     AFFINITY_FEATURES)
+                     AFFINITY_FEATURES, LIFETIME_FEATURES)
 
 # Training sets (unpartitioned Parquet files training/<name>.parquet in the offline store) and models.
 TRAINING_DATASET = dg.AssetKey(["training", "training_dataset"])  # churn; the brief's name

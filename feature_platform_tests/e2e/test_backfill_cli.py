@@ -62,7 +62,7 @@ def test_backfill_launches_one_dagster_backfill_in_few_runs_never_regresses_onli
     # the newer 2025-03-10 served.
     older = cli("backfill", "--start", "2025-03-03", "--end", "2025-03-08", cwd=tmp_path)
     assert older.returncode == 0, older.stdout + older.stderr
-    assert _hashes(data, "2025-03-08") == before and len(before) == 7  # raw/events + six families
+    assert _hashes(data, "2025-03-08") == before and len(before) == 8  # raw/events + seven families
     assert sorted(p.stem for p in (data / "features" / "lead_features").glob("*.parquet"))[0] == "2025-03-03"
     status = cli("online", "status", cwd=tmp_path)
     assert f"served version: {END}." in status.stdout, status.stdout

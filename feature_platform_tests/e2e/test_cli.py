@@ -65,7 +65,7 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     assert f"online/user_features_push          served: version {END}." in first.stdout
     status = cli("online", "status", cwd=tmp_path)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert f"served version: {END}." in status.stdout and "150 users x 93 features" in status.stdout
+    assert f"served version: {END}." in status.stdout and "150 users x 103 features" in status.stdout
     rollback = cli("online", "rollback", cwd=tmp_path)
     assert rollback.returncode == 1 and "no previous version to roll back to" in rollback.stdout
     before = {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")}

@@ -34,7 +34,7 @@ def raw(tmp_path_factory):
     return {name: pq.read_table(root / f"{name}.parquet") for name in ("events", "customers", "reviews", "listings")}
 
 
-@pytest.mark.parametrize("name", ["activity", "lead", "engagement", "affinity"])
+@pytest.mark.parametrize("name", ["activity", "lead", "engagement", "affinity", "lifetime"])
 def test_a_tile_is_the_same_computed_alone_or_in_a_batch(raw, name):
     family = REGISTRY.family(name)
     batch = tiles_from_tables(family, DAYS, raw["events"], raw["reviews"], raw["listings"])
@@ -43,7 +43,7 @@ def test_a_tile_is_the_same_computed_alone_or_in_a_batch(raw, name):
         assert alone[day].equals(batch[day]) and batch[day].num_rows > 0, day
 
 
-@pytest.mark.parametrize("name", ["activity", "lead", "engagement", "affinity", "profile"])
+@pytest.mark.parametrize("name", ["activity", "lead", "engagement", "affinity", "lifetime", "profile"])
 @pytest.mark.parametrize(("block_users", "workers"), [(7, 2), (25, 2), (7, 1)])  # chunked, in step, one thread
 def test_blocks_of_users_give_the_same_snapshots_as_one_block(raw, name, block_users, workers):
     family = REGISTRY.family(name)

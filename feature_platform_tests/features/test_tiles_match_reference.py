@@ -37,7 +37,7 @@ D = dt.date(2025, 3, 31)
 DAYS = [D - dt.timedelta(days=k) for k in (3, 2, 1, 0)]
 MIDNIGHT = dt.datetime.combine(D, dt.time())
 US = dt.timedelta(microseconds=1)
-TIME_WINDOW_FAMILIES = ("activity", "lead", "engagement", "affinity")
+TIME_WINDOW_FAMILIES = ("activity", "lead", "engagement", "affinity", "lifetime")
 
 moments = st.one_of(
     st.datetimes(min_value=MIDNIGHT - dt.timedelta(days=12), max_value=MIDNIGHT + dt.timedelta(days=1, hours=12)),
@@ -223,6 +223,13 @@ def test_affinity_equals_the_per_day_sql_with_either_decay(decay, rows):
 @given(reviews=review_rows)
 def test_review_equals_the_per_day_sql_over_all_history(topic_model, reviews):
     _check_family(_family("review"), [], reviews, {"review_topic_model": topic_model})
+
+
+@SETTINGS
+@given(rows=event_rows)
+@example(rows=EDGES)
+def test_lifetime_equals_the_per_day_sql_over_all_history(rows):
+    _check_family(_family("lifetime"), rows, [])
 
 
 @settings(max_examples=15, deadline=None)

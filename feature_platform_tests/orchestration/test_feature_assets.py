@@ -22,7 +22,7 @@ defs = build_defs()
 END = dt.date(2025, 3, 20)
 EVERY = [*defs.assets]
 FAMILY_KEYS = [C.USER_ACTIVITY_FEATURES, C.LEAD_FEATURES, C.ENGAGEMENT_FEATURES, C.PROFILE_FEATURES,
-               C.REVIEW_FEATURES, C.AFFINITY_FEATURES]
+               C.REVIEW_FEATURES, C.AFFINITY_FEATURES, C.LIFETIME_FEATURES]
 
 
 FIRST = END - dt.timedelta(days=44)
@@ -62,7 +62,7 @@ def test_a_days_files_do_not_depend_on_how_it_was_computed(landed):
     day, middle = END.isoformat(), (END - dt.timedelta(days=5)).isoformat()
     assert _features_run(resources, (END - dt.timedelta(days=10)).isoformat(), day, tiled).success
     short = {d: _bytes_of(data, d) for d in (day, middle)}
-    assert len(short[day]) == 5 + 6  # five families' tiles and six families' snapshots
+    assert len(short[day]) == 6 + 7  # six families' tiles and seven families' snapshots
     assert _features_run(resources, (END - dt.timedelta(days=40)).isoformat(), day, tiled).success
     assert {d: _bytes_of(data, d) for d in (day, middle)} == short
     assert _features_run(resources, day, day, tiled).success

@@ -105,7 +105,7 @@ def test_the_stored_churn_champion_scores_a_snapshot_through_its_own_expansion(t
     model, spec, version = ModelStore(data / "models").load("churn", ModelStore(data / "models").champion("churn").version)
     rows = None
     for family in ("user_activity_features", "lead_features", "engagement_features", "profile_features",
-                   "review_features", "affinity_features"):
+                   "review_features", "affinity_features", "lifetime_features"):
         part = pq.read_table(data / "features" / family / f"{END.isoformat()}.parquet")
         part = part.sort_by("user_id")  # every family has one row per known user: the same rows
         if rows is None:
@@ -133,7 +133,8 @@ def test_the_churn_score_is_the_trained_champion_on_its_own_inputs_which_the_reg
     assert _metadata(result, C.CHURN_RISK_SCORES)["champion_version"] == version.version
     scores = pq.read_table(data / "features" / "churn_risk_scores" / f"{END.isoformat()}.parquet")
     rows = pq.read_table(data / "features" / "user_activity_features" / f"{END.isoformat()}.parquet")
-    for family in ("lead_features", "engagement_features", "profile_features", "review_features", "affinity_features"):
+    for family in ("lead_features", "engagement_features", "profile_features", "review_features", "affinity_features",
+                   "lifetime_features"):
         part = pq.read_table(data / "features" / family / f"{END.isoformat()}.parquet")
         assert part.column("user_id").equals(rows.column("user_id"))  # sorted, one row per known user
         for name in part.column_names[2:]:

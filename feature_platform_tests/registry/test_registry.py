@@ -25,7 +25,7 @@ def _broken(mutate) -> dict:
 
 def test_the_shipped_registry_loads():
     registry = api.load_registry()
-    assert {"activity", "lead", "engagement", "profile", "review", "affinity", "derived"} == set(registry.families)
+    assert {"activity", "lead", "engagement", "profile", "review", "affinity", "lifetime", "derived"} == set(registry.families)
     assert [f.name for f in registry.families.values() if f.derived] == ["derived"]
     assert len(registry.features) == sum(len(f.features) for f in registry.families.values())
 
@@ -130,7 +130,7 @@ def _fitted_topic_artifacts():
                                                          topics.TopicModelConfig(topics=10, min_df=1))}
 
 
-@pytest.mark.parametrize("family", ["activity", "lead", "engagement", "profile", "review", "affinity"])
+@pytest.mark.parametrize("family", ["activity", "lead", "engagement", "profile", "review", "affinity", "lifetime"])
 def test_each_family_produces_exactly_the_registry_columns(family):
     """Both ways: no feature missing from the output, no output column missing from the registry."""
     registry = api.load_registry()

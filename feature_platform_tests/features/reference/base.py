@@ -9,6 +9,7 @@ engine (feature_platform.features) must give the same values for every feature o
 Inside ``ctx.con`` these tables exist for the date:
 
     events    raw events with D-89 00:00 <= timestamp < D+1 00:00
+    all_events every raw event (the lifetime family filters timestamp < D+1 00:00 itself)
     users     customers known at D (signup_date null or <= D), all profile columns
     reviews   raw reviews with timestamp < D+1 00:00
     listings  raw listings
@@ -31,7 +32,7 @@ from feature_platform.registry.registry import Family, Registry
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS
 
 MODULES = {name: f"feature_platform_tests.features.reference.{name}"
-           for name in ("activity", "lead", "engagement", "profile", "review", "affinity")}
+           for name in ("activity", "lead", "engagement", "profile", "review", "affinity", "lifetime")}
 
 
 @dataclass(frozen=True)
