@@ -180,7 +180,8 @@ def churn_model(context: dg.AssetExecutionContext, config: ModelConfig, platform
     registry = load_registry()
     table = platform.store().read_table(table_name(TRAINING_DATASET))
     features = model_inputs(table, registry)
-    result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=context.log.info)
+    result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=context.log.info,
+                                      horizon_days=platform.settings().churn_horizon_days)
     return publish(context, platform, name=CHURN, key=CHURN_MODEL, description=CHURN_DESCRIPTION,
                    table=table, label=churn.LABEL, feature_names=features, result=result,
                    decide=churn.promotion_decision, auc_floor=config.auc_floor)
