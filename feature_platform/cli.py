@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     _generation_flags(gen, required=False)
     gen.add_argument("--out", type=Path, required=True, help="folder to write the files into")
     gen.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    gen.add_argument("--mode", choices=("sample", "btyd"), default="sample",
+                     help="sample: the full product's data (profiles, events, reviews, listings); btyd: purchases "
+                          "only, customers drawn from the BG/NBD process with spend, the true parameters in "
+                          "_truth/btyd.json (a known answer for churn models)")
     gen.set_defaults(handler=cmd_generate)
 
     ing = sub.add_parser("ingest", help="validate and land your own raw files (CSV or Parquet)")
@@ -163,6 +167,18 @@ def _generate(params: dict[str, object], out: Path, file_format: str = "parquet"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.mode == "btyd":
+        from feature_platform.sources.btyd_generator import BtydConfig, generate_btyd
+
+        if args.format != "parquet":
+            raise ConfigError("--mode btyd writes Parquet only")
+        params = _generation_params(args)
+        config = BtydConfig(users=int(params["users"]), days=int(params["days"]), seed=int(params["seed"]),
+                            end_date=dt.date.fromisoformat(str(params["end_date"])))
+        rows = generate_btyd(config, args.out)
+        echo(f"wrote {rows['customers']:,} BG/NBD customers with {rows['events']:,} purchases, "
+             f"{config.start:%Y-%m-%d} .. {config.end_date}, to {args.out} (true parameters in _truth/btyd.json)")
+        return 0
     _generate(_generation_params(args), args.out, args.format)
     return 0
 

@@ -9,8 +9,8 @@ family's ``btyd_frequency``, ``btyd_recency_days`` and ``btyd_age_days``.
 The four parameters are fitted by maximum likelihood (scipy's L-BFGS-B on their logarithms, the
 likelihood summed over distinct (x, t_x, T) with their counts, so a million rows cost what their
 distinct summaries cost). :meth:`BgNbd.expected_purchases` is the conditional expectation of purchases
-in the next ``t`` days; a customer with a low one is likely gone: the churn baseline scores
--E[purchases in the horizon].
+in the next ``t`` days and :meth:`BgNbd.probability_no_purchase` the chance of none, which is what the
+churn label asks: the churn baseline's score.
 """
 
 from __future__ import annotations
@@ -49,14 +49,27 @@ class BgNbd:
             raise ValueError(f"BG/NBD fit did not converge: {result.message}")
         return cls(*(float(v) for v in np.exp(result.x)))
 
+    def probability_alive(self, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+        """P(still a customer at T | x, t_x, T)."""
+        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x, big_t))
+        odds = np.where(x > 0, a / np.maximum(b + x - 1, 1e-12) * ((alpha + big_t) / (alpha + t_x)) ** (r + x), 0.0)
+        return 1 / (1 + odds)
+
+    def probability_no_purchase(self, t: float, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+        """P(no purchase in (T, T + t] | x, t_x, T): gone already, or alive and the Poisson gives none (the
+        rate's posterior is Gamma(r + x, alpha + T)). The churn label's probability under the model."""
+        x, big_t = np.asarray(x, dtype=np.float64), np.asarray(big_t, dtype=np.float64)
+        quiet = ((self.alpha + big_t) / (self.alpha + big_t + t)) ** (self.r + x)
+        return 1 - self.probability_alive(x, t_x, big_t) * (1 - quiet)
+
     def expected_purchases(self, t: float, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
         """E[purchases in (T, T + t] | x, t_x, T] per customer."""
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x, big_t))
         hyp = hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + big_t + t))
         first = (a + b + x - 1) / (a - 1) * (1 - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x) * hyp)
-        alive_odds = np.where(x > 0, a / np.maximum(b + x - 1, 1e-12) * ((alpha + big_t) / (alpha + t_x)) ** (r + x), 0.0)
-        return first / (1 + alive_odds)
+        return first * self.probability_alive(x, t_x, big_t)
 
 
 def log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:

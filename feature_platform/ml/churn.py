@@ -100,7 +100,7 @@ def train_churn_models(
 
     ``progress`` gets a line per stage: the search, the split fits, each model's score, the refit. Besides
     recency, a BG/NBD model fitted on each split's training rows is a baseline when the table has the
-    lifetime family's x, t_x, T; it scores -E[purchases in the next ``horizon_days``] (the label's horizon)."""
+    lifetime family's x, t_x, T; it scores P(no purchase in the next ``horizon_days``), the label's horizon."""
     data = _labelled(table)
     if BASELINE_FEATURE not in data.column_names:
         raise KeyError(f"the baseline needs {BASELINE_FEATURE!r}; include it in the training set")
@@ -161,8 +161,8 @@ def train_churn_models(
             estimators[split][BASELINE] = baseline
             if all(name in data.column_names for name in BTYD_FEATURES):
                 btyd = BgNbd.fit(*_btyd_summary(data.take(train)))
-                expected = btyd.expected_purchases(horizon_days, *_btyd_summary(data.take(test)))
-                evaluations[split][BG_NBD] = evaluate(y[test], _churn_probability(expected), list(BTYD_FEATURES),
+                quiet = btyd.probability_no_purchase(horizon_days, *_btyd_summary(data.take(test)))
+                evaluations[split][BG_NBD] = evaluate(y[test], quiet, list(BTYD_FEATURES),
                                                       np.zeros(len(BTYD_FEATURES)), vars(btyd), len(train))
                 estimators[split][BG_NBD] = btyd
             progress(f"churn: baselines on {split}: " + ", ".join(
@@ -271,7 +271,3 @@ def _btyd_summary(data: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.nan_to_num(np.asarray(pc.fill_null(data.column(name), 0).to_numpy(zero_copy_only=False),
                                           dtype=np.float64)) for name in BTYD_FEATURES)
 
-
-def _churn_probability(expected_purchases: np.ndarray) -> np.ndarray:
-    """A score in [0, 1] that falls as expected purchases rise: exp(-E), the Poisson chance of none."""
-    return np.exp(-np.asarray(expected_purchases, dtype=np.float64))

@@ -46,9 +46,9 @@ def test_backfill_launches_one_dagster_backfill_in_few_runs_never_regresses_onli
     recent = cli("backfill", "--start", "2025-03-08", "--end", END, cwd=tmp_path)
     assert recent.returncode == 0, recent.stdout + recent.stderr
     # Only ingested so far: the snapshots' windows reach back to the first ingested day, which has no tiles
-    # yet, so the tiles start there (12 days x 5 families); raw/events, 6 snapshots and the push get 3 days.
+    # yet, so the tiles start there (12 days x 6 families); raw/events, 7 snapshots and the push get 3 days.
     assert "also tiles/lead from 2025-02-27" in recent.stdout, recent.stdout
-    assert "asset partitions materialized 84/84" in recent.stdout and "COMPLETED_SUCCESS" in recent.stdout
+    assert "asset partitions materialized 99/99" in recent.stdout and "COMPLETED_SUCCESS" in recent.stdout
     for family in ("lead", "affinity", "activity"):
         assert len(list((data / "tiles" / family).glob("*.parquet"))) == 12
     for family in ("lead_features", "affinity_features", "user_activity_features"):

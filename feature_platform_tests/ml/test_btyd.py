@@ -70,3 +70,13 @@ def test_a_customer_who_stopped_long_ago_is_expected_to_buy_less_than_a_recent_o
 def test_unusable_input_is_refused(x, t_x, big_t, message):
     with pytest.raises(ValueError, match=message):
         BgNbd.fit(np.array(x, float), np.array(t_x, float), np.array(big_t, float))
+
+
+def test_the_chance_of_no_purchase_matches_how_many_customers_then_bought_nothing(customers):
+    x, t_x, big_t, later = customers
+    quiet = BgNbd(**TRUE).probability_no_purchase(30.0, x, t_x, big_t)
+    assert quiet.mean() == pytest.approx((later == 0).mean(), abs=0.01)
+    # calibrated within bands, not just on average; each tolerance about three standard errors of its band
+    for low, high, tolerance in ((0.0, 0.7, 0.05), (0.7, 0.9, 0.025), (0.9, 1.0, 0.01)):
+        band = (quiet >= low) & (quiet < high)
+        assert quiet[band].mean() == pytest.approx((later[band] == 0).mean(), abs=tolerance), (low, high)
