@@ -51,6 +51,7 @@ BTYD_FEATURES = ("btyd_frequency", "btyd_recency_days", "btyd_age_days")
 BASELINE_FEATURE = "last_active_days"
 RECENCY_NULL_DAYS = 365.0  # null recency = nothing in the 90-day lookback: older than any real value
 MODELS = ("logistic_regression", "random_forest", "xgboost")
+FOREST_MAX_SAMPLES = 100_000
 SPLITS = (BY_USER, "out_of_time")
 OOT = "out_of_time"
 
@@ -135,13 +136,15 @@ def train_churn_models(
         _, x = matrix(np.sort(np.concatenate([search_fit, search_val])))
         progress(f"churn: searching {sum(len(_candidates(m)) for m in MODELS)} candidates of {len(MODELS)} models "
                  f"on {len(search_fit):,} rows, validated on {len(search_val):,}")
-        params = search.best_params({name: (partial(_model, name, seed), _candidates(name)) for name in MODELS},
+        params = search.best_params({name: (partial(_model, name, seed, rows=len(search_fit)), _candidates(name))
+                                     for name in MODELS},
                                     x[search_fit], y[search_fit], x[search_val], y[search_val])
         split_matrices = {split: matrix(train) for split, (train, _) in splits.items()}
         jobs = [(split, name) for split in splits for name in MODELS]
         progress(f"churn: fitting {len(jobs)} models ({', '.join(f'{s}: {len(splits[s][0]):,} rows' for s in splits)})")
         fitted = dict(zip(jobs, search.run_all([
-            partial(search.fit_rows, _model(name, seed, params[name]), split_matrices[split][1], y, splits[split][0])
+            partial(search.fit_rows, _model(name, seed, params[name], len(splits[split][0])), split_matrices[split][1], y,
+                    splits[split][0])
             for split, name in jobs]), strict=True))
         for split, (train, test) in splits.items():
             spec, x = split_matrices[split]
@@ -172,7 +175,7 @@ def train_churn_models(
         # What is served: the champion with the searched hyper-parameters, refitted on every labelled row.
         final_spec, x = matrix(np.arange(len(y)))
         progress(f"churn: refitting the champion, {champion}, on all {len(y):,} labelled rows")
-        final_model = _model(champion, seed, params[champion]).fit(x, y)
+        final_model = _model(champion, seed, params[champion], len(y)).fit(x, y)
     return ChurnTrainingResult(evaluations, specs, estimators, champion, seed, final_spec, final_model)
 
 
@@ -217,7 +220,10 @@ def _search_split(data: pa.Table, tests: Sequence[np.ndarray]) -> tuple[np.ndarr
     return rows[~validate], rows[validate]
 
 
-def _model(name: str, seed: int, params: dict[str, Any] | None = None) -> Any:
+def _model(name: str, seed: int, params: dict[str, Any] | None = None, rows: int | None = None) -> Any:
+    """An unfitted model; ``rows``, the rows it will be fitted on, caps each forest tree's bootstrap sample at
+    :data:`FOREST_MAX_SAMPLES` (a forest of 100 full-size trees on a million rows takes most of an hour on
+    one core; trees on 100k-row samples rank as well)."""
     if name == "logistic_regression":
         model: Any = Pipeline([
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
@@ -227,7 +233,8 @@ def _model(name: str, seed: int, params: dict[str, Any] | None = None) -> Any:
     elif name == "random_forest":
         model = Pipeline([
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("model", RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)),
+            ("model", RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1,
+                                             max_samples=FOREST_MAX_SAMPLES if (rows or 0) > FOREST_MAX_SAMPLES else None)),
         ])
     else:
         model = XGBClassifier(n_estimators=150, learning_rate=0.1, importance_type="gain", eval_metric="logloss",

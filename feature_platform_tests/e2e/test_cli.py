@@ -19,6 +19,11 @@ from feature_platform_tests.e2e.transactions import write_transactions
 pytestmark = pytest.mark.e2e
 
 END = "2025-03-10"
+# 150 users give about 280 out-of-time churn rows and 30 churners among them: the ROC-AUC's standard error
+# there (~0.03) is wider than any margin around the default 0.70 floor, so runs on such a sample set the floor
+# to what it can show. These tests are about the command; model quality is tested on data with a known
+# answer (test_known_answer.py) and on the shop export below.
+SMALL_SAMPLE_FLOOR = "0.6"
 
 
 def cli(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -34,7 +39,8 @@ def _runs(home: Path) -> list[str]:
 
 
 def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempotent(tmp_path):
-    short_horizon = {"FP_CHURN_HORIZON_DAYS": "7"}  # 40 days of data: weekly snapshot dates with a 7-day label
+    short_horizon = {"FP_CHURN_HORIZON_DAYS": "7",  # 40 days of data: weekly snapshot dates with a 7-day label
+                     "FP_MODEL_AUC_FLOOR": SMALL_SAMPLE_FLOOR}
     first = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=tmp_path, env_extra=short_horizon)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "generating sample data: 150 users x 40 days" in first.stdout

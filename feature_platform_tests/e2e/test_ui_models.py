@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from feature_platform_tests.e2e.test_cli import END, cli
+from feature_platform_tests.e2e.test_cli import END, SMALL_SAMPLE_FLOOR, cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -31,7 +31,7 @@ def ui(tmp_path_factory):
     """`feature-platform run` on 150 users x 40 days, then `feature-platform ui` on that data directory."""
     root = tmp_path_factory.mktemp("ui")
     run = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=root,
-              env_extra={"FP_CHURN_HORIZON_DAYS": "7"})
+              env_extra={"FP_CHURN_HORIZON_DAYS": "7", "FP_MODEL_AUC_FLOOR": SMALL_SAMPLE_FLOOR})
     assert run.returncode == 0, run.stdout + run.stderr
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}
