@@ -37,7 +37,7 @@ from feature_platform.ml.evaluation import (
     DEFAULT_AUC_FLOOR,
     Evaluation,
     evaluate,
-    require_both_classes,
+    require_split_classes,
     split_by_user,
 )
 from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
@@ -107,14 +107,9 @@ def train_churn_models(
         raise KeyError(f"the baseline needs {BASELINE_FEATURE!r}; include it in the training set")
     y = np.asarray(data.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
     splits = {BY_USER: split_by_user(data.column("user_id"), y, seed), OOT: _oot_split(data, oot_dates)}
-    for split, (train, test) in splits.items():
-        require_both_classes(y[train], split, "training")
-        require_both_classes(y[test], split, "test")
+    require_split_classes(y, splits)
     search_fit, search_val = _search_split(data, [test for _, test in splits.values()])
-    search_fit = search.sample(search_fit, search.SEARCH_FIT_ROWS, seed)
-    search_val = search.sample(search_val, search.SEARCH_VALIDATION_ROWS, seed)
-    require_both_classes(y[search_fit], "search", "fitting")
-    require_both_classes(y[search_val], "search", "validation")
+    search_fit, search_val = search.checked_rows(y, search_fit, search_val, seed)
 
     # Expansion is row by row, so the matrix of every labelled row, taken at a split's rows, is that
     # split's matrix; the specs fitted on different rows are usually equal, and then expand runs once.

@@ -111,6 +111,13 @@ def split_by_user(users: pa.ChunkedArray | pa.Array, y: np.ndarray, seed: int,
     return np.flatnonzero(~test[codes]), np.flatnonzero(test[codes])
 
 
+def require_split_classes(y: np.ndarray, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Every split's training and test rows hold both classes."""
+    for split, (train, test) in splits.items():
+        require_both_classes(y[train], split, "training")
+        require_both_classes(y[test], split, "test")
+
+
 def require_both_classes(y: np.ndarray, split: str, part: str) -> None:
     if len(np.unique(y)) < 2:
         raise ValueError(f"{split} split: the {part} rows hold one class only; ROC-AUC is undefined. "

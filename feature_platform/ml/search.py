@@ -33,6 +33,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from xgboost import XGBClassifier
 
+from feature_platform.ml.evaluation import require_both_classes
+
 MAX_ROUNDS = 500
 PATIENCE = 25
 PARALLEL_FITS = 2  # the cores of the machine the default run is sized for
@@ -57,6 +59,17 @@ def sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
     if len(rows) <= limit:
         return rows
     return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+
+
+def checked_rows(y: np.ndarray, search_fit: np.ndarray, search_val: np.ndarray,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The search's fitting and validation rows sampled to :data:`SEARCH_FIT_ROWS` and
+    :data:`SEARCH_VALIDATION_ROWS`, each checked to hold both classes (ROC-AUC is undefined otherwise)."""
+    search_fit = sample(search_fit, SEARCH_FIT_ROWS, seed)
+    search_val = sample(search_val, SEARCH_VALIDATION_ROWS, seed)
+    require_both_classes(y[search_fit], "search", "fitting")
+    require_both_classes(y[search_val], "search", "validation")
+    return search_fit, search_val
 
 
 def fit_rows(model: Any, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> Any:
