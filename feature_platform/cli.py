@@ -12,15 +12,13 @@ import time
 import warnings
 from pathlib import Path
 
-from feature_platform.cli_common import echo
+from feature_platform.cli_common import echo, iso_date, positive
 from feature_platform.cli_common import settings_for as _settings
+from feature_platform.cli_generate import add_generate_command, generate_sample, generation_flags, generation_params
 from feature_platform.cli_serving import add_serving_commands
 from feature_platform.config import ConfigError, Settings
 from feature_platform.sources.loaders import SourceError
 
-DEFAULT_USERS = 2000
-DEFAULT_DAYS = 90
-DEFAULT_SEED = 7
 INSTANCE_YAML = """\
 # Local Dagster instance written by feature-platform: SQLite storage in this folder, no service needed.
 # For PostgreSQL see dagster.yaml at the repository root.
@@ -50,15 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feature-platform", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    gen = sub.add_parser("generate", help="write sample raw data (customers, events, reviews, listings)")
-    _generation_flags(gen, required=False)
-    gen.add_argument("--out", type=Path, required=True, help="folder to write the files into")
-    gen.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    gen.add_argument("--mode", choices=("sample", "btyd"), default="sample",
-                     help="sample: the full product's data (profiles, events, reviews, listings); btyd: purchases "
-                          "only, customers drawn from the BG/NBD process with spend, the true parameters in "
-                          "_truth/btyd.json (a known answer for churn models)")
-    gen.set_defaults(handler=cmd_generate)
+    add_generate_command(sub)
 
     ing = sub.add_parser("ingest", help="validate and land your own raw files (CSV or Parquet)")
     ing.add_argument("--source", type=Path, required=True, help="folder with customers.*, events.* (or events/), ...")
@@ -66,12 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     ing.set_defaults(handler=cmd_ingest)
 
     run = sub.add_parser("run", help="materialize the whole asset graph (generates sample data if none is set)")
-    _generation_flags(run, required=False)
+    generation_flags(run)
     run.add_argument("--source", type=Path, help="use your own raw files instead of sample data")
     run.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
-    run.add_argument("--first-day", type=_date, metavar="YYYY-MM-DD",
+    run.add_argument("--first-day", type=iso_date, metavar="YYYY-MM-DD",
                      help="materialize from this day on (default: the events' first day)")
-    run.add_argument("--last-day", type=_date, metavar="YYYY-MM-DD",
+    run.add_argument("--last-day", type=iso_date, metavar="YYYY-MM-DD",
                      help="materialize up to this day (default: the events' last closed day)")
     run.set_defaults(handler=cmd_run)
 
@@ -89,14 +79,14 @@ def _parser() -> argparse.ArgumentParser:
 
     prune = sub.add_parser("prune", help="delete offline partitions older than the retention setting")
     prune.add_argument("--data-dir", type=Path)
-    prune.add_argument("--keep-days", type=_positive, help="default FP_RETENTION_DAYS or 365")
+    prune.add_argument("--keep-days", type=positive, help="default FP_RETENTION_DAYS or 365")
     prune.set_defaults(handler=cmd_prune)
 
     backfill = sub.add_parser(
         "backfill", help="launch one Dagster backfill over a date range and follow it (as from the UI)",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=BACKFILL_HELP)
-    backfill.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
-    backfill.add_argument("--end", type=_date, required=True, help="last day, YYYY-MM-DD (at most yesterday, UTC)")
+    backfill.add_argument("--start", type=iso_date, required=True, help="first day, YYYY-MM-DD")
+    backfill.add_argument("--end", type=iso_date, required=True, help="last day, YYYY-MM-DD (at most yesterday, UTC)")
     backfill.add_argument("--assets", nargs="+", metavar="GROUP|KEY",
                           help="groups (raw, tiles, features, derived, online) or keys (raw/events); default: raw/events, "
                                "every family's tiles and snapshot, and the online push")
@@ -119,70 +109,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _generation_flags(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--users", type=_positive, help=f"number of users (default {DEFAULT_USERS})")
-    parser.add_argument("--days", type=_positive, help=f"days of history (default {DEFAULT_DAYS})")
-    parser.add_argument("--end-date", type=_date, help="last day with data, YYYY-MM-DD (default yesterday, UTC)")
-    parser.add_argument("--seed", type=int, help=f"random seed (default {DEFAULT_SEED})")
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return number
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {value!r}") from None
-
-
-def _yesterday() -> dt.date:
-    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-
-
-def _generation_params(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "users": args.users or DEFAULT_USERS,
-        "days": args.days or DEFAULT_DAYS,
-        "end_date": (args.end_date or _yesterday()).isoformat(),
-        "seed": DEFAULT_SEED if args.seed is None else args.seed,
-    }
-
-
-def _generate(params: dict[str, object], out: Path, file_format: str = "parquet") -> None:
-    from feature_platform.sources.generator import GeneratorConfig, generate
-
-    config = GeneratorConfig(
-        users=int(params["users"]), days=int(params["days"]),
-        end_date=dt.date.fromisoformat(str(params["end_date"])), seed=int(params["seed"]), file_format=file_format,
-    )
-    echo(f"generating sample data: {config.users:,} users x {config.days} days ending {config.end_date} (seed {config.seed}) -> {out}")
-    summary = generate(config, out, progress=lambda line: echo(f"    {line}"))
-    counts = ", ".join(f"{name} {rows:,}" for name, rows in summary.rows.items())
-    echo(f"    wrote {counts} in {summary.seconds:.1f} s")
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    if args.mode == "btyd":
-        from feature_platform.sources.btyd_generator import BtydConfig, generate_btyd
-
-        if args.format != "parquet":
-            raise ConfigError("--mode btyd writes Parquet only")
-        params = _generation_params(args)
-        config = BtydConfig(users=int(params["users"]), days=int(params["days"]), seed=int(params["seed"]),
-                            end_date=dt.date.fromisoformat(str(params["end_date"])))
-        rows = generate_btyd(config, args.out)
-        echo(f"wrote {rows['customers']:,} BG/NBD customers with {rows['events']:,} purchases, "
-             f"{config.start:%Y-%m-%d} .. {config.end_date}, to {args.out} (true parameters in _truth/btyd.json)")
-        return 0
-    _generate(_generation_params(args), args.out, args.format)
-    return 0
-
-
 def _instance(settings: Settings):
     """The Dagster instance in DAGSTER_HOME, defaulting to a SQLite one under the data directory."""
     import dagster as dg
@@ -202,12 +128,12 @@ def _sample_source(settings: Settings, args: argparse.Namespace) -> Path:
 
     meta_path = settings.sample_dir / "_generation.json"
     asked = any(getattr(args, name) is not None for name in ("users", "days", "end_date", "seed"))
-    wanted = _generation_params(args)
+    wanted = generation_params(args)
     existing = json.loads(meta_path.read_text()) if meta_path.exists() else None
     if existing is not None and (not asked or existing == wanted) and recorded_source(settings) == settings.sample_dir:
         echo(f"sample data: reusing {settings.sample_dir} ({existing['users']:,} users x {existing['days']} days ending {existing['end_date']})")
         return settings.sample_dir
-    _generate(wanted, settings.sample_dir)
+    generate_sample(wanted, settings.sample_dir)
     meta_path.write_text(json.dumps(wanted, indent=2) + "\n")
     remember_source(settings, settings.sample_dir, kind="sample")
     return settings.sample_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 
 from feature_platform.config import Settings
 
@@ -17,3 +18,19 @@ def settings_for(args: argparse.Namespace) -> Settings:
     if getattr(args, "data_dir", None):
         settings = settings.with_overrides(data_dir=args.data_dir.resolve())
     return settings
+
+
+def positive(value: str) -> int:
+    """An argparse type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def iso_date(value: str) -> dt.date:
+    """An argparse type: a YYYY-MM-DD date."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {value!r}") from None
