@@ -106,3 +106,17 @@ def test_the_daily_job_covers_the_snapshot_path_and_the_automation_starts_runnin
     assert {s.job_name for s in schedules.values()} == {DAILY_JOB, RETRAINING_JOB, RETENTION_JOB}
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
     assert repo.get_sensor_def(RETRAIN_SENSOR).default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_what_dagster_loads_takes_its_partitions_from_the_data_directorys_record(tmp_path, monkeypatch):
+    """Every process that loads the code location (webserver, daemon, run worker) builds the same partitions:
+    the first day recorded in FP_DATA_DIR, or the default before anything was ingested."""
+    from feature_platform import definitions
+    from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, record_partitions_start
+
+    monkeypatch.setenv("FP_DATA_DIR", str(tmp_path))
+    first = definitions.defs().resolve_asset_graph().get(C.RAW_EVENTS).partitions_def.get_first_partition_key()
+    assert first == DEFAULT_PARTITIONS_START
+    record_partitions_start(tmp_path, "1997-01-01")
+    for key in (C.RAW_EVENTS, C.TILES_LIFETIME, C.LIFETIME_FEATURES, C.ONLINE_PUSH):
+        assert definitions.defs().resolve_asset_graph().get(key).partitions_def.get_first_partition_key() == "1997-01-01"
