@@ -19,9 +19,14 @@ from feature_platform.cli_serving import add_serving_commands
 from feature_platform.config import ConfigError, Settings
 from feature_platform.sources.loaders import SourceError
 
+EVENT_BATCH_SIZE = "1000"
 INSTANCE_YAML = """\
 # Local Dagster instance written by feature-platform: SQLite storage in this folder, no service needed.
 # For PostgreSQL see dagster.yaml at the repository root.
+storage:
+  custom:  # Dagster's SQLite storage, its event log keeping connections open (see the module)
+    module: feature_platform.orchestration.event_log
+    class: LocalStorage
 telemetry:
   enabled: false
 nux:
@@ -116,10 +121,17 @@ def _instance(settings: Settings):
     if not os.environ.get("DAGSTER_HOME"):
         home = settings.dagster_home
         home.mkdir(parents=True, exist_ok=True)
-        if not (home / "dagster.yaml").exists():
-            (home / "dagster.yaml").write_text(INSTANCE_YAML)
+        config = home / "dagster.yaml"
+        if not config.exists() or _written_by_us(config.read_text()):
+            config.write_text(INSTANCE_YAML)  # an older template of ours is brought up to date
         os.environ["DAGSTER_HOME"] = str(home)
+    # A backfill's per-partition events are stored a batch per transaction (see orchestration/event_log.py).
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
     return dg.DagsterInstance.get()
+
+
+def _written_by_us(text: str) -> bool:
+    return text.splitlines()[:1] == INSTANCE_YAML.splitlines()[:1]
 
 
 def _sample_source(settings: Settings, args: argparse.Namespace) -> Path:

@@ -1,8 +1,15 @@
-"""Metadata every write reports in Dagster: path, row count, column schema, size."""
+"""Metadata every write reports in Dagster: path, row count, column schema, size.
+
+A single-run backfill over many days records one materialization per partition, each carrying the
+same metadata; so a range write reports small range-level facts (rows, files and bytes of the whole
+range) and no column schema: repeated in every partition's event, the schema alone made Dagster's
+bookkeeping of a 500-day run grow with the square of its days. Feature snapshots declare their
+column schema, with the registry's descriptions, on the asset definition instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 import pyarrow as pa
@@ -10,22 +17,30 @@ import pyarrow as pa
 from feature_platform.offline.store import WriteResult
 
 
-def table_schema(schema: pa.Schema) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+def table_schema(schema: pa.Schema, descriptions: Mapping[str, str] | None = None) -> dg.TableSchema:
+    described = descriptions or {}
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type), description=described.get(f.name))
+                                   for f in schema])
 
 
 def write_metadata(writes: Sequence[WriteResult]) -> dict[str, object]:
-    """Row count, schema and location of one or many partition files of one table."""
+    """Row count, schema and location of one partition file, or range-level facts of many."""
     if not writes:
         return {"dagster/row_count": 0}
-    paths = sorted(str(w.path) for w in writes)
-    meta: dict[str, object] = {
-        "dagster/row_count": sum(w.rows for w in writes),
-        "dagster/column_schema": table_schema(writes[0].schema),
-        "path": dg.MetadataValue.path(paths[0] if len(paths) == 1 else str(writes[0].path.parent)),
+    if len(writes) == 1:
+        (write,) = writes
+        return {
+            "dagster/row_count": write.rows,
+            "dagster/column_schema": table_schema(write.schema),
+            "path": dg.MetadataValue.path(str(write.path)),
+            "files_written": 1,
+            "bytes_written": write.bytes,
+        }
+    stems = sorted(w.path.stem for w in writes)
+    return {
+        "range_written": f"{stems[0]} .. {stems[-1]}",
+        "range_rows": sum(w.rows for w in writes),
+        "path": dg.MetadataValue.path(str(writes[0].path.parent)),
         "files_written": len(writes),
         "bytes_written": sum(w.bytes for w in writes),
     }
-    if len(writes) > 1:
-        meta["rows_per_partition"] = dg.MetadataValue.json({w.path.stem: w.rows for w in sorted(writes, key=lambda w: w.path)})
-    return meta

@@ -104,9 +104,8 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
         mat = event.materialization
         key = mat.asset_key.to_user_string()
         outcome.partitions[key] = outcome.partitions.get(key, 0) + (1 if mat.partition else 0)
-        rows_per_partition = mat.metadata.get("rows_per_partition")
-        if rows_per_partition is not None and mat.partition:
-            outcome.rows[key] = outcome.rows.get(key, 0) + rows_per_partition.value.get(mat.partition, 0)
+        if (range_rows := mat.metadata.get("range_rows")) is not None:
+            outcome.rows[key] = int(range_rows.value)  # every partition of the range carries the same total
         elif (rows := mat.metadata.get("dagster/row_count")) is not None:
             outcome.rows[key] = outcome.rows.get(key, 0) + int(rows.value)
         if "keys_written" in mat.metadata:

@@ -25,7 +25,7 @@ from feature_platform.orchestration.features.checks import (
     snapshot_check_specs,
     values_result,
 )
-from feature_platform.orchestration.metadata import write_metadata
+from feature_platform.orchestration.metadata import table_schema, write_metadata
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.orchestration.tiles.assets import tile_key
 from feature_platform.registry.fingerprint import family_fingerprint
@@ -66,7 +66,13 @@ def _family_asset(family: Family) -> dg.AssetsDefinition:
         owners=[OWNER_DATA],
         check_specs=snapshot_check_specs(key),
         description=description,
-        metadata={"family": family.name, "family_version": family.version, "registry_version": registry.version},
+        metadata={
+            "family": family.name,
+            "family_version": family.version,
+            "registry_version": registry.version,
+            "dagster/column_schema": table_schema(registry.snapshot_schema(family.name),
+                                                  {f.name: f.description for f in features}),
+        },
     )
     def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         store = platform.store()
