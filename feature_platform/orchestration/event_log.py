@@ -27,10 +27,11 @@ import dagster as dg
 import sqlalchemy as db
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30  # as Dagster's own storage: wait for another process's write, do not fail
@@ -123,6 +124,24 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
                     conn.execute(AssetKeyTable.insert().values(asset_key=asset_key, **values))
             except db.exc.IntegrityError:
                 conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        """The rows Dagster writes for a planned check (one per partition of a partitioned check), with
+        the event serialized once instead of once per partition: 500 partitions x 50 checks were
+        25,000 serializations of the same event."""
+        planned = event.get_dagster_event().event_specific_data
+        partition_keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        common = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in partition_keys])
 
     def _has_asset_key_index_cols_on_connection(self, conn: db.engine.Connection) -> bool:
         """Asked for every asset event (a schema inspection each time); columns, once there, stay."""

@@ -4,7 +4,7 @@
 in the instance (so it shows up in `dagster dev` afterwards); partitioned assets of a step run as a
 single-run backfill over the whole date range, except a step marked ``latest_only``: model scores are
 computed for the day the online step pushes (the last one), not re-computed for history with a model
-trained after it.
+trained after it, and the online store, which serves one snapshot, is pushed (and recorded) for that day.
 """
 
 import time
@@ -61,7 +61,7 @@ FEATURES_STEP = Step("feature snapshots", dg.AssetSelection.groups(GROUP_FEATURE
 TRAINING_STEP = Step("training sets", dg.AssetSelection.groups(GROUP_TRAINING))
 MODELS_STEP = Step("models", dg.AssetSelection.groups(GROUP_MODELS), later_steps_proceed_on_failed_checks=True)
 SCORES_STEP = Step("model scores", dg.AssetSelection.groups(GROUP_DERIVED), latest_only=True)
-ONLINE_STEP = Step("online store", dg.AssetSelection.groups(GROUP_ONLINE))
+ONLINE_STEP = Step("online store", dg.AssetSelection.groups(GROUP_ONLINE), latest_only=True)
 ALL_STEPS: tuple[Step, ...] = (RAW_STEP, TILES_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP, SCORES_STEP, ONLINE_STEP)
 
 

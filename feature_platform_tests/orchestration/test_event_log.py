@@ -6,6 +6,9 @@ and the CLI make — materialized and failed partitions, the latest materializat
 asset records, check evaluations, the run's event log — must agree.
 """
 
+import sqlite3
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -56,6 +59,10 @@ def _record(instance: dg.DagsterInstance) -> dict:
     check = dg.AssetCheckKey(dg.AssetKey("upstream"), "positive")
     history = instance.event_log_storage.get_asset_check_execution_history(check, limit=10)
     seen["check"] = sorted(str(record.status) for record in history)
+    with sqlite3.connect(Path(instance.root_directory) / "history" / "runs" / "index.db") as db:
+        seen["check_rows"] = sorted(db.execute(
+            "select asset_key, check_name, partition, execution_status, length(evaluation_event) > 0 "
+            "from asset_check_executions").fetchall(), key=repr)
     runs = instance.get_runs()
     seen["runs"] = sorted(
         (run.status.value, tuple(sorted(e.dagster_event_type.value for e in instance.all_logs(run.run_id) if e.is_dagster_event)))
@@ -86,6 +93,7 @@ def test_kept_open_storage_records_what_the_stock_storage_records(tmp_path, monk
     assert expected["upstream"]["materialized"] == [f"2026-01-{d:02d}" for d in range(2, 11)]
     assert expected["upstream"]["materializations"] == 8 + 8 + 1
     assert set(expected["downstream"]["status"].values()) >= {"AssetPartitionStatus.FAILED"}
+    assert len(expected["check_rows"]) >= 8 + 8  # a planned row per partition of each range run
 
 
 def test_a_second_instance_reads_what_the_first_wrote_while_it_keeps_connections_open(tmp_path, monkeypatch):

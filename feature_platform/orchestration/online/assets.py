@@ -64,8 +64,9 @@ def user_features_push(context: dg.AssetExecutionContext, platform: PlatformReso
         "deleted_versions": dg.MetadataValue.json(result.deleted_versions),
         "online_store": describe(settings),
         "derived_families_missing": dg.MetadataValue.json(unscored),
-        **({"partitions_not_pushed": dg.MetadataValue.json({
-            "partitions": superseded, "why": f"a run over many days pushes only its latest, {day}"})}
+        # A range, not a list: the same metadata lands on every partition of a backfill's run.
+        **({"partitions_not_pushed": f"{superseded[0]} .. {superseded[-1]} ({len(superseded)} days): "
+                                     f"a run over many days pushes only its latest, {day}"}
            if superseded else {}),
     })
 
