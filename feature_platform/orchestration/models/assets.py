@@ -8,6 +8,7 @@ Only then does ``champion.json`` point at the new version; otherwise the previou
 rejection is logged next to it and the check says why.
 """
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,10 @@ from feature_platform.orchestration.constants import (
 from feature_platform.orchestration.resources import PlatformResource
 from feature_platform.orchestration.training.assets import table_name
 from feature_platform.registry.registry import Registry, load_registry
+
+# Progress of the long training steps: a Python logger under `feature_platform`, so the CLI prints it as it
+# comes (Dagster's console logger is quiet during CLI runs) and Dagster records it in the run's logs.
+log = logging.getLogger(__name__)
 
 CHURN = "churn"
 CONTACT = "contact"
@@ -180,7 +185,7 @@ def churn_model(context: dg.AssetExecutionContext, config: ModelConfig, platform
     registry = load_registry()
     table = platform.store().read_table(table_name(TRAINING_DATASET))
     features = model_inputs(table, registry)
-    result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=context.log.info,
+    result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=log.info,
                                       horizon_days=platform.settings().churn_horizon_days)
     return publish(context, platform, name=CHURN, key=CHURN_MODEL, description=CHURN_DESCRIPTION,
                    table=table, label=churn.LABEL, feature_names=features, result=result,
@@ -203,7 +208,7 @@ def contact_model(context: dg.AssetExecutionContext, config: ModelConfig, platfo
         return _skipped(context, platform, CONTACT, CONTACT_MODEL,
                         "the data has no listing views or impressions (e.g. a transactions-only source)")
     features = model_inputs(table, registry)
-    result = contact.train_contact_model(table, features, registry, seed=config.seed, progress=context.log.info)
+    result = contact.train_contact_model(table, features, registry, seed=config.seed, progress=log.info)
     return publish(context, platform, name=CONTACT, key=CONTACT_MODEL, description=CONTACT_DESCRIPTION,
                    table=table, label=contact.LABEL, feature_names=features, result=result,
                    decide=contact.promotion_decision, auc_floor=config.auc_floor)
