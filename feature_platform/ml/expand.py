@@ -82,9 +82,18 @@ def fit_expansion(
     feature_names: Sequence[str],
     registry: Registry,
     extra: Mapping[str, str] | None = None,
+    rows: np.ndarray | None = None,
 ) -> ExpansionSpec:
     """Fix the output columns of ``feature_names`` (then ``extra``): map keys and categories come from
-    ``table``, the rest from the registry."""
+    ``table`` (only its ``rows`` when given), the rest from the registry.
+
+    ``rows`` are taken from the map and categorical columns alone: ``table.take(rows)`` would copy every
+    column, 0.7 GB for a split of a million-row training set, to read two of them."""
+
+    def values(name: str) -> pa.ChunkedArray:
+        column = _column(table, name)
+        return column if rows is None else column.take(rows)
+
     features = []
     for name in feature_names:
         if name not in registry.features:
@@ -100,7 +109,7 @@ def fit_expansion(
             columns = tuple(f"{prefix}_{i}" for i in range(feature.length))
             features.append(ExpandedFeature(name, "vector", columns, length=feature.length))
         elif feature.type == "map":
-            _, entries = list_entries(_column(table, name))
+            _, entries = list_entries(values(name))
             keys = tuple(sorted(pc.unique(entries.field(0)).to_pylist()))
             features.append(ExpandedFeature(name, "map", tuple(f"{name}__{k}" for k in keys), keys=keys))
         else:
@@ -109,7 +118,7 @@ def fit_expansion(
         if kind == "numeric":
             features.append(ExpandedFeature(name, "numeric", (name,)))
         elif kind == "categorical":
-            counts = pc.value_counts(pc.drop_null(pc.cast(_column(table, name).combine_chunks(), pa.string())))
+            counts = pc.value_counts(pc.drop_null(pc.cast(values(name).combine_chunks(), pa.string())))
             pairs = zip(counts.field("counts").to_pylist(), counts.field("values").to_pylist(), strict=True)
             pairs = sorted(pairs, key=lambda cv: (-cv[0], cv[1]))[:MAX_CATEGORIES]
             keys = tuple(sorted(v for _, v in pairs))
@@ -124,9 +133,14 @@ def fit_expansion(
     return spec
 
 
-def expand(table: pa.Table, spec: ExpansionSpec) -> tuple[np.ndarray, list[str]]:
-    """A float64 matrix (rows of ``table`` x ``spec.columns``) and its column names."""
-    out = np.full((table.num_rows, len(spec.columns)), np.nan, dtype=np.float64)
+def expand(table: pa.Table, spec: ExpansionSpec,
+           dtype: type[np.floating] = np.float64) -> tuple[np.ndarray, list[str]]:
+    """A float matrix (rows of ``table`` x ``spec.columns``) and its column names.
+
+    ``dtype=np.float32`` is what training asks for: the same values as the float64 matrix cast to float32,
+    filled in place, at half the memory (0.44 GB instead of 0.87 GB at a million rows x 109 columns) and
+    with no float64 matrix on the way. Tree models split on float32 values anyway."""
+    out = np.full((table.num_rows, len(spec.columns)), np.nan, dtype=dtype)
     start = 0
     for feature in spec.features:
         width = len(feature.columns)

@@ -61,6 +61,10 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
         champion = json.loads((data / "models" / name / "champion.json").read_text())["version"]
         assert f"serving {champion}" in line
         assert (data / "models" / name / champion / "model_card.md").exists()
+    # The long model step says what it does as it goes: a line per model and split.
+    output = first.stdout + first.stderr
+    assert re.search(r"churn: xgboost on out_of_time: ROC-AUC 0\.\d{3}", output), output[-3000:]
+    assert re.search(r"contact: xgboost on out_of_time: ROC-AUC 0\.\d{3}", output), output[-3000:]
     # The champion churn model scores the last snapshot (only: older days are served unscored) ...
     churn = json.loads((data / "models" / "churn" / "champion.json").read_text())["version"]
     line = next(line for line in first.stdout.splitlines() if line.strip().startswith("features/churn_risk_scores"))

@@ -169,3 +169,12 @@ def test_too_few_dates_for_the_search() -> None:
     # 6 labelled dates, 5 of them tested out of time: the search would have one date to fit and validate on
     with pytest.raises(ValueError, match="the hyper-parameter search needs two labelled snapshot dates"):
         train_churn_models(synthetic_table(), FEATURES, REGISTRY, oot_dates=5)
+
+
+def test_training_order_puts_each_split_s_training_rows_in_one_block() -> None:
+    from feature_platform.ml.churn import _training_order
+
+    first, second = np.array([0, 2, 3, 6]), np.array([1, 2, 3, 5, 7])  # rows 4, 8 train neither
+    order, blocks = _training_order(9, {"a": first, "b": second})
+    assert order.tolist() == [0, 6, 2, 3, 1, 5, 7, 4, 8]
+    assert sorted(order[blocks["a"]]) == first.tolist() and sorted(order[blocks["b"]]) == second.tolist()

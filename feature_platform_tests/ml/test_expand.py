@@ -171,3 +171,16 @@ def test_a_null_list_backed_by_values_has_none() -> None:
                                        mask=pa.array([False, True, False]))
     x, _ = expand(table(topic_vector=vectors), fit_expansion(table(topic_vector=vectors), ["topic_vector"], REGISTRY))
     np.testing.assert_array_equal(x, [np.arange(10.0), [NAN] * 10, np.arange(20.0, 30.0)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(affinity_tables(), st.data())
+def test_float32_is_the_float64_matrix_cast_and_a_spec_on_rows_is_the_spec_on_their_table(
+        t: pa.Table, data: st.DataObject) -> None:
+    names = ["total_events", "category_affinity", "topic_vector"]
+    rows = np.array(sorted(data.draw(st.sets(st.integers(0, t.num_rows - 1), min_size=1))))
+    spec = fit_expansion(t, names, REGISTRY, rows=rows)
+    assert spec == fit_expansion(t.take(rows), names, REGISTRY)
+    x32, columns = expand(t, spec, np.float32)
+    assert x32.dtype == np.float32 and columns == spec.columns
+    np.testing.assert_array_equal(x32, expand(t, spec)[0].astype(np.float32))

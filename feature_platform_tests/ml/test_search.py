@@ -133,6 +133,9 @@ def test_a_search_past_its_row_limit_ranks_candidates_on_the_sample(monkeypatch)
     result = train_churn_models(synthetic_table(), FEATURES, REGISTRY, seed=7, progress=lines.append)
     assert result.champion in ("logistic_regression", "random_forest", "xgboost")
     assert lines[0].startswith("churn: searching") and "on 50 rows, validated on 40" in lines[0]
-    assert any(line.startswith("churn: fitting 6 models") for line in lines)
+    assert lines[1] == f"churn: fitting 3 models on out_of_time's {lines[1].split()[-2]} rows"
     assert sum(": ROC-AUC " in line for line in lines) == 6
-    assert lines[-1].startswith("churn: refitting the champion")
+    # the out-of-time scores name the champion, refitted beside the by-user fits, whose scores come last
+    refit = next(i for i, line in enumerate(lines) if line.startswith("churn: refitting the champion"))
+    assert all("on out_of_time" in line for line in lines[2:refit]) and len(lines[2:refit]) == 4
+    assert all("on by_user" in line for line in lines[refit + 1:]) and len(lines[refit + 1:]) == 4
