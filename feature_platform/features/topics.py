@@ -35,6 +35,8 @@ import sklearn
 from sklearn.decomposition import LatentDirichletAllocation
 from sklearn.feature_extraction.text import CountVectorizer
 
+from feature_platform.offline.store import atomic_write_bytes
+
 # Lowercased maximal runs of at least two letters (unicode letters; digits, "_" and punctuation split).
 TOKEN_PATTERN = r"(?u)[^\W\d_]{2,}"
 STOP_WORDS = "english"
@@ -102,17 +104,19 @@ class TopicModel:
         Each document's mix depends on that document alone (LDA's transform starts every document
         from the same constant), so results are cached by text and a text is transformed once.
         """
+        # is_blank(t) is true for None, which mypy cannot see: the ignores below are that (a typed rewrite
+        # would change the review family's fingerprint, see registry/fingerprint.py, for no value change).
         texts = list(texts)
         out = np.full((len(texts), self.topics), np.nan)
-        missing = sorted({t for t in texts if not is_blank(t) and t not in self._cache})
+        missing = sorted({t for t in texts if not is_blank(t) and t not in self._cache})  # type: ignore[type-var]
         if missing:
             if len(self._cache) + len(missing) > _CACHE_LIMIT:
                 self._cache.clear()
             mixes = self.lda.transform(self.vectorizer.transform(missing))
-            self._cache.update(zip(missing, mixes, strict=True))
+            self._cache.update(zip(missing, mixes, strict=True))  # type: ignore[arg-type]
         for i, text in enumerate(texts):
             if not is_blank(text):
-                out[i] = self._cache[text]
+                out[i] = self._cache[text]  # type: ignore[index]
         return out
 
     def top_words(self, n: int = 8) -> list[list[str]]:
@@ -233,21 +237,8 @@ def save(model: TopicModel, root: Path) -> Path:
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
-    _write_current(root, model.version)
+    atomic_write_bytes(root / CURRENT_FILE, f"{model.version}\n".encode())
     return target
-
-
-def _write_current(root: Path, version: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{CURRENT_FILE}.tmp-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(version + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, root / CURRENT_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def versions(root: Path) -> list[str]:

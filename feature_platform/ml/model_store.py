@@ -9,8 +9,9 @@ Layout under ``Settings.models_dir``::
                             <plot>.png        one file per plot
                             model_card.md     the human-readable card
                             manifest.json     name, version, created_at, feature_names, columns,
-                                              registry_versions, training_fingerprint, info, and the
-                                              sha256 of every other file in the folder
+                                              registry_versions, training_fingerprint, info, the
+                                              library versions that wrote the model, and the sha256
+                                              of every other file in the folder
     <root>/<name>/champion.json               the promoted version, the one before it and the last 20 promotions
     <root>/<name>/rejections.json             the last 50 candidates that were not promoted, and why
 
@@ -24,6 +25,22 @@ The store expects one writer per model name at a time (one Dagster run); it does
 The manifest hashes make :meth:`ModelStore.load` refuse a file that changed after it was saved.
 They protect against corruption and accidental edits, not against someone who can also rewrite the
 manifest: only load models from a store you trust (joblib files are pickles).
+
+A pickle is only as portable as the classes in it. The manifest's ``libraries`` records the Python,
+numpy, scikit-learn and XGBoost versions that wrote the model, and ``model_libraries`` which of
+numpy, scikit-learn and XGBoost the model object is made of. :meth:`ModelStore.load` refuses, before
+unpickling, a model whose libraries are incompatible with the installed ones
+(:class:`ModelLibraryMismatchError`, naming both versions). The rule:
+
+- scikit-learn and XGBoost: the same major.minor release (patch releases may differ). Neither
+  supports unpickling across releases: an estimator's attributes change between minor releases,
+  and a model that unpickles anyway can predict differently.
+- numpy: the same major release (numpy 2 pickles reference ``numpy._core``, unknown to numpy 1).
+- Python: recorded for diagnosis, not checked (the pickles of these libraries do not depend on it).
+- A library the model is not made of is not checked: an XGBoost upgrade leaves a scikit-learn
+  logistic regression loadable.
+
+A manifest written before versions were recorded loads with a warning: nothing says what wrote it.
 """
 
 from __future__ import annotations
@@ -31,10 +48,14 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
+import importlib.metadata
 import json
+import logging
 import os
+import platform
 import re
 import shutil
+import types
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,8 +90,20 @@ FINGERPRINT_ROW_GROUP = 65_536
 FINGERPRINT_PAGE_BYTES = 1 << 30
 
 
+# Distribution names as recorded in the manifest, with the top-level module their classes live in.
+CHECKED_LIBRARIES = {"numpy": "numpy", "scikit-learn": "sklearn", "xgboost": "xgboost"}
+# How many leading version components must match for a pickle to load: major.minor, or major.
+SAME_RELEASE_PARTS = {"numpy": 1, "scikit-learn": 2, "xgboost": 2}
+
+log = logging.getLogger(__name__)
+
+
 class ModelIntegrityError(RuntimeError):
     """A file of a saved version is missing or differs from the hash its manifest recorded."""
+
+
+class ModelLibraryMismatchError(RuntimeError):
+    """A saved model was written by a release of a library it is made of that the installed one cannot read."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +179,8 @@ class ModelStore:
                 "registry_versions": dict(registry_versions),
                 "training_fingerprint": training_fingerprint,
                 "info": json.loads(info_json),
+                "libraries": library_versions(),
+                "model_libraries": model_libraries(model),
                 "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
             }
             atomic_write_bytes(tmp / MANIFEST_FILE, _dumps(manifest, indent=2).encode())
@@ -206,6 +241,7 @@ class ModelStore:
         spec = ExpansionSpec.from_json((meta.path / EXPANSION_FILE).read_text())
         if spec.columns != meta.manifest["columns"]:
             raise ModelIntegrityError(f"{name}/{version}: {EXPANSION_FILE} columns differ from the manifest's")
+        _check_libraries(meta)
         return joblib.load(meta.path / MODEL_FILE), spec, meta
 
     def champion(self, name: str) -> ModelVersion | None:
@@ -231,6 +267,87 @@ class ModelStore:
             known = [v.version for v in self.versions(name)]
             raise ValueError(f"{name} has no saved version {version!r} under {self.root}; saved versions: {known}")
         return self._version(name, version)
+
+
+def library_versions() -> dict[str, str]:
+    """The installed Python, numpy, scikit-learn and XGBoost versions, as a manifest records them."""
+    versions = {"python": platform.python_version()}
+    for dist in CHECKED_LIBRARIES:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def model_libraries(model: object) -> list[str]:
+    """Which of numpy, scikit-learn and XGBoost ``model`` is made of (distribution names, sorted).
+
+    Walks the object graph: instance attributes and the items of dicts, lists, tuples and sets,
+    noting the top-level module of every object's class and its base classes (an XGBClassifier is
+    also a scikit-learn estimator), and of classes and functions held by reference. Arrays and
+    scalars end the walk; objects without a ``__dict__`` (slots, extension types) are noted but not
+    entered.
+    """
+    wanted = {module: dist for dist, module in CHECKED_LIBRARIES.items()}
+    found: set[str] = set()
+    seen: set[int] = set()
+    stack: list[Any] = [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        modules = {cls.__module__ for cls in type(obj).__mro__}
+        if isinstance(obj, type):
+            modules.update(cls.__module__ for cls in obj.__mro__)
+        elif isinstance(obj, types.FunctionType | types.BuiltinFunctionType):
+            modules.add(getattr(obj, "__module__", None) or "")
+        found.update(wanted[m] for m in (module.partition(".")[0] for module in modules) if m in wanted)
+        if isinstance(obj, str | bytes | bytearray | int | float | complex | np.ndarray | np.generic | type
+                      | types.FunctionType | types.BuiltinFunctionType):
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, list | tuple | set | frozenset):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__"):
+            stack.extend(vars(obj).values())
+    return sorted(found)
+
+
+def _check_libraries(meta: ModelVersion) -> None:
+    """Refuse a model written by a release of one of its libraries that the installed one cannot read."""
+    written = meta.manifest.get("libraries")
+    used = meta.manifest.get("model_libraries")
+    where = f"{meta.name}/{meta.version}"
+    if written is None or used is None:
+        log.warning("%s: the manifest does not record the library versions that wrote the model; loading it "
+                    "unchecked (retrain to record them)", where)
+        return
+    installed = library_versions()
+    problems = []
+    for dist in used:
+        saved, have = written.get(dist), installed.get(dist)
+        if saved is None:
+            continue  # not recorded at save time: nothing to compare
+        parts = SAME_RELEASE_PARTS[dist]
+        if have is None or _release(have, parts) != _release(saved, parts):
+            release = ".".join(_release(saved, parts)) + ".*"
+            problems.append(f"{dist} {saved} wrote it, {have or 'none'} is installed (needs {dist}=={release})")
+    if problems:
+        rule = "same major.minor for scikit-learn and XGBoost, same major for numpy"
+        raise ModelLibraryMismatchError(
+            f"{where} cannot be loaded: {'; '.join(problems)}. A pickled model needs the library release "
+            f"that wrote it ({rule}): retrain the model with the installed versions, or install the "
+            "versions named above (constraints.txt pins the tested set)"
+        )
+
+
+def _release(version: str, parts: int) -> tuple[str, ...]:
+    """The first ``parts`` numeric components of ``version``: ``("1", "9")`` for "1.9.1" and parts=2."""
+    return tuple(re.findall(r"\d+", version)[:parts])
 
 
 def training_fingerprint(table: pa.Table) -> str:

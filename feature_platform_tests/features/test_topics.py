@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,6 +194,23 @@ def test_saving_a_new_version_moves_current_and_keeps_the_old_one(model, tmp_pat
     assert topics.load(tmp_path, model.version).version == model.version
     topics.save(model, tmp_path)  # same version again: idempotent, CURRENT back to it
     assert topics.current_version(tmp_path) == model.version
+
+
+def test_a_crash_while_moving_current_keeps_the_old_current_and_no_temp_file(model, tmp_path, monkeypatch):
+    other = fit_topic_model(CORPUS, TopicModelConfig(topics=10, min_df=1, seed=1))
+    topics.save(model, tmp_path)
+    replace = os.replace
+
+    def crash_on_current(src, dst):
+        if Path(dst).name == "CURRENT":
+            raise OSError("disk full")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_current)
+    with pytest.raises(OSError, match="disk full"):
+        topics.save(other, tmp_path)
+    assert topics.current_version(tmp_path) == model.version
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["CURRENT", model.version, other.version])
 
 
 def test_missing_current_says_what_to_materialize(tmp_path):
