@@ -17,6 +17,7 @@ from feature_platform.cli_common import settings_for as _settings
 from feature_platform.cli_generate import add_generate_command, generate_sample, generation_flags, generation_params
 from feature_platform.cli_serving import add_serving_commands
 from feature_platform.config import ConfigError, Settings
+from feature_platform.registry.registry import UnknownNameError
 from feature_platform.sources.loaders import SourceError
 
 EVENT_BATCH_SIZE = "1000"
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     progress.setLevel(logging.INFO)
     try:
         return args.handler(args)
-    except (SourceError, ConfigError, KeyError) as exc:
+    except (SourceError, ConfigError, UnknownNameError) as exc:  # what a user can fix; anything else is a bug
         echo(f"error: {exc}")
         return 2
 
@@ -176,12 +177,13 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
     from feature_platform.offline.calendar import record_partitions_start
     from feature_platform.orchestration.constants import daily_partitions
     from feature_platform.orchestration.pipeline import run_steps
-    from feature_platform.orchestration.resources import PlatformResource
+    from feature_platform.orchestration.resources import platform_resources
     from feature_platform.sources.dates import EARLIEST_DAY, source_event_days
 
     started = time.monotonic()
     instance = _instance(settings)
     yesterday = daily_partitions(EARLIEST_DAY).get_last_partition_key()
+    assert yesterday is not None  # a daily calendar from 1970 has a last closed day
     data_first, data_last = source_event_days(source, EARLIEST_DAY, yesterday)
     start = record_partitions_start(settings.data_dir, data_first)
     defs = build_defs(start)
@@ -192,7 +194,7 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
                           f"nothing in {first or data_first} .. {last or data_last}")
     echo(f"data directory {settings.data_dir}; raw data {source} ({data_first} .. {data_last}); "
          f"partitions from {start}; this run {first_day} .. {last_day}")
-    resources = {"platform": PlatformResource(data_dir=str(settings.data_dir), raw_dir=str(source))}
+    resources = platform_resources(settings, raw_dir=source)
     outcomes = run_steps(defs, steps, instance, resources, first_day, last_day, echo)
     ok = all(o.success for o in outcomes) and len(outcomes) == len(steps)
     passed = sum(o.checks_passed for o in outcomes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from feature_platform.cli_common import echo, iso_date, positive
 from feature_platform.config import ConfigError
@@ -37,7 +38,7 @@ def _yesterday() -> dt.date:
     return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 
 
-def generation_params(args: argparse.Namespace) -> dict[str, object]:
+def generation_params(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "users": args.users or DEFAULT_USERS,
         "days": args.days or DEFAULT_DAYS,
@@ -46,7 +47,7 @@ def generation_params(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def generate_sample(params: dict[str, object], out: Path, file_format: str = "parquet") -> None:
+def generate_sample(params: dict[str, Any], out: Path, file_format: str = "parquet") -> None:
     from feature_platform.sources.generator import GeneratorConfig, generate
 
     config = GeneratorConfig(

@@ -22,13 +22,14 @@ from feature_platform.orchestration.monitoring.freshness import with_freshness_p
 from feature_platform.orchestration.online.assets import ONLINE_ASSETS
 from feature_platform.orchestration.online.checks import ONLINE_CHECKS
 from feature_platform.orchestration.raw.assets import RAW_ASSETS
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import platform_resources
 from feature_platform.orchestration.tiles.assets import TILE_ASSETS
 from feature_platform.orchestration.training.assets import TRAINING_ASSETS
 
 
-def build_defs(start: str = DEFAULT_PARTITIONS_START) -> dg.Definitions:
-    """The platform's definitions with daily partitions from ``start`` (ISO date) to yesterday."""
+def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None = None) -> dg.Definitions:
+    """The platform's definitions with daily partitions from ``start`` (ISO date) to yesterday; resources
+    from ``settings`` (default: the FP_* variables, as ``EnvVar`` where one is set)."""
     defs = dg.Definitions(
         # Global policy: every asset's freshness policy follows from the registry (monitoring/freshness.py).
         assets=with_freshness_policies(
@@ -38,7 +39,7 @@ def build_defs(start: str = DEFAULT_PARTITIONS_START) -> dg.Definitions:
         jobs=JOBS,
         schedules=SCHEDULES,
         sensors=SENSORS,
-        resources={"platform": PlatformResource()},
+        resources=platform_resources(settings or Settings.from_env(), from_env=settings is None),
     )
     if start == DEFAULT_PARTITIONS_START:
         return defs

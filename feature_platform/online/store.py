@@ -45,7 +45,7 @@ from typing import Any
 import pyarrow as pa
 
 from feature_platform.online import codec
-from feature_platform.registry.registry import Registry
+from feature_platform.registry.registry import Registry, UnknownNameError
 
 DEFAULT_BATCH = 1_000
 STALE, PRESENT, MISSING = "stale", "present", "missing"
@@ -218,14 +218,14 @@ class OnlineStore:
 
     # -- read --------------------------------------------------------------------------------
     def current(self) -> VersionInfo | None:
-        version = self._text(self.client.hget(self.pointer_key, "version"))
+        version = self._maybe_text(self.client.hget(self.pointer_key, "version"))
         return self.version_info(version) if version else None
 
     def version_info(self, version: str) -> VersionInfo | None:
         cached = self._versions.get(version)
         if cached is not None:
             return cached
-        raw = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.version_key(version)).items()}
+        raw = self._hash(self.version_key(version))
         if not raw:
             return None
         info = VersionInfo(
@@ -262,7 +262,7 @@ class OnlineStore:
         pipe.hget(self.pointer_key, "version")
         self._queue(pipe, guess or "-", user_ids)
         served, *replies = pipe.execute()
-        served = self._text(served)
+        served = self._maybe_text(served)
         if not served:
             return {user: None for user in user_ids}
         if served != guess:  # first read, or the pointer moved since: read the served version
@@ -298,7 +298,8 @@ class OnlineStore:
             values = codec.decode(blob)
             vector = {name: values[index[name]] for name in wanted if name in index}
             vector.update({name: None for name in missing})
-            updated_at, updated = None, ()
+            updated_at: dt.datetime | None = None
+            updated: tuple[str, ...] = ()
             if overlay:
                 fields = {self._text(k): v for k, v in overlay.items()}
                 updated = tuple(name for name in wanted if name in fields and name in index)
@@ -339,7 +340,8 @@ class OnlineStore:
             present = [u for u, found in zip(chunk, pipe.execute(), strict=True) if found]
             pipe = self.client.pipeline(transaction=False)
             for user in present:
-                mapping = {name: codec.encode([value]) for name, value in updates[user].items()}
+                mapping: dict[str, bytes | str] = {
+                    name: codec.encode([value]) for name, value in updates[user].items()}
                 mapping[OVERLAY_AS_OF] = stamp
                 pipe.hset(self.overlay_key(version, user), mapping=mapping)
                 pipe.pexpire(self.overlay_key(version, user), expire_ms)
@@ -350,7 +352,7 @@ class OnlineStore:
     def _check_features(self, features: Sequence[str] | None) -> None:
         unknown = [f for f in features or () if f not in self.registry.features]
         if unknown:
-            raise KeyError(f"unknown features {unknown}; see `feature-platform registry list`")
+            raise UnknownNameError(f"unknown features {unknown}; see `feature-platform registry list`")
 
     # -- operations --------------------------------------------------------------------------
     def versions(self) -> list[VersionInfo]:
@@ -363,7 +365,7 @@ class OnlineStore:
 
     def rollback(self) -> tuple[str, str]:
         """Serve the previous version again; returns (from, to). The rolled-back one becomes 'previous'."""
-        pointer = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.pointer_key).items()}
+        pointer = self._hash(self.pointer_key)
         previous = pointer.get("previous")
         if not pointer.get("version"):
             raise OnlineStoreError("nothing is served online; run `feature-platform run` first")
@@ -378,7 +380,7 @@ class OnlineStore:
 
     def cleanup(self) -> list[str]:
         """Delete every version but the served one and the previous one; returns the versions deleted."""
-        pointer = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.pointer_key).items()}
+        pointer = self._hash(self.pointer_key)
         keep = {pointer.get("version"), pointer.get("previous")}
         deleted = []
         for info in self.versions():
@@ -397,7 +399,7 @@ class OnlineStore:
 
     def status(self, now: dt.datetime | None = None) -> dict[str, Any]:
         now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        pointer = {self._text(k): self._text(v) for k, v in self.client.hgetall(self.pointer_key).items()}
+        pointer = self._hash(self.pointer_key)
         served = self.version_info(pointer["version"]) if pointer.get("version") else None
         memory = self.client.info("memory")
         used = memory.get("used_memory") if "used_memory" in memory else sum(
@@ -415,6 +417,15 @@ class OnlineStore:
             "redis_used_memory_bytes": used,
         }
 
+    def _hash(self, key: str) -> dict[str, str]:
+        """A Redis hash as text: a hash holds no null field or value (an absent key reads as {})."""
+        return {self._text(k): self._text(v) for k, v in self.client.hgetall(key).items()}
+
     @staticmethod
-    def _text(value: Any) -> str | None:
+    def _text(value: bytes | str) -> str:
         return value.decode() if isinstance(value, bytes) else value
+
+    @classmethod
+    def _maybe_text(cls, value: bytes | str | None) -> str | None:
+        """A reply that is null when the key or field is absent (HGET, GET)."""
+        return None if value is None else cls._text(value)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from feature_platform.features.engine import tile_table
 from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START
+from feature_platform.registry.registry import load_registry
+
+_REGISTRY = load_registry()  # families name their snapshot assets; keys follow from it
 
 
 def daily_partitions(start: str) -> dg.DailyPartitionsDefinition:
@@ -32,40 +36,56 @@ GROUP_ONLINE = "online"
 OWNER_DATA = "team:data-platform"
 OWNER_ML = "team:ml"
 
-RAW_CUSTOMERS = dg.AssetKey(["raw", "customers"])
-RAW_EVENTS = dg.AssetKey(["raw", "events"])
-RAW_REVIEWS = dg.AssetKey(["raw", "reviews"])
-RAW_LISTINGS = dg.AssetKey(["raw", "listings"])
+
+def source_key(source: str) -> dg.AssetKey:
+    """The asset a registry source names (``raw/events``, ``features/review_topic_model``, ``models/...``)."""
+    return dg.AssetKey(source.split("/"))
+
+
+def feature_key(family: str) -> dg.AssetKey:
+    """A registry family's snapshot asset: ``features/<asset>``, as the registry names it."""
+    return dg.AssetKey(list(_REGISTRY.family(family).asset_path))
+
+
+def tile_key(family: str) -> dg.AssetKey:
+    """A family's daily tiles: ``tiles/<family>``, the offline-store table the engine writes."""
+    return dg.AssetKey(tile_table(_REGISTRY.family(family)).split("/"))
+
+
+RAW_CUSTOMERS = source_key("raw/customers")
+RAW_EVENTS = source_key("raw/events")
+RAW_REVIEWS = source_key("raw/reviews")
+RAW_LISTINGS = source_key("raw/listings")
 RAW_UNPARTITIONED = (RAW_CUSTOMERS, RAW_REVIEWS, RAW_LISTINGS)
 
-# Daily tiles (one daily-partitioned asset per family with a time window; the key is tiles/<family>).
-TILES_ACTIVITY = dg.AssetKey(["tiles", "activity"])
-TILES_LEAD = dg.AssetKey(["tiles", "lead"])
-TILES_ENGAGEMENT = dg.AssetKey(["tiles", "engagement"])
-TILES_REVIEW = dg.AssetKey(["tiles", "review"])
-TILES_AFFINITY = dg.AssetKey(["tiles", "affinity"])
-TILES_LIFETIME = dg.AssetKey(["tiles", "lifetime"])
+
+# Daily tiles (one daily-partitioned asset per family with a time window).
+TILES_ACTIVITY = tile_key("activity")
+TILES_LEAD = tile_key("lead")
+TILES_ENGAGEMENT = tile_key("engagement")
+TILES_REVIEW = tile_key("review")
+TILES_AFFINITY = tile_key("affinity")
+TILES_LIFETIME = tile_key("lifetime")
 TILE_KEYS = (TILES_ACTIVITY, TILES_LEAD, TILES_ENGAGEMENT, TILES_REVIEW, TILES_AFFINITY, TILES_LIFETIME)
 
-# Feature snapshots (one daily-partitioned asset per registry family; the key is features/<asset>).
-USER_ACTIVITY_FEATURES = dg.AssetKey(["features", "user_activity_features"])
-LEAD_FEATURES = dg.AssetKey(["features", "lead_features"])
-ENGAGEMENT_FEATURES = dg.AssetKey(["features", "engagement_features"])
-PROFILE_FEATURES = dg.AssetKey(["features", "profile_features"])
-REVIEW_FEATURES = dg.AssetKey(["features", "review_features"])
-AFFINITY_FEATURES = dg.AssetKey(["features", "affinity_features"])
-LIFETIME_FEATURES = dg.AssetKey(["features", "lifetime_features"])
-REVIEW_TOPIC_MODEL = dg.AssetKey(["features", "review_topic_model"])
-FEATURE_SNAPSHOTS = (USER_ACTIVITY_FEATURES, LEAD_FEATURES, ENGAGEMENT_FEATURES, PROFILE_FEATURES, REVIEW_FEATURES,
-                     AFFINITY_FEATURES, LIFETIME_FEATURES)
+# Feature snapshots (one daily-partitioned asset per registry family).
+USER_ACTIVITY_FEATURES = feature_key("activity")
+LEAD_FEATURES = feature_key("lead")
+ENGAGEMENT_FEATURES = feature_key("engagement")
+PROFILE_FEATURES = feature_key("profile")
+REVIEW_FEATURES = feature_key("review")
+AFFINITY_FEATURES = feature_key("affinity")
+LIFETIME_FEATURES = feature_key("lifetime")
+REVIEW_TOPIC_MODEL = source_key("features/review_topic_model")
+FEATURE_SNAPSHOTS = tuple(feature_key(f.name) for f in _REGISTRY.families.values() if not f.derived)
 
 # Training sets (unpartitioned Parquet files training/<name>.parquet in the offline store) and models.
-TRAINING_DATASET = dg.AssetKey(["training", "training_dataset"])  # churn; the brief's name
+TRAINING_DATASET = dg.AssetKey(["training", "training_dataset"])  # the churn training set
 CONTACT_TRAINING_SET = dg.AssetKey(["training", "contact_training_set"])
 CHURN_MODEL = dg.AssetKey(["models", "churn_model"])
 CONTACT_MODEL = dg.AssetKey(["models", "contact_model"])
 # Derived features (registry family `derived`): a model's output per user, a snapshot like the others.
-CHURN_RISK_SCORES = dg.AssetKey(["features", "churn_risk_scores"])
+CHURN_RISK_SCORES = feature_key("derived")
 DERIVED_SNAPSHOTS = (CHURN_RISK_SCORES,)
 ONLINE_PUSH = dg.AssetKey(["online", "user_features_push"])
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 import sqlalchemy as db
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -110,14 +111,13 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         one's; only the last of each kind per key is applied (in order), one upsert per key."""
         last: dict[tuple[str, object], tuple[int, EventLogEntry, int]] = {}
         for position, (event, event_id) in enumerate(assets):
-            last[(event.get_dagster_event().asset_key.to_string(), event.dagster_event_type)] = (
-                position, event, event_id)
+            last[(_asset_key(event), event.dagster_event_type)] = (position, event, event_id)
         merged: dict[str, dict] = {}
         has_index_cols = self._has_asset_key_index_cols_on_connection(conn)
         for _, event, event_id in sorted(last.values(), key=lambda entry: entry[0]):
             values = self._get_asset_entry_values(event, event_id, has_index_cols)
             if values:
-                merged.setdefault(event.get_dagster_event().asset_key.to_string(), {}).update(values)
+                merged.setdefault(_asset_key(event), {}).update(values)
         for asset_key, values in merged.items():
             try:
                 with conn.begin_nested():
@@ -130,6 +130,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         the event serialized once instead of once per partition: 500 partitions x 50 checks were
         25,000 serializations of the same event."""
         planned = event.get_dagster_event().event_specific_data
+        assert isinstance(planned, AssetCheckEvaluationPlanned)
         partition_keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
         common = {
             "asset_key": planned.asset_key.to_string(),
@@ -174,6 +175,12 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         self._close_all()
         super().dispose()
+
+
+def _asset_key(event: EventLogEntry) -> str:
+    key = event.get_dagster_event().asset_key
+    assert key is not None  # only asset events are passed here
+    return key.to_string()
 
 
 def _tune_connection(dbapi_connection, _record) -> None:

@@ -10,6 +10,7 @@ column schema, with the registry's descriptions, on the asset definition instead
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -23,7 +24,7 @@ def table_schema(schema: pa.Schema, descriptions: Mapping[str, str] | None = Non
                                    for f in schema])
 
 
-def write_metadata(writes: Sequence[WriteResult]) -> dict[str, object]:
+def write_metadata(writes: Sequence[WriteResult]) -> dict[str, Any]:
     """Row count, schema and location of one partition file, or range-level facts of many."""
     if not writes:
         return {"dagster/row_count": 0}
@@ -44,3 +45,13 @@ def write_metadata(writes: Sequence[WriteResult]) -> dict[str, object]:
         "files_written": len(writes),
         "bytes_written": sum(w.bytes for w in writes),
     }
+
+
+SUMMARY = "summary"  # what a person wants to know of a materialization, one line per fact
+
+
+def summary(*lines: str) -> dict[str, Any]:
+    """The ``summary`` metadata entry: lines the asset itself writes about its outcome, which `feature-platform
+    run` prints under the asset's name (and the UI shows) without knowing what kind of asset it is."""
+    kept = [line for line in lines if line]
+    return {SUMMARY: dg.MetadataValue.text("\n".join(kept))} if kept else {}

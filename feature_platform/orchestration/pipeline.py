@@ -8,8 +8,9 @@ trained after it, and the online store, which serves one snapshot, is pushed (an
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
@@ -22,6 +23,7 @@ from feature_platform.orchestration.constants import (
     GROUP_TILES,
     GROUP_TRAINING,
 )
+from feature_platform.orchestration.metadata import SUMMARY
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -69,14 +71,14 @@ def run_steps(
     defs: dg.Definitions,
     steps: Sequence[Step],
     instance: dg.DagsterInstance,
-    resources: dict[str, object],
+    resources: Mapping[str, object],
     first_day: str,
     last_day: str,
     echo: Callable[[str], None],
 ) -> list[StepOutcome]:
     """Materialize ``steps`` in order over [first_day, last_day]; stop at the first failed step (a step
     whose only failures are checks and that lets later steps proceed does not stop the run)."""
-    every = [*(defs.assets or []), *(defs.asset_checks or [])]
+    every: list[Any] = [*(defs.assets or []), *(defs.asset_checks or [])]
     outcomes = []
     for index, step in enumerate(steps, start=1):
         echo(f"[{index}/{len(steps)}] {step.label} ...")
@@ -105,24 +107,12 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
         key = mat.asset_key.to_user_string()
         outcome.partitions[key] = outcome.partitions.get(key, 0) + (1 if mat.partition else 0)
         if (range_rows := mat.metadata.get("range_rows")) is not None:
-            outcome.rows[key] = int(range_rows.value)  # every partition of the range carries the same total
+            outcome.rows[key] = _count(range_rows.value)  # every partition of the range carries the same total
         elif (rows := mat.metadata.get("dagster/row_count")) is not None:
-            outcome.rows[key] = outcome.rows.get(key, 0) + int(rows.value)
-        if "keys_written" in mat.metadata:
-            meta = {k: v.value for k, v in mat.metadata.items()}
-            _note(outcome, f"{key:<34} {meta['status']}: version {meta['version']}, {meta['keys_written']:,} "
-                                  f"keys, {meta['keys_per_second']:,.0f} keys/s ({meta['online_store']})")
-        elif "oot_roc_auc" in mat.metadata:
-            _note(outcome, _model_line(key, {k: v.value for k, v in mat.metadata.items()}))
-        elif "champion_version" in mat.metadata:
-            _note(outcome, _score_line(key, {k: v.value for k, v in mat.metadata.items()}))
-        elif str(getattr(mat.metadata.get("status"), "value", "")).startswith("skipped"):
-            _note(outcome, f"{key:<34} {mat.metadata['status'].value}")
-        for file, columns in getattr(mat.metadata.get("unmapped_columns"), "value", {}).items():
-            _note(outcome, f"{key:<34} {file}: column(s) {', '.join(columns)} map to nothing and are not read "
-                           "(rename one to an accepted name to use it; see README, Bring your own data)")
-        for file, formats in getattr(mat.metadata.get("time_formats"), "value", {}).items():
-            _note(outcome, f"{key:<34} {file}: " + ", ".join(f"{c} read as {f}" for c, f in formats.items()))
+            outcome.rows[key] = outcome.rows.get(key, 0) + _count(rows.value)
+        if (lines := mat.metadata.get(SUMMARY)) is not None:  # the asset's own account of its outcome
+            first, *rest = str(lines.value).splitlines() or [""]
+            _note(outcome, "\n".join([f"{key:<34} {first}", *(f"    {'':<34} {line}" for line in rest)]))
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
             error = event.step_failure_data.error
@@ -141,25 +131,16 @@ def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> S
     return outcome
 
 
+def _count(value: object) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"a row count must be an int, got {value!r}")
+    return value
+
+
 def _note(outcome: StepOutcome, line: str) -> None:
     """A multi-partition materialization reports the same metadata per partition: say it once."""
     if line not in outcome.notes:
         outcome.notes.append(line)
-
-
-def _model_line(key: str, meta: dict) -> str:
-    gate = "promoted" if meta["promoted"] else "NOT promoted"
-    return (f"{key:<34} {meta['champion_estimator']}: out-of-time ROC-AUC {meta['oot_roc_auc']:.3f} "
-            f"(baseline {meta['baseline_oot_roc_auc']:.3f}, floor {meta['auc_floor']:.2f}), "
-            f"{meta['training_rows']:,} labelled rows; {gate}; serving {meta['serving_version']}\n"
-            f"    {'':<34} model card: {meta['model_card']}")
-
-
-def _score_line(key: str, meta: dict) -> str:
-    summary = meta["score_summary"]
-    spread = (f"; {summary['snapshot']}: mean {summary['mean']:.3f}, p50 {summary['p50']:.3f}, "
-              f"p99 {summary['p99']:.3f}") if summary.get("mean") is not None else ""
-    return f"{key:<34} {meta['status']}{spread}"
 
 
 def _describe(outcome: StepOutcome) -> str:

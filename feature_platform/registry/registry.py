@@ -50,6 +50,13 @@ class RegistryError(ValueError):
     """The registry file is invalid; the message names the entry and the problem."""
 
 
+class UnknownNameError(KeyError):
+    """A feature or family name the registry does not know: a user's mistake, said as a plain sentence."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
@@ -126,7 +133,7 @@ class Registry:
 
     def list_features(self, family: str | None = None) -> list[Feature]:
         if family is not None and family not in self.families:
-            raise KeyError(f"unknown family {family!r}; families: {sorted(self.families)}")
+            raise UnknownNameError(f"unknown family {family!r}; families: {sorted(self.families)}")
         return [f for f in self.features.values() if family is None or f.family == family]
 
     def snapshot_features(self) -> list[str]:
@@ -137,7 +144,7 @@ class Registry:
         try:
             return self.features[name]
         except KeyError:
-            raise KeyError(f"unknown feature {name!r}") from None
+            raise UnknownNameError(f"unknown feature {name!r}; see `feature-platform registry list`") from None
 
     def get_feature_version(self, name: str) -> str:
         return self.get_feature(name).version
@@ -146,7 +153,7 @@ class Registry:
         try:
             return self.families[name]
         except KeyError:
-            raise KeyError(f"unknown family {name!r}; families: {sorted(self.families)}") from None
+            raise UnknownNameError(f"unknown family {name!r}; families: {sorted(self.families)}") from None
 
     def snapshot_schema(self, family: str) -> pa.Schema:
         """The exact columns of a family's snapshot partition: snapshot_date, user_id, then features."""
@@ -200,10 +207,12 @@ def parse_registry(raw: Mapping[str, Any], origin: str = "registry") -> Registry
     model_input_users = []  # derived features declared with `dependencies: model_inputs`
     for entry in raw.get("features") or []:
         for expanded in _expand(entry, vocabularies, origin):
-            if expanded.get("dependencies") == MODEL_INPUTS:
-                model_input_users.append(expanded.get("name"))
+            uses_model_inputs = expanded.get("dependencies") == MODEL_INPUTS
+            if uses_model_inputs:
                 expanded["dependencies"] = []
             feature = _feature(expanded, families, vocabularies, origin)
+            if uses_model_inputs:
+                model_input_users.append(feature.name)
             if feature.name in features:
                 raise RegistryError(f"{origin}: feature {feature.name!r} is listed twice")
             features[feature.name] = feature

@@ -10,7 +10,14 @@ import yaml
 
 from feature_platform import registry as api
 from feature_platform.registry.fingerprint import family_fingerprint, lock, read_lock, unlocked_changes
-from feature_platform.registry.registry import REGISTRY_PATH, RegistryError, parse_duration, parse_registry
+from feature_platform.registry.registry import (
+    REGISTRY_PATH,
+    RegistryError,
+    UnknownNameError,
+    load_registry,
+    parse_duration,
+    parse_registry,
+)
 from feature_platform.sources.schema import EVENT_TYPES
 from feature_platform_tests.features.helpers import snapshot_table
 
@@ -202,3 +209,13 @@ def test_a_shared_module_counts_only_through_what_a_family_imports():
                      "def unrelated():\n    return 1\n")
     assert _closure(tree, {"used"}) == ("RATE", "helper", "used")  # what `used` reaches, transitively
     assert "unrelated" not in _closure(tree, {"used"})
+
+
+def test_an_unknown_name_is_a_plain_sentence_and_still_a_key_error():
+    registry = load_registry()
+    with pytest.raises(UnknownNameError) as raised:
+        registry.get_feature("no_such_feature")
+    assert str(raised.value) == "unknown feature 'no_such_feature'; see `feature-platform registry list`"
+    assert isinstance(raised.value, KeyError)
+    with pytest.raises(UnknownNameError, match="unknown family 'nope'; families: "):
+        registry.family("nope")

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import requests
@@ -48,7 +49,7 @@ SUCCESS = {"COMPLETED", "COMPLETED_SUCCESS"}
 DEFINITIONS_MODULE = "feature_platform.definitions"
 # Steps in one process: a step's own work takes about a second on a day of data, while a subprocess per step
 # (the default executor) spends 10-30 s importing the definitions. DuckDB uses every core inside a step.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+IN_PROCESS: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
 
 _LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -117,7 +118,7 @@ def backfill_targets(tokens: Sequence[str] | None, defs: dg.Definitions) -> list
     found: list[dg.AssetKey] = []
     for token in tokens:
         if token in groups:
-            found.extend(sorted((k for k in keys if graph.get(k).group_name == token), key=lambda k: k.path))
+            found.extend(sorted((k for k in keys if graph.get(k).group_name == token), key=lambda k: k.to_user_string()))
         elif dg.AssetKey.from_user_string(token) in keys:
             found.append(dg.AssetKey.from_user_string(token))
         else:
@@ -129,6 +130,8 @@ def backfill_targets(tokens: Sequence[str] | None, defs: dg.Definitions) -> list
 def check_range(start: dt.date, end: dt.date, defs: dg.Definitions) -> None:
     """Refuse a range the daily partitions do not have, before anything is launched."""
     partitions = defs.resolve_asset_graph().get(RAW_EVENTS).partitions_def
+    if partitions is None:
+        raise BackfillError(f"{RAW_EVENTS.to_user_string()} has no partitions in these definitions")
     first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
     if start > end:
         raise BackfillError(f"--start {start} is after --end {end}")
@@ -295,7 +298,7 @@ def run_backfill(start: dt.date, end: dt.date, assets: Sequence[str] | None = No
         return wait_for_backfill(local, backfill_id, echo, timeout)
 
 
-def _graphql(url: str, query: str, variables: Mapping[str, object]) -> dict:
+def _graphql(url: str, query: str, variables: Mapping[str, Any]) -> dict:
     try:
         response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
     except requests.RequestException as exc:

@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from feature_platform.config import Settings
 from feature_platform.offline.store import OfflineStore
@@ -21,7 +22,7 @@ from feature_platform.orchestration.constants import (
     ONLINE_PUSH,
     TILE_KEYS,
 )
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import ClockResource, OfflineStoreResource
 from feature_platform.registry.registry import load_registry
 
 DAILY_JOB = "daily_snapshots_job"
@@ -89,8 +90,9 @@ def apply_retention(settings: Settings, today: dt.date) -> RetentionReport:
 
 @dg.op(description="Prune offline partitions older than FP_RETENTION_DAYS and online versions older than the served "
                    "one; the deletions are this op's output metadata.")
-def prune_expired_data(context: dg.OpExecutionContext, platform: PlatformResource) -> dg.Output[dict]:
-    report = apply_retention(platform.settings(), platform.now().date())
+def prune_expired_data(context: dg.OpExecutionContext, offline: OfflineStoreResource,
+                       clock: ClockResource) -> dg.Output[dict]:
+    report = apply_retention(offline.settings(), clock.now().date())
     context.log.info("retention %s days: %s offline partitions and %s online versions deleted",
                      report.keep_days, report.partitions_deleted, len(report.online_deleted))
     return dg.Output(
@@ -112,4 +114,4 @@ def retention_job() -> None:
     prune_expired_data()
 
 
-JOBS = [daily_snapshots_job, retraining_job, retention_job]
+JOBS: list[dg.JobDefinition | UnresolvedAssetJobDefinition] = [daily_snapshots_job, retraining_job, retention_job]

@@ -8,6 +8,7 @@ no longer exist as served. The weekly schedule would catch up eventually; this s
 import hashlib
 import json
 from collections.abc import Mapping
+from typing import cast
 
 import dagster as dg
 
@@ -15,7 +16,7 @@ from feature_platform.ml.model_store import ModelStore
 from feature_platform.orchestration.automation.jobs import retraining_job
 from feature_platform.orchestration.constants import CONTACT_TRAINING_SET, TRAINING_DATASET
 from feature_platform.orchestration.models.assets import CHURN, CONTACT, registry_versions
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import ModelStoreResource
 from feature_platform.registry.registry import Registry, load_registry
 
 RETRAIN_SENSOR = "retrain_on_feature_version_change"
@@ -60,12 +61,11 @@ def _trained_versions(instance: dg.DagsterInstance) -> dict[str, dict[str, str]]
         entry = event.asset_materialization.metadata.get("feature_versions") if event and event.asset_materialization \
             else None
         if entry is not None:
-            found[key.to_user_string()] = dict(entry.value)
+            found[key.to_user_string()] = {str(k): str(v) for k, v in dict(cast(Mapping, entry.value)).items()}
     return found
 
 
-def _champion_versions(platform: PlatformResource) -> dict[str, dict[str, str]]:
-    models = ModelStore(platform.settings().models_dir)
+def _champion_versions(models: ModelStore) -> dict[str, dict[str, str]]:
     return {name: dict(champion.manifest.get("registry_versions", {}))
             for name in MODELS if (champion := models.champion(name)) is not None}
 
@@ -78,9 +78,9 @@ def _champion_versions(platform: PlatformResource) -> dict[str, dict[str, str]]:
                 "a failed retraining is retried by the weekly schedule, not by this sensor.",
 )
 def retrain_on_feature_version_change(context: dg.SensorEvaluationContext,
-                                      platform: PlatformResource) -> dg.SensorResult | dg.SkipReason:
+                                      models: ModelStoreResource) -> dg.SensorResult | dg.SkipReason:
     registry = load_registry()
-    trained, champions = _trained_versions(context.instance), _champion_versions(platform)
+    trained, champions = _trained_versions(context.instance), _champion_versions(models.store())
     if not trained and not champions:
         return dg.SkipReason("nothing trained yet: the first run or the weekly schedule trains")
     changes = version_changes(registry, trained, champions)

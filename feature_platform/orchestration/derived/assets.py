@@ -13,7 +13,6 @@ import dagster as dg
 
 from feature_platform.features.base import conform, known_user_count
 from feature_platform.features.quality import value_violations
-from feature_platform.ml.model_store import ModelStore
 from feature_platform.ml.scoring import score_summary, score_users
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.orchestration.constants import (
@@ -31,8 +30,8 @@ from feature_platform.orchestration.features.checks import (
     snapshot_check_specs,
     values_result,
 )
-from feature_platform.orchestration.metadata import write_metadata
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.metadata import summary, write_metadata
+from feature_platform.orchestration.resources import ModelStoreResource, OfflineStoreResource
 from feature_platform.registry.fingerprint import family_fingerprint
 from feature_platform.registry.registry import load_registry
 
@@ -52,7 +51,8 @@ CHURN_SCORE = "churn_risk_score"
     metadata={"family": DERIVED_FAMILY, "family_version": load_registry().family(DERIVED_FAMILY).version,
               "registry_version": load_registry().version, "model": "/".join(CHURN_MODEL.path)},
 )
-def churn_risk_scores(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+def churn_risk_scores(context: dg.AssetExecutionContext, offline: OfflineStoreResource,
+                      models: ModelStoreResource) -> dg.MaterializeResult:
     """churn_risk_score: the champion churn model's probability per user of snapshot D, a feature like
     any other (registry family `derived`), pushed online with the rest.
 
@@ -60,12 +60,11 @@ def churn_risk_scores(context: dg.AssetExecutionContext, platform: PlatformResou
     stored expansion, as in training. Without a champion every score is null, and the metadata says so;
     that is not a failure. A backfill scores older days with the current champion (see champion_version).
     """
-    registry, settings, store = load_registry(), platform.settings(), platform.store()
+    registry, store, model_store = load_registry(), offline.store(), models.store()
     family = registry.family(DERIVED_FAMILY)
     model_name = family.config["models"][CHURN_SCORE]
-    models = ModelStore(settings.models_dir)
-    champion = models.champion(model_name)
-    model, spec = models.load(model_name, champion.version)[:2] if champion else (None, None)
+    champion = model_store.champion(model_name)
+    model, spec = model_store.load(model_name, champion.version)[:2] if champion else (None, None)
     inputs = [f.name for f in registry.families.values() if not f.derived]
     days = [dt.date.fromisoformat(k) for k in sorted(context.partition_keys)]
     writes, problems, rows, nulls, last = [], {}, {}, 0, None
@@ -83,15 +82,18 @@ def churn_risk_scores(context: dg.AssetExecutionContext, platform: PlatformResou
     else:
         status = f"scored with the {model_name} champion {champion.version}"
         context.log.info("%s: %s partitions %s .. %s", status, len(writes), days[0], days[-1])
-    summary = score_summary(last, CHURN_SCORE)
+    scores = score_summary(last, CHURN_SCORE)
+    spread = (f"; {days[-1]}: mean {scores['mean']:.3f}, p50 {scores['p50']:.3f}, p99 {scores['p99']:.3f}"
+              if scores.get("mean") is not None else "")
     return dg.MaterializeResult(
         metadata={
             **write_metadata(writes),
+            **summary(status + spread),
             "status": status,
             "model": "/".join(CHURN_MODEL.path),
             "champion_version": champion.version if champion else "none",
             "null_scores": nulls,
-            "score_summary": dg.MetadataValue.json({"snapshot": days[-1].isoformat(), **summary}),
+            "score_summary": dg.MetadataValue.json({"snapshot": days[-1].isoformat(), **scores}),
             "family_version": family.version,
             "computation_fingerprint": family_fingerprint(family),
         },

@@ -26,7 +26,7 @@ from feature_platform.orchestration.features.checks import (
     values_result,
 )
 from feature_platform.orchestration.metadata import table_schema, write_metadata
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import OfflineStoreResource
 from feature_platform.orchestration.tiles.assets import tile_key
 from feature_platform.registry.fingerprint import family_fingerprint
 from feature_platform.registry.registry import Family, load_registry
@@ -74,8 +74,8 @@ def _family_asset(family: Family) -> dg.AssetsDefinition:
                                                   {f.name: f.description for f in features}),
         },
     )
-    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        store = platform.store()
+    def _asset(context: dg.AssetExecutionContext, offline: OfflineStoreResource) -> dg.MaterializeResult:
+        store = offline.store()
         days = [dt.date.fromisoformat(k) for k in context.partition_keys]
         customers = store.read_table("raw/customers")
         writes, problems, rows, last = [], {}, {}, None

@@ -23,7 +23,7 @@ from feature_platform.orchestration.constants import (
     CHECK_SNAPSHOT_VALUES,
 )
 from feature_platform.orchestration.pipeline import RANGE_END_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import OfflineStoreResource
 from feature_platform.registry.registry import Family, Registry, load_registry
 
 PARTITION_TAG = "dagster/partition"  # a single-partition run; a single-run backfill tags its range instead
@@ -91,8 +91,8 @@ def _drift_check(family: Family) -> dg.AssetChecksDefinition:
                     "churn champion was trained on. Warns from FP_DRIFT_PSI_WARN (0.1), fails from FP_DRIFT_PSI_FAIL "
                     "(0.25); a failure blocks the online push only with FP_DRIFT_BLOCKS_PUSH=1.",
     )
-    def _check(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
-        settings, registry, store = platform.settings(), load_registry(), platform.store()
+    def _check(context: dg.AssetCheckExecutionContext, offline: OfflineStoreResource) -> dg.AssetCheckResult:
+        settings, registry, store = offline.settings(), load_registry(), offline.store()
         table = "/".join(family.asset_path)
         day = _evaluated_day(context, store.partitions(table))
         if day is None:
@@ -134,6 +134,7 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
             metadata={"snapshot_date": day.isoformat(), "references_skipped": dg.MetadataValue.json(skipped)})
     worst_report = max(compared, key=lambda r: r.max_psi)
     worst = worst_report.worst
+    assert worst is not None  # a report with columns has a worst one
     level = drift.drift_level(worst.psi, warn, fail)
     reference = next(ref for ref in references if ref.label == worst_report.reference)
     bins = drift.column_bins(reference.table, current, worst.feature, worst.column, registry)

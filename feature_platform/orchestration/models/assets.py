@@ -10,6 +10,7 @@ rejection is logged next to it and the check says why.
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -30,7 +31,8 @@ from feature_platform.orchestration.constants import (
     OWNER_ML,
     TRAINING_DATASET,
 )
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.metadata import summary
+from feature_platform.orchestration.resources import ModelStoreResource, OfflineStoreResource
 from feature_platform.orchestration.training.assets import table_name
 from feature_platform.registry.registry import Registry, load_registry
 
@@ -70,96 +72,138 @@ def registry_versions(registry: Registry) -> dict[str, str]:
             **{f"family:{f.name}": f.version for f in registry.families.values() if not f.derived}}
 
 
-def publish(
-    context: dg.AssetExecutionContext,
-    platform: PlatformResource,
-    *,
-    name: str,
-    key: dg.AssetKey,
-    description: str,
-    table: pa.Table,
-    label: str,
-    feature_names: list[str],
-    result: Any,
-    decide: Callable[[Any, float], tuple[bool, str]],
-    auc_floor: float | None,
-) -> dg.MaterializeResult:
-    """Store the trained version, apply the gate, and report it all to Dagster."""
-    settings = platform.settings()
-    floor = settings.model_auc_floor if auc_floor is None else auc_floor
-    registry = load_registry()
-    promoted, decision = decide(result, floor)
-    models = ModelStore(settings.models_dir)
-    previous = models.champion(name)
-    summary = training_metadata(table, label, registry)
-    fingerprint = training_fingerprint(table)
-    png = model_plots(name, result.evaluations, result.champion)
+@dataclass(frozen=True)
+class Trained:
+    """One model family's training outcome: what is stored, gated and reported."""
+
+    name: str
+    key: dg.AssetKey
+    description: str
+    table: pa.Table
+    label: str
+    feature_names: list[str]
+    result: Any  # churn.ChurnTrainingResult or contact.ContactTrainingResult
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The promotion gate's verdict on a trained model."""
+
+    promoted: bool
+    decision: str
+    auc_floor: float
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    version: Any  # model_store.ModelVersion
+    plots: dict[str, bytes]
+    training: dict[str, Any]
+    fingerprint: str
+
+
+def judge(trained: Trained, decide: Callable[[Any, float], tuple[bool, str]], auc_floor: float) -> Gate:
+    promoted, decision = decide(trained.result, auc_floor)
+    return Gate(promoted, decision, auc_floor)
+
+
+def store_version(models: ModelStore, trained: Trained, gate: Gate, registry: Registry) -> StoredVersion:
+    """Write the trained version (model, expansion, metrics, plots, model card), promoted or not."""
+    result = trained.result
+    summary = training_metadata(trained.table, trained.label, registry)
+    fingerprint = training_fingerprint(trained.table)
+    png = model_plots(trained.name, result.evaluations, result.champion)
+    versions = registry_versions(registry)
     card_args = dict(
-        name=name, description=description, evaluations=result.evaluations, champion=result.champion,
-        decision=decision, training=summary, feature_names=feature_names,
-        expanded_columns=result.final_spec.columns, registry_versions=registry_versions(registry),
-        training_fingerprint=fingerprint,
+        name=trained.name, description=trained.description, evaluations=result.evaluations, champion=result.champion,
+        decision=gate.decision, training=summary, feature_names=trained.feature_names,
+        expanded_columns=result.final_spec.columns, registry_versions=versions, training_fingerprint=fingerprint,
     )
     version = models.save_version(
-        name,
+        trained.name,
         model=result.final_model,
         spec=result.final_spec,
-        feature_names=feature_names,
-        registry_versions=registry_versions(registry),
+        feature_names=trained.feature_names,
+        registry_versions=versions,
         training_fingerprint=fingerprint,
-        metrics={"champion": result.champion, "seed": result.seed, "auc_floor": floor, "promoted": promoted,
-                 "decision": decision, "splits": result.metrics()},
+        metrics={"champion": result.champion, "seed": result.seed, "auc_floor": gate.auc_floor,
+                 "promoted": gate.promoted, "decision": gate.decision, "splits": result.metrics()},
         plots=png,
         card=lambda v: model_card(version=v, plot_links={k: f"{k}.png" for k in png}, **card_args),
-        info={"estimator": result.champion, "label": label, "training": summary, "seed": result.seed},
+        info={"estimator": result.champion, "label": trained.label, "training": summary, "seed": result.seed},
     )
-    if promoted:
-        models.promote(name, version.version, decision)
-        context.log.info("%s: %s", name, decision)
+    return StoredVersion(version, png, summary, fingerprint)
+
+
+def apply_gate(context: dg.AssetExecutionContext, models: ModelStore, name: str, version: str, gate: Gate,
+               previous: Any) -> None:
+    """Promote the version, or record why not (the previous champion, if any, stays)."""
+    if gate.promoted:
+        models.promote(name, version, gate.decision)
+        context.log.info("%s: %s", name, gate.decision)
     else:
-        models.record_rejection(name, version.version, decision)
-        context.log.warning("%s: %s; champion stays %s", name, decision, previous.version if previous else "(none)")
-    champion = models.champion(name)
-    stays = "" if promoted else (f"; the previous champion {previous.version} stays" if previous
-                                 else "; there is no champion yet")
+        models.record_rejection(name, version, gate.decision)
+        context.log.warning("%s: %s; champion stays %s", name, gate.decision, previous.version if previous else "(none)")
+
+
+def report(trained: Trained, stored: StoredVersion, gate: Gate, champion: Any, previous: Any) -> dg.MaterializeResult:
+    """The materialization's metadata and the promotion gate's check result."""
+    result, version = trained.result, stored.version
+    stays = "" if gate.promoted else (f"; the previous champion {previous.version} stays" if previous
+                                      else "; there is no champion yet")
+    serving = champion.version if champion else "none"
     oot = result.evaluations[churn.OOT]
+    verdict = "promoted" if gate.promoted else "NOT promoted"
     return dg.MaterializeResult(
         metadata={
+            **summary(f"{result.champion}: out-of-time ROC-AUC {result.champion_oot_auc:.3f} (baseline "
+                      f"{result.baseline_oot_auc:.3f}, floor {gate.auc_floor:.2f}), "
+                      f"{stored.training['labelled_rows']:,} labelled rows; {verdict}; serving {serving}",
+                      f"model card: {version.path / 'model_card.md'}"),
             "version": version.version,
             "path": dg.MetadataValue.path(str(version.path)),
             "champion_estimator": result.champion,
-            "promoted": promoted,
-            "serving_version": champion.version if champion else "none",
+            "promoted": gate.promoted,
+            "serving_version": serving,
             "oot_roc_auc": result.champion_oot_auc,
             "baseline_oot_roc_auc": result.baseline_oot_auc,
-            "auc_floor": floor,
-            "training_rows": summary["labelled_rows"],
-            "training_fingerprint": fingerprint,
+            "auc_floor": gate.auc_floor,
+            "training_rows": stored.training["labelled_rows"],
+            "training_fingerprint": stored.fingerprint,
             "metrics": dg.MetadataValue.md(metrics_markdown(result.evaluations, result.champion)),
             **{f"plot_{k}": dg.MetadataValue.md(f"**{PLOT_TITLES[k]}**\n\n{markdown_image(v, k)}")
-               for k, v in png.items()},
+               for k, v in stored.plots.items()},
             "model_card": dg.MetadataValue.path(str(version.path / "model_card.md")),
             "top_features": dg.MetadataValue.json(dict(oot[result.champion].importance[:10])),
         },
         check_results=[dg.AssetCheckResult(
-            asset_key=key, check_name=CHECK_PROMOTION_GATE, passed=promoted,
+            asset_key=trained.key, check_name=CHECK_PROMOTION_GATE, passed=gate.promoted,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=decision + stays,
-            metadata={"candidate_version": version.version, "serving_version": champion.version if champion else "none",
+            description=gate.decision + stays,
+            metadata={"candidate_version": version.version, "serving_version": serving,
                       "oot_roc_auc": result.champion_oot_auc, "baseline_oot_roc_auc": result.baseline_oot_auc,
-                      "auc_floor": floor},
+                      "auc_floor": gate.auc_floor},
         )],
     )
 
 
-def _skipped(context: dg.AssetExecutionContext, platform: PlatformResource, name: str, key: dg.AssetKey,
+def publish(context: dg.AssetExecutionContext, models: ModelStore, trained: Trained, gate: Gate) -> dg.MaterializeResult:
+    """Store the trained version, apply the gate, and report it all to Dagster."""
+    previous = models.champion(trained.name)
+    stored = store_version(models, trained, gate, load_registry())
+    apply_gate(context, models, trained.name, stored.version.version, gate, previous)
+    return report(trained, stored, gate, models.champion(trained.name), previous)
+
+
+def _skipped(context: dg.AssetExecutionContext, models: ModelStore, name: str, key: dg.AssetKey,
              why: str) -> dg.MaterializeResult:
     """Nothing to learn from: no version is written, the champion (if any) stays, the gate warns."""
-    champion = ModelStore(platform.settings().models_dir).champion(name)
+    champion = models.champion(name)
     stays = f"the champion {champion.version} stays" if champion else "there is no champion"
     context.log.warning("%s: no model trained: %s; %s", name, why, stays)
     return dg.MaterializeResult(
-        metadata={"status": f"skipped: {why}", "serving_version": champion.version if champion else "none"},
+        metadata={"status": f"skipped: {why}", "serving_version": champion.version if champion else "none",
+                  **summary(f"skipped: {why}")},
         check_results=[dg.AssetCheckResult(
             asset_key=key, check_name=CHECK_PROMOTION_GATE, passed=False, severity=dg.AssetCheckSeverity.WARN,
             description=f"no model trained: {why}; {stays}",
@@ -181,15 +225,16 @@ def model_inputs(table: pa.Table, registry: Registry) -> list[str]:
     check_specs=[_gate_spec(CHURN_MODEL, churn.BASELINE)],
     description=CHURN_DESCRIPTION,
 )
-def churn_model(context: dg.AssetExecutionContext, config: ModelConfig, platform: PlatformResource) -> dg.MaterializeResult:
-    registry = load_registry()
-    table = platform.store().read_table(table_name(TRAINING_DATASET))
+def churn_model(context: dg.AssetExecutionContext, config: ModelConfig, offline: OfflineStoreResource,
+                models: ModelStoreResource) -> dg.MaterializeResult:
+    registry, settings = load_registry(), offline.settings()
+    table = offline.store().read_table(table_name(TRAINING_DATASET))
     features = model_inputs(table, registry)
     result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=log.info,
-                                      horizon_days=platform.settings().churn_horizon_days)
-    return publish(context, platform, name=CHURN, key=CHURN_MODEL, description=CHURN_DESCRIPTION,
-                   table=table, label=churn.LABEL, feature_names=features, result=result,
-                   decide=churn.promotion_decision, auc_floor=config.auc_floor)
+                                      horizon_days=settings.churn_horizon_days)
+    trained = Trained(CHURN, CHURN_MODEL, CHURN_DESCRIPTION, table, churn.LABEL, features, result)
+    floor = settings.model_auc_floor if config.auc_floor is None else config.auc_floor
+    return publish(context, models.store(), trained, judge(trained, churn.promotion_decision, floor))
 
 
 @dg.asset(
@@ -201,17 +246,18 @@ def churn_model(context: dg.AssetExecutionContext, config: ModelConfig, platform
     check_specs=[_gate_spec(CONTACT_MODEL, contact.BASELINE)],
     description=CONTACT_DESCRIPTION,
 )
-def contact_model(context: dg.AssetExecutionContext, config: ModelConfig, platform: PlatformResource) -> dg.MaterializeResult:
-    registry = load_registry()
-    table = platform.store().read_table(table_name(CONTACT_TRAINING_SET))
+def contact_model(context: dg.AssetExecutionContext, config: ModelConfig, offline: OfflineStoreResource,
+                  models: ModelStoreResource) -> dg.MaterializeResult:
+    registry, settings = load_registry(), offline.settings()
+    table = offline.store().read_table(table_name(CONTACT_TRAINING_SET))
     if not contact.has_labelled_rows(table):
-        return _skipped(context, platform, CONTACT, CONTACT_MODEL,
+        return _skipped(context, models.store(), CONTACT, CONTACT_MODEL,
                         "the data has no listing views or impressions (e.g. a transactions-only source)")
     features = model_inputs(table, registry)
     result = contact.train_contact_model(table, features, registry, seed=config.seed, progress=log.info)
-    return publish(context, platform, name=CONTACT, key=CONTACT_MODEL, description=CONTACT_DESCRIPTION,
-                   table=table, label=contact.LABEL, feature_names=features, result=result,
-                   decide=contact.promotion_decision, auc_floor=config.auc_floor)
+    trained = Trained(CONTACT, CONTACT_MODEL, CONTACT_DESCRIPTION, table, contact.LABEL, features, result)
+    floor = settings.model_auc_floor if config.auc_floor is None else config.auc_floor
+    return publish(context, models.store(), trained, judge(trained, contact.promotion_decision, floor))
 
 
 MODEL_ASSETS = [churn_model, contact_model]

@@ -85,7 +85,7 @@ def expectation_for(
         return Expectation(RETRAIN_PERIOD, RETRAIN_PERIOD + inputs.tolerance,
                            f"retrained every {RETRAIN_PERIOD.days} days on {inputs.basis}")
     if group in (GROUP_RAW, GROUP_TILES):
-        below = [family for child in _descendants(key, children) if (family := families.get(child))]
+        below = [families[child] for child in _descendants(key, children) if child in families]
         if below:
             features = [f for family in below for f in registry.list_features(family.name)]
             return tightest(features, "read by " + ", ".join(sorted(f"features/{f.asset}" for f in below)))
@@ -112,7 +112,8 @@ def with_freshness_policies(
 
 
 def _descendants(key: dg.AssetKey, children: Mapping[dg.AssetKey, set[dg.AssetKey]]) -> set[dg.AssetKey]:
-    found, todo = set(), [key]
+    found: set[dg.AssetKey] = set()
+    todo = [key]
     while todo:
         for child in children.get(todo.pop(), set()) - found:
             found.add(child)

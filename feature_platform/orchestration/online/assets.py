@@ -13,7 +13,6 @@ import datetime as dt
 import dagster as dg
 
 from feature_platform.offline.snapshots import missing_derived, user_vectors
-from feature_platform.online.connection import connect, describe
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
@@ -23,7 +22,8 @@ from feature_platform.orchestration.constants import (
     ONLINE_PUSH,
     OWNER_DATA,
 )
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.metadata import summary
+from feature_platform.orchestration.resources import OfflineStoreResource, OnlineStoreResource
 from feature_platform.registry.registry import load_registry
 
 
@@ -36,22 +36,24 @@ from feature_platform.registry.registry import load_registry
     kinds={"redis"},
     owners=[OWNER_DATA],
 )
-def user_features_push(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+def user_features_push(context: dg.AssetExecutionContext, offline: OfflineStoreResource,
+                       online: OnlineStoreResource) -> dg.MaterializeResult:
     """Every user's whole feature vector of snapshot D as one Redis value under a new version; the
     served-version pointer moves only once every key is written, and never back to an older date.
     Keys expire after twice the features' staleness tolerance. Layout: README, 'Online store'."""
-    settings, registry = platform.settings(), load_registry()
+    registry = load_registry()
     day = dt.date.fromisoformat(max(context.partition_keys))
-    store = platform.store()
+    store = offline.store()
     table = user_vectors(store, registry, day)
     unscored = missing_derived(store, registry, day)
     if unscored:
         context.log.warning("no %s partition for %s: its features are served as null", ", ".join(unscored), day)
-    online = OnlineStore(connect(settings), registry, settings.redis_prefix)
-    result = online.push(table, day)
+    result = OnlineStore(online.client(), registry, online.prefix).push(table, day)
     superseded = sorted(k for k in context.partition_keys if k != day.isoformat())
     context.log.info("online push %s: %s (%s keys, %.1f s)", day, result.reason, result.keys, result.seconds)
     return dg.MaterializeResult(metadata={
+        **summary(f"{result.reason}: version {result.version or 'none'}, {result.keys:,} keys, "
+                  f"{result.keys_per_second:,.0f} keys/s ({online.describe()})"),
         "served": result.served,
         "status": result.reason,
         "version": result.version or "none",
@@ -62,7 +64,7 @@ def user_features_push(context: dg.AssetExecutionContext, platform: PlatformReso
         "keys_per_second": round(result.keys_per_second, 1),
         "bytes_per_feature_value": round(result.bytes / max(1, result.keys * (table.num_columns - 1)), 2),
         "deleted_versions": dg.MetadataValue.json(result.deleted_versions),
-        "online_store": describe(settings),
+        "online_store": online.describe(),
         "derived_families_missing": dg.MetadataValue.json(unscored),
         # A range, not a list: the same metadata lands on every partition of a backfill's run.
         **({"partitions_not_pushed": f"{superseded[0]} .. {superseded[-1]} ({len(superseded)} days): "

@@ -9,11 +9,10 @@ past the tolerance it fails with ERROR, since every served value is then reporte
 
 import dagster as dg
 
-from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration.constants import CHECK_ONLINE_STALENESS, ONLINE_PUSH
 from feature_platform.orchestration.monitoring.freshness import expectation_for
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import ClockResource, OnlineStoreResource
 from feature_platform.registry.registry import load_registry
 
 
@@ -23,10 +22,11 @@ from feature_platform.registry.registry import load_registry
     description="The served snapshot's age (now - its data cut-off) is within the staleness tolerance of the "
                 "features served online; warns once the next daily push is overdue.",
 )
-def served_snapshot_within_staleness_tolerance(platform: PlatformResource) -> dg.AssetCheckResult:
-    settings, registry = platform.settings(), load_registry()
+def served_snapshot_within_staleness_tolerance(online: OnlineStoreResource, clock: ClockResource) -> dg.AssetCheckResult:
+    registry = load_registry()
     expectation = expectation_for(ONLINE_PUSH, None, {}, registry)
-    served = OnlineStore(connect(settings), registry, settings.redis_prefix).current()
+    assert expectation is not None  # the online push always has one: its features' staleness tolerance
+    served = OnlineStore(online.client(), registry, online.prefix).current()
     tolerance_hours = expectation.tolerance.total_seconds() / 3600
     warn = expectation.warn_window
     if served is None:
@@ -34,12 +34,12 @@ def served_snapshot_within_staleness_tolerance(platform: PlatformResource) -> dg
             passed=False, severity=dg.AssetCheckSeverity.ERROR,
             description="nothing is served: materialize online/user_features_push",
             metadata={"served_version": "none", "tolerance_hours": tolerance_hours})
-    age = platform.now() - served.computed_at
+    age = clock.now() - served.computed_at
     stale, late = age > expectation.tolerance, warn is not None and age > warn
     age_text = f"served {served.version} is {age.total_seconds() / 3600:.1f} h old"
     if stale:
         description = f"{age_text}, past the {tolerance_hours:g} h tolerance: every value is reported stale"
-    elif late:
+    elif late and warn is not None:
         description = f"{age_text}, past {warn.total_seconds() / 3600:g} h: the next push is overdue"
     else:
         description = f"{age_text}, within the {tolerance_hours:g} h tolerance"

@@ -16,14 +16,14 @@ from feature_platform.orchestration.constants import (
     RAW_LISTINGS,
     RAW_REVIEWS,
 )
-from feature_platform.orchestration.metadata import write_metadata
+from feature_platform.orchestration.metadata import summary, write_metadata
 from feature_platform.orchestration.raw.checks import (
     quarantine_rate_check,
     raw_check_specs,
     rows_balance_check,
     schema_check,
 )
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import ClockResource, OfflineStoreResource, RawSourceResource
 from feature_platform.sources import ingest
 from feature_platform.sources.ingest import IngestReport
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS, RawTable
@@ -45,6 +45,12 @@ def _result(asset_key: dg.AssetKey, table: RawTable, report: IngestReport, max_r
         metadata["unmapped_columns"] = dg.MetadataValue.json(report.unmapped_columns)
     if report.time_formats:
         metadata["time_formats"] = dg.MetadataValue.json(report.time_formats)
+    metadata.update(summary(
+        *(f"{file}: column(s) {', '.join(columns)} map to nothing and are not read (rename one to an accepted "
+          "name to use it; see README, Bring your own data)" for file, columns in report.unmapped_columns.items()),
+        *(f"{file}: " + ", ".join(f"{c} read as {f}" for c, f in formats.items())
+          for file, formats in report.time_formats.items()),
+    ))
     if report.quarantine_writes:
         metadata["quarantine_path"] = dg.MetadataValue.path(str(report.quarantine_writes[0].path.parent))
     return dg.MaterializeResult(
@@ -71,14 +77,15 @@ def _unpartitioned_raw_asset(asset_key: dg.AssetKey, table: RawTable) -> dg.Asse
         description=f"{table.description} Validated against the raw contract; bad rows go to "
         f"quarantine/{table.name}.parquet with a reason. {optional}{derived}",
     )
-    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        settings = platform.settings()
-        report = ingest.ingest_table(platform.store(), platform.source_dir(), table, platform.now(),
+    def _asset(context: dg.AssetExecutionContext, offline: OfflineStoreResource, raw: RawSourceResource,
+               clock: ClockResource) -> dg.MaterializeResult:
+        settings = offline.settings()
+        report = ingest.ingest_table(offline.store(), raw.source_dir(offline), table, clock.now(),
                                      memory_limit_mb=settings.ingest_memory_mb)
         context.log.info(
             "%s: %s accepted, %s quarantined (%s)", table.name, report.accepted_rows, report.quarantined_rows, report.status
         )
-        return _result(asset_key, table, report, settings.max_quarantine_rate)
+        return _result(asset_key, table, report, raw.max_quarantine_rate)
 
     return _asset
 
@@ -97,20 +104,21 @@ raw_listings = _unpartitioned_raw_asset(RAW_LISTINGS, LISTINGS)
     owners=[OWNER_DATA],
     check_specs=raw_check_specs(RAW_EVENTS),
 )
-def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+def raw_events(context: dg.AssetExecutionContext, offline: OfflineStoreResource, raw: RawSourceResource,
+               clock: ClockResource) -> dg.MaterializeResult:
     """User events landed as one Parquet file per UTC day (raw/events/<YYYY-MM-DD>.parquet).
 
     Every row of the input is validated (types, required columns, known event types, timestamps not
     in the future, amounts >= 0, duplicate event ids); refused rows go to quarantine/events/ with a
     reason. A backfill over many days is one run: the input is read and validated once.
     """
-    settings = platform.settings()
+    settings = offline.settings()
     days = context.partition_keys
     partitions = context.assets_def.partitions_def
     report = ingest.ingest_events(
-        platform.store(),
-        platform.source_dir(),
-        now=platform.now(),
+        offline.store(),
+        raw.source_dir(offline),
+        now=clock.now(),
         days=days,
         min_timestamp=dt.datetime.fromisoformat(partitions.get_first_partition_key()),
         last_partition=partitions.get_last_partition_key() or days[-1],
@@ -120,7 +128,7 @@ def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) ->
         "events %s..%s: %s accepted, %s quarantined, %s deferred",
         days[0], days[-1], report.accepted_rows, report.quarantined_rows, report.deferred_rows,
     )
-    return _result(RAW_EVENTS, EVENTS, report, settings.max_quarantine_rate)
+    return _result(RAW_EVENTS, EVENTS, report, raw.max_quarantine_rate)
 
 
 RAW_ASSETS = [raw_customers, raw_events, raw_reviews, raw_listings]

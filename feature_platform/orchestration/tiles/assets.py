@@ -13,7 +13,7 @@ import datetime as dt
 import dagster as dg
 
 from feature_platform.features import topics
-from feature_platform.features.engine import has_tiles, tile_table, write_tiles
+from feature_platform.features.engine import has_tiles, write_tiles
 from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
     GROUP_TILES,
@@ -22,42 +22,43 @@ from feature_platform.orchestration.constants import (
     RAW_LISTINGS,
     RAW_REVIEWS,
     REVIEW_TOPIC_MODEL,
+    source_key,
 )
-from feature_platform.orchestration.metadata import write_metadata
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.constants import tile_key as constants_tile_key
+from feature_platform.orchestration.metadata import summary, write_metadata
+from feature_platform.orchestration.resources import ModelStoreResource, OfflineStoreResource
 from feature_platform.registry.fingerprint import family_fingerprint
 from feature_platform.registry.registry import Family, load_registry
 
 TOPIC_MODEL_DIR = "review_topic_model"
-# Unpartitioned inputs a tile reads, by registry source name; raw/events maps partition to partition.
-_UNPARTITIONED_DEPS = {"raw/listings": RAW_LISTINGS, "raw/reviews": RAW_REVIEWS,
-                       "features/review_topic_model": REVIEW_TOPIC_MODEL}
+# Unpartitioned inputs a tile may read (registry sources); raw/events maps partition to partition.
+_UNPARTITIONED_INPUTS = (RAW_LISTINGS, RAW_REVIEWS, REVIEW_TOPIC_MODEL)
 
 
 def tile_key(family: Family) -> dg.AssetKey:
-    return dg.AssetKey(tile_table(family).split("/"))
+    return constants_tile_key(family.name)
 
 
-def topic_config(platform: PlatformResource) -> topics.TopicModelConfig:
+def topic_config(offline: OfflineStoreResource) -> topics.TopicModelConfig:
     family = load_registry().family("review")
-    return topics.TopicModelConfig(topics=int(family.config["topics"]), cutoff=platform.settings().topic_model_cutoff)
+    return topics.TopicModelConfig(topics=int(family.config["topics"]), cutoff=offline.settings().topic_model_cutoff)
 
 
-def tile_artifacts(family: Family, platform: PlatformResource) -> dict[str, object]:
+def tile_artifacts(family: Family, offline: OfflineStoreResource, models: ModelStoreResource) -> dict[str, object]:
     """The fitted objects a family's tiles use: the current review topic model for the review family."""
     if "features/review_topic_model" not in family.sources:
         return {}
-    model = topics.load_current_or_none(platform.settings().models_dir / TOPIC_MODEL_DIR)
+    model = topics.load_current_or_none(models.path() / TOPIC_MODEL_DIR)
     # No model because the reviews cannot give one: topics are null. No model although they could: leave
     # the artifact out, so the family asks for features/review_topic_model to be materialized.
-    if model is not None or not topics.has_usable_text(platform.store().read_table("raw/reviews"), topic_config(platform)):
+    if model is not None or not topics.has_usable_text(offline.store().read_table("raw/reviews"), topic_config(offline)):
         return {"review_topic_model": model}
     return {}
 
 
 def _tile_asset(family: Family) -> dg.AssetsDefinition:
     key = tile_key(family)
-    deps = [dg.AssetDep(RAW_EVENTS), *(_UNPARTITIONED_DEPS[s] for s in family.sources if s in _UNPARTITIONED_DEPS)]
+    deps: list[dg.AssetDep | dg.AssetKey] = [dg.AssetDep(RAW_EVENTS), *(k for k in map(source_key, family.sources) if k in _UNPARTITIONED_INPUTS)]
     description = (
         f"Daily partial aggregates of the {family.name} family: one row per user with data that day, "
         f"computed from that day's raw data only (tiles/{family.name}/<YYYY-MM-DD>.parquet). The "
@@ -75,14 +76,15 @@ def _tile_asset(family: Family) -> dg.AssetsDefinition:
         description=description,
         metadata={"family": family.name, "family_version": family.version},
     )
-    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        store = platform.store()
+    def _asset(context: dg.AssetExecutionContext, offline: OfflineStoreResource,
+               models: ModelStoreResource) -> dg.MaterializeResult:
+        store = offline.store()
         days = [dt.date.fromisoformat(k) for k in context.partition_keys]
         history_start = dt.date.fromisoformat(context.assets_def.partitions_def.get_first_partition_key())
         writes = []
         every = max(1, len(days) // 4)
         for index, (day, write) in enumerate(
-                write_tiles(store, family, days, tile_artifacts(family, platform), history_start), start=1):
+                write_tiles(store, family, days, tile_artifacts(family, offline, models), history_start), start=1):
             writes.append(write)
             if index % every == 0 or index == len(days):
                 context.log.info("%s tiles: %s/%s days (%s, %s users)", family.name, index, len(days), day, write.rows)
@@ -102,21 +104,22 @@ def _tile_asset(family: Family) -> dg.AssetsDefinition:
     kinds={"scikitlearn"},
     owners=[OWNER_DATA],
 )
-def review_topic_model(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+def review_topic_model(context: dg.AssetExecutionContext, offline: OfflineStoreResource,
+                       models: ModelStoreResource) -> dg.MaterializeResult:
     """The LDA topic model behind topic_vector, fitted on review texts before a cut-off and versioned.
 
     Topic vectors of every snapshot come from the model version current when they were computed, so
     they mean the same thing across partitions; refit deliberately (materialize this asset), not daily.
     Cut-off: FP_TOPIC_MODEL_CUTOFF (ISO date, UTC) or, unset, every review present at fit time.
     """
-    settings = platform.settings()
-    reviews = platform.store().read_table("raw/reviews")
-    config = topic_config(platform)
+    reviews = offline.store().read_table("raw/reviews")
+    config = topic_config(offline)
     if not topics.has_usable_text(reviews, config):
         context.log.warning("no review text to fit a topic model on; review topic features will be null")
-        return dg.MaterializeResult(metadata={"status": "skipped: no usable review text", "reviews": reviews.num_rows})
+        return dg.MaterializeResult(metadata={"status": "skipped: no usable review text", "reviews": reviews.num_rows,
+                                              **summary("skipped: no usable review text")})
     model = topics.fit_topic_model(reviews, config)
-    path = topics.save(model, settings.models_dir / TOPIC_MODEL_DIR)
+    path = topics.save(model, models.path() / TOPIC_MODEL_DIR)
     words = "\n".join(f"| topic_{i} | {', '.join(w)} |" for i, w in enumerate(model.top_words(8)))
     return dg.MaterializeResult(
         metadata={

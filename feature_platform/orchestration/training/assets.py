@@ -30,7 +30,7 @@ from feature_platform.orchestration.constants import (
     TRAINING_DATASET,
 )
 from feature_platform.orchestration.metadata import write_metadata
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import OfflineStoreResource
 from feature_platform.registry.registry import load_registry
 
 
@@ -71,7 +71,7 @@ def _metadata(table: pa.Table, label: str, write, extra: dict) -> dict:
     owners=[OWNER_ML],
 )
 def training_dataset(
-    context: dg.AssetExecutionContext, config: ChurnTrainingSetConfig, platform: PlatformResource
+    context: dg.AssetExecutionContext, config: ChurnTrainingSetConfig, offline: OfflineStoreResource
 ) -> dg.MaterializeResult:
     """Churn training set: one row per (user, snapshot date D) with every user feature as of snapshot D.
 
@@ -80,8 +80,8 @@ def training_dataset(
     kept unlabelled (``labelled`` false, ``churned`` null), never labelled 0. Default snapshot
     dates: weekly, counting back from the last date with a full label horizon.
     """
-    store, registry = platform.store(), load_registry()
-    horizon = config.horizon_days or platform.settings().churn_horizon_days
+    store, registry = offline.store(), load_registry()
+    horizon = config.horizon_days or offline.settings().churn_horizon_days
     dates = default_churn_dates(store, registry, horizon, every_days=config.every_days)
     first = dt.date.fromisoformat(config.start_date) if config.start_date else dates[0]
     last = dt.date.fromisoformat(config.end_date) if config.end_date else dates[-1]
@@ -108,7 +108,7 @@ def training_dataset(
     kinds={"duckdb", "parquet"},
     owners=[OWNER_ML],
 )
-def contact_training_set_asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+def contact_training_set_asset(context: dg.AssetExecutionContext, offline: OfflineStoreResource) -> dg.MaterializeResult:
     """Contact training set: one row per listing view or impression, labelled 1 when the same user
     contacted or favourited that listing in the same session or within 24 h.
 
@@ -116,7 +116,7 @@ def contact_training_set_asset(context: dg.AssetExecutionContext, platform: Plat
     earlier snapshot keeps null features and ``<family>_snapshot_missing``), with the listing's category,
     city, price, premium flag and image count, and the view's day of week, hour and device.
     """
-    store = platform.store()
+    store = offline.store()
     table = contact_training_set(store, load_registry())
     write = store.write(table_name(CONTACT_TRAINING_SET), table)
     context.log.info("contact training set: %s views", table.num_rows)
