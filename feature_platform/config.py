@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_RETENTION_DAYS = 365
@@ -90,7 +91,7 @@ class Settings:
             ingest_memory_mb=_int(env, "FP_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB),
         )
 
-    def with_overrides(self, **changes: object) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property

@@ -160,7 +160,9 @@ class _Decay:
         w, wa = rows.columns[weight], rows.columns[weight_age]
         if self.linear:
             return lambda at: np.maximum((w[at] * (LOOKBACK - (day - rows.day[at])) - wa[at]) / float(LOOKBACK), 0.0)
-        return lambda at: w[at] * self.factor[day - rows.day[at]]
+        # not linear: factor is an array (the ignore stands in for a typed rewrite, which would change the
+        # affinity family's fingerprint, see registry/fingerprint.py, for no value change)
+        return lambda at: w[at] * self.factor[day - rows.day[at]]  # type: ignore[index]
 
     def present(self, rows: RowSet, runs: Runs, day: int, interactions: str, after_midnight: str) -> np.ndarray:
         """Runs with an interaction of positive weight: any not on the window's first day, or (linear

@@ -163,8 +163,9 @@ def train_churn_models(
         # What is served: the champion with the searched hyper-parameters, refitted on every labelled row.
         progress(f"churn: refitting the champion, {champion}, on all {len(y):,} labelled rows, beside "
                  f"{len(MODELS)} models on {BY_USER}'s {len(splits[BY_USER][0]):,} rows")
-        final_model, *fitted = search.run_all([partial(_model(champion, seed, params[champion], len(y)).fit, x_all,
-                                                       y_ordered), *(fit(BY_USER, name) for name in FIT_ORDER)])
+        refit = partial(_model(champion, seed, params[champion], len(y)).fit, x_all, y_ordered)
+        jobs: list[Callable[[], Any]] = [refit, *(fit(BY_USER, name) for name in FIT_ORDER)]
+        final_model, *fitted = search.run_all(jobs)
         scored[BY_USER] = score(BY_USER, fitted)
     evaluations = {split: scored[split][0] for split in splits}
     estimators = {split: scored[split][1] for split in splits}
@@ -298,12 +299,13 @@ def _model(name: str, seed: int, params: dict[str, Any] | None = None, rows: int
 
 def _candidates(name: str) -> list[dict[str, Any]]:
     """The searched parameter sets; XGBoost's number of rounds is found by early stopping (search.MAX_ROUNDS)."""
-    return {
+    candidates: dict[str, list[dict[str, Any]]] = {
         "logistic_regression": [{"model__C": 0.1}, {"model__C": 1.0}],
         "random_forest": [{"model__max_depth": 4, "model__min_samples_leaf": 5},
                           {"model__max_depth": 8, "model__min_samples_leaf": 5}],
         "xgboost": [{"max_depth": 2}, {"max_depth": 4}],
-    }[name]
+    }
+    return candidates[name]
 
 
 def _importance(name: str, model: Any) -> np.ndarray:
@@ -330,6 +332,10 @@ def _recency(table: pa.Table, rows: np.ndarray) -> np.ndarray:
 
 def _btyd_summary(data: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, t_x, T) at ``rows``; a customer without a purchase is x = t_x = T = 0 (not yet born to BG/NBD)."""
-    return tuple(np.nan_to_num(np.asarray(pc.fill_null(data.column(name).take(rows), 0).to_numpy(
-        zero_copy_only=False), dtype=np.float64)) for name in BTYD_FEATURES)
+    def summary(name: str) -> np.ndarray:
+        return np.nan_to_num(np.asarray(pc.fill_null(data.column(name).take(rows), 0).to_numpy(
+            zero_copy_only=False), dtype=np.float64))
+
+    x, t_x, age = (summary(name) for name in BTYD_FEATURES)
+    return x, t_x, age
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import ArrayLike
 
 from feature_platform.ml.expand import expand, fit_expansion
 from feature_platform.ml.model_store import ModelStore, training_fingerprint
@@ -93,7 +94,7 @@ def drift_level(psi: float, warn: float, fail: float) -> str:
     return "fail" if psi >= fail else "warn" if psi >= warn else "ok"
 
 
-def psi_from_shares(reference: Sequence[float], current: Sequence[float], epsilon: float = EPSILON) -> float:
+def psi_from_shares(reference: ArrayLike, current: ArrayLike, epsilon: float = EPSILON) -> float:
     """PSI of two share vectors over the same bins; shares below ``epsilon`` count as ``epsilon``."""
     e = np.maximum(np.asarray(reference, dtype=np.float64), epsilon)
     a = np.maximum(np.asarray(current, dtype=np.float64), epsilon)

@@ -119,16 +119,16 @@ def fit_expansion(
             features.append(ExpandedFeature(name, "numeric", (name,)))
         elif kind == "categorical":
             counts = pc.value_counts(pc.drop_null(pc.cast(values(name).combine_chunks(), pa.string())))
-            pairs = zip(counts.field("counts").to_pylist(), counts.field("values").to_pylist(), strict=True)
-            pairs = sorted(pairs, key=lambda cv: (-cv[0], cv[1]))[:MAX_CATEGORIES]
+            pairs = sorted(zip(counts.field("counts").to_pylist(), counts.field("values").to_pylist(), strict=True),
+                           key=lambda cv: (-cv[0], cv[1]))[:MAX_CATEGORIES]
             keys = tuple(sorted(v for _, v in pairs))
             features.append(ExpandedFeature(name, "categorical", tuple(f"{name}={k}" for k in keys), keys=keys))
         else:
             raise ValueError(f"extra column {name!r} has kind {kind!r}; use one of {EXTRA_KINDS}")
     spec = ExpansionSpec(tuple(features))
-    columns = spec.columns
-    if len(set(columns)) != len(columns):
-        duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    names = spec.columns
+    if len(set(names)) != len(names):
+        duplicates = sorted({c for c in names if names.count(c) > 1})
         raise ValueError(f"expanded column names collide: {duplicates}; rename a feature or map key")
     return spec
 

@@ -27,6 +27,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
@@ -120,7 +121,7 @@ def calibration_png(curves: Curves, title: str, bins: int = 10) -> bytes:
     return _png(fig)
 
 
-def distribution_png(labels: Sequence[str], reference: Sequence[float], current: Sequence[float],
+def distribution_png(labels: Sequence[str], reference: ArrayLike, current: ArrayLike,
                      reference_label: str, current_label: str, title: str) -> bytes:
     """Grouped bars of the share of rows per bin, reference beside current (as the drift check bins them)."""
     ref, cur = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)

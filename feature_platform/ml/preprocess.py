@@ -47,10 +47,19 @@ class ChunkedStandardScaler(StandardScaler):
         if sample_weight is not None:
             raise ValueError("ChunkedStandardScaler takes no sample weights")
         x = _floats(x)
+        if len(x) == 0:
+            raise ValueError("ChunkedStandardScaler cannot fit on no rows")
         chunks = range(0, len(x), CHUNK_ROWS)
-        mean = sum(np.sum(x[i:i + CHUNK_ROWS], axis=0, dtype=np.float64) for i in chunks) / len(x)
-        var = sum(np.sum((x[i:i + CHUNK_ROWS] - mean) ** 2, axis=0) for i in chunks) / len(x)
-        self.mean_, self.var_ = (mean, var) if self.with_mean else (None, None)
+        mean = np.zeros(x.shape[1], dtype=np.float64)
+        for i in chunks:
+            mean += np.sum(x[i:i + CHUNK_ROWS], axis=0, dtype=np.float64)
+        mean /= len(x)
+        var = np.zeros(x.shape[1], dtype=np.float64)
+        for i in chunks:
+            var += np.sum((x[i:i + CHUNK_ROWS] - mean) ** 2, axis=0)
+        var /= len(x)
+        self.mean_: np.ndarray | None = mean if self.with_mean else None
+        self.var_: np.ndarray | None = var if self.with_mean else None
         self.scale_ = np.where(var > 10 * np.finfo(np.float64).eps, np.sqrt(var), 1.0) if self.with_std else None
         self.n_samples_seen_, self.n_features_in_ = len(x), x.shape[1]
         return self

@@ -206,5 +206,8 @@ def _unique_events(events: pa.Table) -> pa.Table:
     """First row per event id (the landing log holds each id once; a re-read may repeat one)."""
     ids = events.column("event_id").to_pylist()
     seen: set[str] = set()
-    keep = [not (i in seen or seen.add(i)) for i in ids]
+    keep = []
+    for i in ids:
+        keep.append(i not in seen)
+        seen.add(i)
     return events.filter(pa.array(keep, pa.bool_()))

@@ -22,6 +22,10 @@ from feature_platform.registry.registry import Family, Registry, RegistryError, 
 
 LOCK_PATH = Path(__file__).with_name("fingerprints.lock")
 FEATURES_PACKAGE = "feature_platform.features"
+# Every node whose ``body`` is a list of statements (Expression, Lambda and IfExp hold one expression).
+_STATEMENT_BLOCKS = (ast.Module, ast.Interactive, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For,
+                     ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try, ast.TryStar,
+                     ast.ExceptHandler, ast.match_case)
 # Shared modules count only through the parts that decide values (windows, what a snapshot sees,
 # how output is conformed), so logging or plumbing there does not force every family to bump.
 SEMANTIC_PARTS = {
@@ -73,8 +77,10 @@ def _normalised_source(module_name: str, imported: set[str] | None = None) -> st
     elif imported is not None:
         tree = _select(tree, _closure(tree, imported))
     for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+        if not isinstance(node, _STATEMENT_BLOCKS):
+            continue
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                 and isinstance(body[0].value.value, str):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
@@ -88,8 +94,8 @@ def _feature_imports(module_name: str) -> dict[str, set[str] | None]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(FEATURES_PACKAGE):
             if node.module == FEATURES_PACKAGE:  # from feature_platform.features import sentiment
                 found.update({f"{FEATURES_PACKAGE}.{alias.name}": None for alias in node.names})
-            elif found.get(node.module, set()) is not None:
-                found[node.module] = found.get(node.module, set()) | {alias.name for alias in node.names}
+            elif (names := found.setdefault(node.module, set())) is not None:
+                names.update(alias.name for alias in node.names)
     found.pop(module_name, None)
     return dict(sorted(found.items()))
 

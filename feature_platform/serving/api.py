@@ -111,11 +111,11 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         client = redis_connect(settings, socket_timeout=REDIS_TIMEOUT_SECONDS,
                                socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
         online = OnlineStore(client, holder.state.registry, settings.redis_prefix)
-    retriever = Retriever(online, metrics, **({"clock": clock} if clock else {}))
-    now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    now: Callable[[], dt.datetime] = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    retriever = Retriever(online, metrics, now)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         _ = holder.state  # load before the first request
         if reload_seconds > 0:
             holder.start(reload_seconds)
@@ -184,7 +184,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         return vector
 
     auth = [Depends(authorized)]
-    not_found = {404: {"model": Problem}, 422: {"model": Problem}}
+    not_found: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 422: {"model": Problem}}
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, Any]:
@@ -231,7 +231,9 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             raise _problem(404, ["body", "version"], str(exc)) from None
         results = []
         for user in users:
-            item = found[user].as_json()
+            vector = found[user]
+            assert vector is not None, "with defaults=True every user is served, from the registry defaults at worst"
+            item = vector.as_json()
             if not body.defaults and not item["found"]:
                 item["features"] = {}
             results.append(item)
@@ -296,6 +298,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             feature_names(state, list(body.features), ["body", "features"])
             values, source, snapshot = body.features, "request", None
         else:
+            assert body.user_id is not None, "ChurnRequest.one_of: exactly one of user_id and features"
             vector = one_vector(state, body.user_id, list(champion.feature_names))
             values, source, snapshot = vector.values, vector.source, vector.version
         try:

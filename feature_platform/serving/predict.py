@@ -72,7 +72,8 @@ def predict_contact(champion: Champion, registry: Registry, values: Mapping[str,
     return [float(p) for p in _probabilities(champion, add_match_inputs(table))]
 
 
-def context_vector(spec: ExpansionSpec, registry: Registry, values: Mapping[str, Any]) -> tuple[list[str], list[float]]:
+def context_vector(spec: ExpansionSpec, registry: Registry,
+                   values: Mapping[str, Any]) -> tuple[list[str], list[float | None]]:
     """The dense numeric vector of ``values`` in the spec's fixed column order (NaN -> None for JSON)."""
     names = [f.name for f in spec.features]
     matrix, columns = expand(feature_table(registry, [values], names), spec)

@@ -98,15 +98,16 @@ class Retriever:
                 self.metrics.online.labels(STALE if STALE in statuses.values() else "hit").inc()
                 out[user] = served
                 continue
-            row = state.offline.row(user) if state.offline is not None and version is None else None
-            if row is not None:
+            offline = state.offline if version is None else None  # a pinned version is online only
+            row = offline.row(user) if offline is not None else None
+            if offline is not None and row is not None:
                 values = {name: row.get(name) for name in names}
-                age = now - state.offline.computed_at
+                age = now - offline.computed_at
                 statuses = {name: STALE if age > registry.get_feature(name).staleness_tolerance else PRESENT
                             for name in names}
                 self.metrics.fallbacks.labels(OFFLINE).inc()
-                out[user] = ServedVector(user, OFFLINE, f"offline:{state.offline.day.isoformat()}",
-                                         state.offline.day, state.offline.computed_at, values,
+                out[user] = ServedVector(user, OFFLINE, f"offline:{offline.day.isoformat()}",
+                                         offline.day, offline.computed_at, values,
                                          _mark_missing(values, statuses))
                 continue
             if defaults:
@@ -127,12 +128,13 @@ class Retriever:
         return list(names)
 
     def _read_online(self, user_ids: Sequence[str], names: Sequence[str], version: str | None) -> dict[str, Any]:
-        if not self.online_available:
+        online = self.online
+        if online is None or not self.online_available:
             if version is not None:
                 raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable")
             return {}
         try:
-            found = self.online.read_many(list(user_ids), names, version)
+            found = online.read_many(list(user_ids), names, version)
         except REDIS_ERRORS as exc:  # an OnlineStoreError (unknown version) is not one: it reaches the caller
             self._open_until = time.monotonic() + self.breaker_seconds
             self.metrics.online.labels("error").inc(len(user_ids))

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from types import TracebackType
 
 import pyarrow as pa
@@ -184,7 +184,7 @@ class ChunkedValidation:
         return {k: v for k, v in values.items() if f"${k}" in sql}
 
 
-def read_ahead(reader: pa.RecordBatchReader, depth: int = 4) -> Iterator[pa.RecordBatch]:
+def read_ahead(reader: pa.RecordBatchReader, depth: int = 4) -> Generator[pa.RecordBatch, None, None]:
     """The reader's batches, fetched by a thread up to ``depth`` ahead: DuckDB produces the next ones
     while the caller compresses and writes these. The reader is done with when the iteration ends."""
     batches: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=depth)

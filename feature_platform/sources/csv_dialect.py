@@ -14,7 +14,6 @@ import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 WHITESPACE = "whitespace"
 DELIMITERS = (",", "\t", ";", "|")
@@ -23,7 +22,7 @@ SAMPLE_LINES = 50
 _SPACES = re.compile(rb"[ \t]+")
 
 
-def open_text(path: Path) -> BinaryIO:
+def open_text(path: Path) -> io.BufferedIOBase:
     """The file's bytes, gunzipped when it ends in .gz."""
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
 
@@ -65,7 +64,7 @@ class WhitespaceAsCommas(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         parts, size = [self._pending], len(self._pending)
         while size < len(buffer):
             line = next(self._lines, None)

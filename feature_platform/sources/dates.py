@@ -26,9 +26,10 @@ def source_event_days(
     Checks the whole input's columns first (a missing user id or timestamp column is named as such),
     then reads the timestamps only, a chunk at a time. When no event has a usable timestamp the error
     says why: examples of values that do not parse and the formats tried, or the range they fall in."""
-    if loaders.open_source(source_dir, EVENTS) is None:  # raises on a missing required column
+    whole = loaders.open_source(source_dir, EVENTS)  # raises on a missing required column
+    source = loaders.open_source(source_dir, EVENTS, columns={"timestamp"}) if whole is not None else None
+    if source is None:
         raise loaders.SourceError(f"{source_dir}: no events input (events.parquet, events.csv or events/)")
-    source = loaders.open_source(source_dir, EVENTS, columns={"timestamp"})
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     low, high = dt.datetime.fromisoformat(first_partition), now
     bounds: list[dt.datetime] = []

@@ -67,7 +67,7 @@ def validate_event_records(
         ids = accepted.column(EVENTS.key).to_pylist()
         again = [i for i, event_id in enumerate(ids) if event_id in landed]
         if again:
-            first_index = {}
+            first_index: dict[Any, int] = {}
             for index, row in zip(positions, rows, strict=True):
                 if index not in rejected:
                     first_index.setdefault(row[EVENTS.key], index)

@@ -98,14 +98,14 @@ def make_block(
     amount: np.ndarray | None = None,
     listing: np.ndarray | None = None,
     conversation: np.ndarray | None = None,
-    campaign: np.ndarray | None = None,
+    campaign: np.ndarray | int | None = None,
     text: np.ndarray | None = None,
     etypes: np.ndarray | None = None,
 ) -> EventBlock:
     """One kind of event for many users; optional columns default to absent."""
     n = len(user)
 
-    def column(values: np.ndarray | np.int8 | None, dtype: type, fill: float) -> np.ndarray:
+    def column(values: np.ndarray | np.int8 | int | None, dtype: type, fill: float) -> np.ndarray:
         if values is None:
             return np.full(n, fill, dtype=dtype)
         return np.broadcast_to(np.asarray(values, dtype=dtype), (n,)).copy()

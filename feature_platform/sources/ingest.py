@@ -272,9 +272,9 @@ def land_events(
                       lambda b: b.column("partition").to_numpy(zero_copy_only=False),
                       lambda b: b.column("_block").to_numpy())
     for day, parts in _each_day(refused, wanted):
-        parts = _peek(parts)
-        if parts is not None or store.partition_path(quarantine_table("events"), day).exists():
-            report.quarantine_writes.append(write_parts(store, quarantine_table("events"), parts or iter(()),
+        peeked = _peek(parts)
+        if peeked is not None or store.partition_path(quarantine_table("events"), day).exists():
+            report.quarantine_writes.append(write_parts(store, quarantine_table("events"), peeked or iter(()),
                                                         qschema, partition=day))
     unassigned_path = store.table_dir(quarantine_table("events")) / f"{UNASSIGNED}.parquet"
     if stray or unassigned_path.exists():
