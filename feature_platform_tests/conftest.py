@@ -7,6 +7,7 @@ so CI can never go green by skipping.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -14,12 +15,24 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+import dagster as dg
 import pandas as pd
 import pytest
 from hypothesis import settings
 
-settings.register_profile("default", deadline=None, print_blob=True)
-settings.load_profile("default")
+from feature_platform.orchestration import constants as C
+from feature_platform.orchestration.resources import local_resources
+from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests.helpers import build_once, materialize_range
+
+# Hypothesis profiles. `ci`, the default, is what `.venv/bin/pytest` runs: a quarter of hypothesis' usual example
+# count, the same examples every run (derandomized), no deadline (two busy cores). `thorough` is for hunting:
+# `.venv/bin/pytest --hypothesis-profile=thorough` (or FP_HYPOTHESIS_PROFILE=thorough), 20 times as many examples,
+# random. A test states its relative weight with `helpers.examples(n)` (n of a 100-example profile); the profile
+# scales every test alike.
+settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("FP_HYPOTHESIS_PROFILE", "ci"))  # --hypothesis-profile overrides this
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, 0)
 
@@ -101,3 +114,41 @@ def tiny_source(tmp_path: Path) -> Path:
         {"event_id": "e4", "user_id": "u3", "event_type": "page_view", "timestamp": "2025-02-03T00:00:00Z", "amount": ""},
     ])
     return src
+
+
+# -- the generated sample world ----------------------------------------------------------------------------
+WORLD_END = dt.date(2025, 3, 12)
+WORLD_NOW_UTC = "2025-03-13T03:00:00"  # the morning after WORLD_END's data cut-off
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleWorld:
+    """Generated sample data (``src``) and a data directory (``data``) with raw partitions and tiles of
+    2025-03-01 .. 2025-03-12 and the feature snapshots of 2025-03-10 .. 2025-03-12; no model, nothing online."""
+
+    root: Path
+    end: dt.date = WORLD_END
+    now_utc: str = WORLD_NOW_UTC
+
+    @property
+    def src(self) -> Path:
+        return self.root / "src"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+
+def _build_world(root: Path) -> None:
+    generate(GeneratorConfig(users=150, days=12, end_date=WORLD_END, seed=5), root / "src")
+    resources = local_resources(data_dir=root / "data", raw_dir=root / "src", now_utc=WORLD_NOW_UTC)
+    for groups, start in (((C.GROUP_RAW, C.GROUP_TILES), "2025-03-01"), ((C.GROUP_FEATURES,), "2025-03-10")):
+        result = materialize_range(resources, dg.AssetSelection.groups(*groups), start, WORLD_END.isoformat())
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+
+@pytest.fixture(scope="session")
+def sample_world(tmp_path_factory: pytest.TempPathFactory) -> SampleWorld:
+    """150 users x 12 days of sample data, landed and featurized once per session (shared by the xdist
+    workers). Read-only: a test that writes takes a copy (``helpers.copy_tree``)."""
+    return SampleWorld(build_once(tmp_path_factory, "sample_world", _build_world))

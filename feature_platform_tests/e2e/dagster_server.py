@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,12 +24,6 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}  # one process per ru
 
 _RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 _BACKFILL_RUNNING = {"REQUESTED", "CANCELING", "FAILING"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -4,51 +4,34 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from feature_platform_tests.e2e.sample_run import END, SHORT_HORIZON, cli
 from feature_platform_tests.e2e.transactions import write_transactions
 
 pytestmark = pytest.mark.e2e
-
-END = "2025-03-10"
-# 150 users give about 280 out-of-time churn rows and 30 churners among them: the ROC-AUC's standard error
-# there (~0.03) is wider than any margin around the default 0.70 floor, so runs on such a sample set the floor
-# to what it can show. These tests are about the command; model quality is tested on data with a known
-# answer (test_known_answer.py) and on the shop export below.
-SMALL_SAMPLE_FLOOR = "0.6"
-
-
-def cli(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "feature_platform.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
 
 def _runs(home: Path) -> list[str]:
     with sqlite3.connect(home / "history" / "runs.db") as db:
         return [row[0] for row in db.execute("SELECT status FROM runs")]
 
 
-def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempotent(tmp_path):
-    short_horizon = {"FP_CHURN_HORIZON_DAYS": "7",  # 40 days of data: weekly snapshot dates with a 7-day label
-                     "FP_MODEL_AUC_FLOOR": SMALL_SAMPLE_FLOOR}
-    first = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=tmp_path, env_extra=short_horizon)
+def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempotent(sample_cli_run):
+    # `feature-platform run --users 150 --days 40 --end-date END` on a fresh directory, once per session
+    # (test_ui_models.py opens its result): this test checks its output, then runs again in that directory.
+    first, workdir = sample_cli_run.result, sample_cli_run.workdir
     assert first.returncode == 0, first.stdout + first.stderr
     assert "generating sample data: 150 users x 40 days" in first.stdout
     for step in ("[1/7] raw inputs", "[2/7] daily tiles", "[3/7] feature snapshots", "[4/7] training sets",
                  "[5/7] models", "[6/7] model scores", "[7/7] online store"):
         assert step in first.stdout
     assert "done in" in first.stdout
-    data = tmp_path / "data"
+    data = workdir / "data"
     partitions = sorted(p.name for p in (data / "raw" / "events").glob("*.parquet"))
     assert len(partitions) == 40 and partitions[-1] == f"{END}.parquet"
     assert _runs(data / "dagster_home") == ["SUCCESS"] * 7  # one run per step
@@ -73,14 +56,14 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     # ... and the last snapshot, scores included, is served online from the embedded Redis, whose data file
     # outlives the run.
     assert f"online/user_features_push          served: version {END}." in first.stdout
-    status = cli("online", "status", cwd=tmp_path)
+    status = cli("online", "status", cwd=workdir)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"served version: {END}." in status.stdout and "150 users x 103 features" in status.stdout
-    rollback = cli("online", "rollback", cwd=tmp_path)
+    rollback = cli("online", "rollback", cwd=workdir)
     assert rollback.returncode == 1 and "no previous version to roll back to" in rollback.stdout
     before = {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")}
 
-    second = cli("run", cwd=tmp_path, env_extra=short_horizon)
+    second = cli("run", cwd=workdir, env_extra=SHORT_HORIZON)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "sample data: reusing" in second.stdout
     assert {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")} == before

@@ -20,10 +20,10 @@ from feature_platform_tests.e2e.dagster_server import (
     DagsterGraphQL,
     Servers,
     clean_env,
-    free_port,
     pg_env,
     scratch_database,
 )
+from feature_platform_tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # dagster-webserver and dagster-daemon of this interpreter's environment

@@ -15,7 +15,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from feature_platform.definitions import build_defs
 from feature_platform.orchestration import constants as C
 from feature_platform.sources.generator import GeneratorConfig, generate
-from feature_platform_tests.e2e.dagster_server import IN_PROCESS, DagsterGraphQL, Servers, clean_env, free_port
+from feature_platform_tests.e2e.dagster_server import IN_PROCESS, DagsterGraphQL, Servers, clean_env
+from feature_platform_tests.helpers import free_port
 
 defs = build_defs()
 

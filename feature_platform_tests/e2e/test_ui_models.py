@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,25 +15,19 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from feature_platform_tests.e2e.test_cli import END, SMALL_SAMPLE_FLOOR, cli
+from feature_platform_tests.helpers import copy_tree, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """`feature-platform run` on 150 users x 40 days, then `feature-platform ui` on that data directory."""
-    root = tmp_path_factory.mktemp("ui")
-    run = cli("run", "--users", "150", "--days", "40", "--end-date", END, cwd=root,
-              env_extra={"FP_CHURN_HORIZON_DAYS": "7", "FP_MODEL_AUC_FLOOR": SMALL_SAMPLE_FLOOR})
+def ui(sample_cli_run, tmp_path_factory):
+    """`feature-platform ui` on (a copy of) the data directory of the session's `feature-platform run` on
+    150 users x 40 days (e2e/sample_run.py)."""
+    run = sample_cli_run.result
     assert run.returncode == 0, run.stdout + run.stderr
-    port = _free_port()
+    root = copy_tree(sample_cli_run.snapshot, tmp_path_factory.mktemp("ui"))  # `dagster dev` writes to its instance
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}
     env["PATH"] = "/usr/bin:/bin"  # the command must find its own dagster, not one on PATH
     server = subprocess.Popen([sys.executable, "-m", "feature_platform.cli", "ui", "--port", str(port)], cwd=root,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from feature_platform.sources.schema import EVENT_TYPES
 from feature_platform_tests.features.helpers import snapshot
+from feature_platform_tests.helpers import examples
 
 D = dt.date(2025, 3, 31)
 MIDNIGHT_D = dt.datetime(2025, 3, 31)
@@ -111,7 +112,7 @@ event_logs = st.lists(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(events=event_logs)
 def test_matches_reference(events):
     users = ["u1", "u2", "u3", "u4"]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from feature_platform.registry import load_registry
 from feature_platform_tests.features.helpers import snapshot_table
+from feature_platform_tests.helpers import examples
 
 D = dt.date(2025, 3, 31)
 END = dt.datetime(2025, 4, 1)  # D+1 00:00, where ages are measured from
@@ -296,7 +297,7 @@ configs = st.fixed_dictionaries({
 
 
 @pytest.mark.parametrize("decay", ["exponential", "linear"])
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50))
 @given(event_rows=event_logs, listing_rows=catalogs, config=configs)
 def test_matches_reference(decay, event_rows, listing_rows, config):
     config = {**config, "decay": decay}

@@ -15,6 +15,7 @@ from feature_platform.features import engagement
 from feature_platform.registry import load_registry
 from feature_platform.sources.schema import EVENT_TYPES
 from feature_platform_tests.features.helpers import by_user, snapshot, snapshot_table
+from feature_platform_tests.helpers import examples
 
 D = dt.date(2025, 3, 31)
 MIDNIGHT_D = dt.datetime(2025, 3, 31)
@@ -201,7 +202,7 @@ configs = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(rows=event_logs, config=configs)
 def test_matches_reference(rows, config):
     users = ["u1", "u2", "u3", "u4"]

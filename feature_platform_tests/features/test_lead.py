@@ -17,6 +17,7 @@ from feature_platform.features.sentiment import compound
 from feature_platform.registry import load_registry
 from feature_platform.sources.schema import EVENT_TYPES
 from feature_platform_tests.features.helpers import snapshot, snapshot_table
+from feature_platform_tests.helpers import examples
 
 D = dt.date(2025, 3, 31)  # a Monday; the 30-day window starts 2025-03-02, the 90-day one 2025-01-01
 MIDNIGHT_D = dt.datetime(2025, 3, 31)
@@ -454,7 +455,7 @@ def event_logs(draw: st.DrawFn) -> tuple[dt.date, list[dict]]:
     return day, rows
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(log=event_logs())
 def test_matches_reference(log):
     day, rows = log

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from feature_platform.registry import load_registry
 from feature_platform_tests.features.helpers import snapshot
+from feature_platform_tests.helpers import examples
 
 D = dt.date(2025, 3, 31)
 REGISTRY = load_registry()
@@ -135,7 +136,7 @@ def profiles(draw: st.DrawFn) -> list[dict]:
     return users
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80))
 @given(users=profiles())
 def test_matches_reference_and_exactly_one_column_is_hot(users):
     fast = snapshot("profile", D, users=users)

@@ -12,6 +12,7 @@ from feature_platform.features.sentiment import compound
 from feature_platform.features.topics import TopicModel, TopicModelConfig, fit_topic_model
 from feature_platform.sources.schema import REVIEWS
 from feature_platform_tests.features.helpers import snapshot, table
+from feature_platform_tests.helpers import examples
 
 D = dt.date(2025, 3, 31)
 MIDNIGHT_D = dt.datetime(2025, 3, 31)
@@ -200,7 +201,7 @@ review_logs = st.fixed_dictionaries({u: st.lists(review, max_size=6) for u in US
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(reviews=review_logs)
 def test_matches_reference(model, reviews):
     fast = review_snapshot(model, reviews, users=USERS)

@@ -31,6 +31,7 @@ from feature_platform.registry import load_registry
 from feature_platform.sources.schema import EVENT_TYPES, LISTINGS, REVIEWS
 from feature_platform_tests.features.helpers import customers, events, table
 from feature_platform_tests.features.reference.base import reference_snapshot
+from feature_platform_tests.helpers import examples
 
 REGISTRY = load_registry()
 D = dt.date(2025, 3, 31)
@@ -181,7 +182,7 @@ def _check_family(family, rows, reviews, artifacts=None) -> None:
         assert_equal_to_reference(merged[day], expected, day)
 
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(40), suppress_health_check=[HealthCheck.too_slow])
 HOUR = dt.timedelta(hours=1)
 # Cases random search reaches only rarely, always checked: a message_in answered three days later and a
 # purchase inside the conversion window but after some snapshot days; a session across midnight and the
@@ -232,14 +233,14 @@ def test_lifetime_equals_the_per_day_sql_over_all_history(rows):
     _check_family(_family("lifetime"), rows, [])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15))
 @given(rows=event_rows)
 def test_profile_equals_the_per_day_sql(rows):
     _check_family(_family("profile"), rows, [])
 
 
 @pytest.mark.parametrize("name", TIME_WINDOW_FAMILIES)
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25))
 @given(rows=event_rows)
 def test_a_one_day_run_writes_the_same_bits_as_that_day_of_a_longer_run(name, rows):
     family = _family(name)
@@ -250,7 +251,7 @@ def test_a_one_day_run_writes_the_same_bits_as_that_day_of_a_longer_run(name, ro
 
 
 @pytest.mark.parametrize("name", TIME_WINDOW_FAMILIES)
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25))
 @given(rows=event_rows, late=first_events)
 def test_a_late_event_needs_only_its_own_days_tile_recomputed(name, rows, late):
     family = _family(name)

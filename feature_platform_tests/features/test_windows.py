@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_platform.features.windows import RowSet, Runs, days_since, ratio
+from feature_platform_tests.helpers import examples
 
 
 def rows(groups: list[int], days: list[int], owners: list[int], **columns: list) -> RowSet:
@@ -36,7 +37,7 @@ def test_a_row_exactly_window_days_old_has_left():
     assert r.total(r.runs(day=40, window=30), "n").tolist() == [1]  # day 10 left, day 40 came
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(data=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40),
                                st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)), max_size=60),
        day=st.integers(0, 45), window=st.integers(1, 50))
@@ -77,7 +78,7 @@ def test_days_since_is_null_without_a_last_day():
     assert days_since(np.array([7, -1]), 10, np.array([True, False])).to_pylist() == [3, None]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(data=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30), st.integers(0, 9)), max_size=50),
        day=st.integers(0, 32), window=st.integers(1, 35))
 def test_totals_are_exact_whether_summed_directly_or_from_prefix_sums(data, day, window):

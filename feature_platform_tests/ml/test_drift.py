@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from feature_platform.ml import drift
 from feature_platform.registry import load_registry
+from feature_platform_tests.helpers import examples
 
 EPS = drift.EPSILON
 REGISTRY = load_registry()
@@ -95,7 +96,7 @@ values = st.one_of(st.integers(-5, 5).map(float), st.floats(-1e6, 1e6, allow_nan
 samples = st.lists(values, min_size=1, max_size=60)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(samples, samples)
 def test_column_psi_equals_the_slow_reference_and_is_never_negative(reference, current):
     fast = drift.column_psi(np.array(reference), np.array(current))
@@ -103,7 +104,7 @@ def test_column_psi_equals_the_slow_reference_and_is_never_negative(reference, c
     assert fast >= 0.0
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100))
 @given(samples)
 def test_identical_samples_have_zero_psi(sample):
     assert drift.column_psi(np.array(sample), np.array(sample)) == 0.0
@@ -113,7 +114,7 @@ shares = st.lists(st.floats(0, 1), min_size=1, max_size=12).filter(lambda s: sum
     lambda s: [v / sum(s) for v in s])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100))
 @given(st.data())
 def test_psi_of_shares_is_symmetric_and_non_negative(data):
     e = data.draw(shares)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from feature_platform.ml.expand import ExpandedFeature, ExpansionSpec, expand, fit_expansion
 from feature_platform.registry import load_registry
+from feature_platform_tests.helpers import examples
 
 REGISTRY = load_registry()
 NAN = np.nan
@@ -141,7 +142,7 @@ def affinity_tables(draw: st.DrawFn) -> pa.Table:
     return t.slice(draw(st.integers(0, n - 1)))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(affinity_tables(), st.lists(st.sampled_from(KEYS), unique=True))
 def test_expand_equals_the_row_loop(t: pa.Table, fitted_keys: list[str]) -> None:
     names = ["total_events", "category_affinity", "topic_vector"]
@@ -173,7 +174,7 @@ def test_a_null_list_backed_by_values_has_none() -> None:
     np.testing.assert_array_equal(x, [np.arange(10.0), [NAN] * 10, np.arange(20.0, 30.0)])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100))
 @given(affinity_tables(), st.data())
 def test_float32_is_the_float64_matrix_cast_and_a_spec_on_rows_is_the_spec_on_their_table(
         t: pa.Table, data: st.DataObject) -> None:

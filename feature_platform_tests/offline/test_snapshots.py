@@ -16,51 +16,51 @@ REGISTRY = load_registry()
 SCORED, UNSCORED = dt.date(2025, 3, 2), dt.date(2025, 3, 1)
 
 
-def write_snapshot(store: OfflineStore, family: str, day: dt.date, values: dict[str, dict]) -> None:
+def write_snapshot(offline_store: OfflineStore, family: str, day: dt.date, values: dict[str, dict]) -> None:
     """One partition in the registry schema: the given users and values, nulls elsewhere."""
     schema = REGISTRY.snapshot_schema(family)
     users = sorted(values)
     given = {"snapshot_date": [day] * len(users), "user_id": users}
     table = pa.table({f.name: pa.array(given[f.name] if f.name in given else [values[u].get(f.name) for u in users],
                                        f.type) for f in schema}, schema=schema)
-    store.write("/".join(REGISTRY.family(family).asset_path), table, partition=day.isoformat())
+    offline_store.write("/".join(REGISTRY.family(family).asset_path), table, partition=day.isoformat())
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> OfflineStore:
+def offline_store(tmp_path: Path) -> OfflineStore:
     """Every snapshot family on both days for u1, u2; churn scores only on SCORED."""
-    store = OfflineStore(tmp_path)
+    offline_store = OfflineStore(tmp_path)
     for day in (UNSCORED, SCORED):
         for family in (f.name for f in REGISTRY.families.values() if not f.derived):
-            write_snapshot(store, family, day, {"u1": {"total_events": 3}, "u2": {"total_events": 4}})
-    write_snapshot(store, "derived", SCORED, {"u1": {"churn_risk_score": 0.25}, "u2": {"churn_risk_score": 0.75}})
-    return store
+            write_snapshot(offline_store, family, day, {"u1": {"total_events": 3}, "u2": {"total_events": 4}})
+    write_snapshot(offline_store, "derived", SCORED, {"u1": {"churn_risk_score": 0.25}, "u2": {"churn_risk_score": 0.75}})
+    return offline_store
 
 
-def test_a_scored_day_carries_the_score_in_registry_order(store):
-    table = user_vectors(store, REGISTRY, SCORED)
+def test_a_scored_day_carries_the_score_in_registry_order(offline_store):
+    table = user_vectors(offline_store, REGISTRY, SCORED)
     assert table.column_names == ["user_id", *REGISTRY.features]
     assert table.column("churn_risk_score").to_pylist() == [0.25, 0.75]
     assert table.column("total_events").to_pylist() == [3, 4]
-    assert missing_derived(store, REGISTRY, SCORED) == []
+    assert missing_derived(offline_store, REGISTRY, SCORED) == []
 
 
-def test_a_day_never_scored_serves_null_scores_with_the_same_columns_and_types(store):
-    scored, unscored = user_vectors(store, REGISTRY, SCORED), user_vectors(store, REGISTRY, UNSCORED)
+def test_a_day_never_scored_serves_null_scores_with_the_same_columns_and_types(offline_store):
+    scored, unscored = user_vectors(offline_store, REGISTRY, SCORED), user_vectors(offline_store, REGISTRY, UNSCORED)
     assert unscored.schema.equals(scored.schema)
     assert unscored.column("churn_risk_score").to_pylist() == [None, None]
     assert unscored.column("total_events").to_pylist() == [3, 4]
-    assert missing_derived(store, REGISTRY, UNSCORED) == ["derived"]
+    assert missing_derived(offline_store, REGISTRY, UNSCORED) == ["derived"]
 
 
-def test_a_missing_snapshot_family_still_refuses_half_a_vector(store):
-    path = store.partition_path("features/lead_features", SCORED.isoformat())
+def test_a_missing_snapshot_family_still_refuses_half_a_vector(offline_store):
+    path = offline_store.partition_path("features/lead_features", SCORED.isoformat())
     path.unlink()
     with pytest.raises(FileNotFoundError, match="no lead snapshot for 2025-03-02"):
-        user_vectors(store, REGISTRY, SCORED)
+        user_vectors(offline_store, REGISTRY, SCORED)
 
 
-def test_the_scoring_input_is_the_snapshot_families_only(store):
+def test_the_scoring_input_is_the_snapshot_families_only(offline_store):
     inputs = [f.name for f in REGISTRY.families.values() if not f.derived]
-    table = user_vectors(store, REGISTRY, SCORED, inputs)
+    table = user_vectors(offline_store, REGISTRY, SCORED, inputs)
     assert table.column_names == ["user_id", *REGISTRY.snapshot_features()]

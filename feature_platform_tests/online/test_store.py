@@ -12,6 +12,7 @@ import redis
 
 from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.registry import load_registry
+from feature_platform_tests.helpers import wait_until
 from feature_platform_tests.online.conftest import standalone_store
 
 REGISTRY = load_registry()
@@ -66,14 +67,6 @@ def cluster(tmp_path_factory):
             node.wait()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cluster_ports(count: int) -> list[int]:
     """Free ports whose cluster bus port (port + 10000) is free and valid too: an ephemeral port from
     the kernel can be above 55535, and then its node cannot start."""
@@ -97,23 +90,12 @@ def cluster_ports(count: int) -> list[int]:
 
 
 def wait_for(condition, seconds: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the Redis server(s)")
-        time.sleep(0.05)
+    wait_until(condition, seconds, "the Redis server(s)", interval=0.05, ignore=(redis.RedisError,))
 
 
 @pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis),
                         pytest.param("cluster", marks=pytest.mark.redis)])
-def store(request, tmp_path):
+def online_store(request, tmp_path):
     if request.param == "cluster":
         from redis.cluster import RedisCluster
 
@@ -138,26 +120,26 @@ EXACT = {
 }
 
 
-def test_every_type_round_trips_exactly_and_null_is_not_zero(store):
-    store.push(snapshot(EXACT), D1)
-    u1, u2, u3 = (store.read(u) for u in ("u1", "u2", "u3"))
+def test_every_type_round_trips_exactly_and_null_is_not_zero(online_store):
+    online_store.push(snapshot(EXACT), D1)
+    u1, u2, u3 = (online_store.read(u) for u in ("u1", "u2", "u3"))
     assert u1.values == {**EXACT["u1"], "category_affinity": {"cars": 0.25, "flats": 0.75}}
     assert type(u1.values["total_events"]) is int and type(u1.values["has_purchased"]) is bool
     assert u1.values["engagement_score"] == 0.30000000000000004  # bit-exact double
     assert u2.values == {**EXACT["u2"], "category_affinity": {}}
     assert u3.values == dict.fromkeys(FEATURES)
     assert (u1.version, u1.snapshot_date, u1.computed_at) == (u2.version, D1, dt.datetime(2025, 3, 19))
-    assert store.read("nobody") is None
+    assert online_store.read("nobody") is None
 
 
-def test_a_subset_is_read_and_an_unknown_feature_refused(store):
-    store.push(snapshot(EXACT), D1)
-    assert store.read("u1", ["has_purchased", "total_events"]).values == {"has_purchased": False,
+def test_a_subset_is_read_and_an_unknown_feature_refused(online_store):
+    online_store.push(snapshot(EXACT), D1)
+    assert online_store.read("u1", ["has_purchased", "total_events"]).values == {"has_purchased": False,
                                                                           "total_events": 2**62 + 1}
-    many = store.read_many(["u2", "nobody", "u1"], ["total_events"])
+    many = online_store.read_many(["u2", "nobody", "u1"], ["total_events"])
     assert many["u2"].values == {"total_events": 0} and many["nobody"] is None
     with pytest.raises(KeyError, match="not_a_feature"):
-        store.read("u1", ["not_a_feature"])
+        online_store.read("u1", ["not_a_feature"])
 
 
 class Counting:
@@ -187,10 +169,10 @@ class Counting:
         return attr
 
 
-def test_a_vector_a_subset_and_a_batch_each_take_one_round_trip(store):
-    store.push(snapshot(EXACT), D1)
-    counting = Counting(store.client)
-    reader = OnlineStore(counting, REGISTRY, prefix=store.prefix)
+def test_a_vector_a_subset_and_a_batch_each_take_one_round_trip(online_store):
+    online_store.push(snapshot(EXACT), D1)
+    counting = Counting(online_store.client)
+    reader = OnlineStore(counting, REGISTRY, prefix=online_store.prefix)
     reader.read("u1")  # the first read learns the served version and its layout
     for read in (lambda: reader.read("u1"), lambda: reader.read("u2", ["total_events"]),
                  lambda: reader.read_many(["u1", "u2", "u3"])):
@@ -199,68 +181,68 @@ def test_a_vector_a_subset_and_a_batch_each_take_one_round_trip(store):
         assert counting.trips == 1
 
 
-def test_an_interrupted_push_leaves_the_previous_snapshot_served_and_a_rerun_completes_it(store):
-    store.push(marked(1), D1)
+def test_an_interrupted_push_leaves_the_previous_snapshot_served_and_a_rerun_completes_it(online_store):
+    online_store.push(marked(1), D1)
     with pytest.raises(ConnectionError):
-        store.push(marked(2), D2, batch=2, fail_after_batches=1)  # 2 of 5 users written, then the process dies
-    assert {u: v.values["total_events"] for u, v in store.read_many(["u1", "u2", "u3", "u4", "u5"]).items()} == \
+        online_store.push(marked(2), D2, batch=2, fail_after_batches=1)  # 2 of 5 users written, then the process dies
+    assert {u: v.values["total_events"] for u, v in online_store.read_many(["u1", "u2", "u3", "u4", "u5"]).items()} == \
         dict.fromkeys(["u1", "u2", "u3", "u4", "u5"], 1)
-    assert store.current().snapshot_date == D1
-    result = store.push(marked(2), D2, batch=2)
+    assert online_store.current().snapshot_date == D1
+    result = online_store.push(marked(2), D2, batch=2)
     assert result.served and result.keys == 5 and result.previous is not None
-    assert {v.values["total_events"] for v in store.read_many(["u1", "u2", "u3", "u4", "u5"]).values()} == {2}
+    assert {v.values["total_events"] for v in online_store.read_many(["u1", "u2", "u3", "u4", "u5"]).values()} == {2}
 
 
-def test_a_backfill_of_an_older_date_never_replaces_newer_values(store):
-    store.push(marked(3), D3)
-    result = store.push(marked(1), D1)
+def test_a_backfill_of_an_older_date_never_replaces_newer_values(online_store):
+    online_store.push(marked(3), D3)
+    result = online_store.push(marked(1), D1)
     assert not result.served and result.reason.startswith("skipped: 2025-03-20 is served")
-    assert store.read("u1").values["total_events"] == 3 and store.current().snapshot_date == D3
+    assert online_store.read("u1").values["total_events"] == 3 and online_store.current().snapshot_date == D3
 
 
-def test_keys_carry_a_ttl_from_the_staleness_tolerance_and_a_repush_refreshes_it(store):
-    store.push(marked(1), D1)
-    key = store.entity_key(store.current().version, "u1")
+def test_keys_carry_a_ttl_from_the_staleness_tolerance_and_a_repush_refreshes_it(online_store):
+    online_store.push(marked(1), D1)
+    key = online_store.entity_key(online_store.current().version, "u1")
     limit = 2 * 2 * 86_400  # twice the registry's 2-day tolerance
-    assert limit - 60 < store.client.ttl(key) <= limit
-    store.client.expire(key, 100)
-    store.push(marked(1), D1)  # same snapshot again: same version, keys rewritten
-    assert store.client.ttl(key) > limit - 60
+    assert limit - 60 < online_store.client.ttl(key) <= limit
+    online_store.client.expire(key, 100)
+    online_store.push(marked(1), D1)  # same snapshot again: same version, keys rewritten
+    assert online_store.client.ttl(key) > limit - 60
 
 
-def test_a_value_past_its_staleness_tolerance_reads_as_stale(store):
-    store.push(marked(1), D1)
-    vector = store.read("u1", ["total_events"])
+def test_a_value_past_its_staleness_tolerance_reads_as_stale(online_store):
+    online_store.push(marked(1), D1)
+    vector = online_store.read("u1", ["total_events"])
     computed = dt.datetime(2025, 3, 19)
     assert vector.statuses(REGISTRY, computed + dt.timedelta(days=1)) == {"total_events": "present"}
     assert vector.statuses(REGISTRY, computed + dt.timedelta(days=2)) == {"total_events": "present"}
     assert vector.statuses(REGISTRY, computed + dt.timedelta(days=2, seconds=1)) == {"total_events": "stale"}
 
 
-def test_old_versions_are_cleaned_up_and_rollback_serves_the_previous_one(store):
-    first, second, third = (store.push(marked(i), d) for i, d in ((1, D1), (2, D2), (3, D3)))
+def test_old_versions_are_cleaned_up_and_rollback_serves_the_previous_one(online_store):
+    first, second, third = (online_store.push(marked(i), d) for i, d in ((1, D1), (2, D2), (3, D3)))
     assert third.deleted_versions == [first.version]
-    assert [v.version for v in store.versions()] == [second.version, third.version]
-    assert not list(store.client.scan_iter(match=f"{store.prefix}:{first.version}:*"))
-    assert store.rollback() == (third.version, second.version)
-    assert store.read("u1").values["total_events"] == 2
-    assert store.rollback() == (second.version, third.version)  # and back again
-    assert store.read("u1").values["total_events"] == 3
-    status = store.status(now=dt.datetime(2025, 3, 21, 12))
+    assert [v.version for v in online_store.versions()] == [second.version, third.version]
+    assert not list(online_store.client.scan_iter(match=f"{online_store.prefix}:{first.version}:*"))
+    assert online_store.rollback() == (third.version, second.version)
+    assert online_store.read("u1").values["total_events"] == 2
+    assert online_store.rollback() == (second.version, third.version)  # and back again
+    assert online_store.read("u1").values["total_events"] == 3
+    status = online_store.status(now=dt.datetime(2025, 3, 21, 12))
     assert (status["served_version"], status["snapshot_date"], status["keys"]) == (third.version, "2025-03-20", 5)
     assert status["age_hours"] == 12.0 and status["redis_used_memory_bytes"] > 0
-    assert store.read("u1", version=second.version).values["total_events"] == 2  # versions are selectable
+    assert online_store.read("u1", version=second.version).values["total_events"] == 2  # versions are selectable
     with pytest.raises(OnlineStoreError, match="not in the online store"):
-        store.read("u1", version=first.version)
+        online_store.read("u1", version=first.version)
 
 
-def test_a_reader_never_sees_a_vector_that_mixes_two_snapshots(store):
+def test_a_reader_never_sees_a_vector_that_mixes_two_snapshots(online_store):
     users = [f"u{i}" for i in range(200)]
-    store.push(marked(1, users), D1)
+    online_store.push(marked(1, users), D1)
     seen, stop, failures = set(), threading.Event(), []
 
     def reader():
-        local = OnlineStore(store.client, REGISTRY, prefix=store.prefix)
+        local = OnlineStore(online_store.client, REGISTRY, prefix=online_store.prefix)
         while not stop.is_set():
             for vector in local.read_many(users[:50]).values():
                 v = vector.values
@@ -274,20 +256,20 @@ def test_a_reader_never_sees_a_vector_that_mixes_two_snapshots(store):
     thread.start()
     try:
         for marker, day in ((2, D2), (3, D3)):
-            store.push(marked(marker, users), day, batch=20)
+            online_store.push(marked(marker, users), day, batch=20)
     finally:
         stop.set()
         thread.join()
     assert failures == [] and seen <= {1, 2, 3}
 
 
-def test_nothing_served_reads_as_a_miss_and_rollback_says_why(store):
-    assert store.read("u1") is None and store.current() is None
+def test_nothing_served_reads_as_a_miss_and_rollback_says_why(online_store):
+    assert online_store.read("u1") is None and online_store.current() is None
     with pytest.raises(OnlineStoreError, match="nothing is served"):
-        store.rollback()
-    store.push(marked(1), D1)
+        online_store.rollback()
+    online_store.push(marked(1), D1)
     with pytest.raises(OnlineStoreError, match="no previous version"):
-        store.rollback()
+        online_store.rollback()
 
 
 class KillAfter:
@@ -343,20 +325,20 @@ def test_killing_the_server_mid_push_leaves_the_previous_snapshot_served(tmp_pat
     users = [f"u{i}" for i in range(20_000)]
     server = start()
     try:
-        store = OnlineStore(redis.Redis(port=port), REGISTRY)
-        first = store.push(marked(1, users), D1)
-        killing = KillAfter(store.client, server, batches=5)  # SIGKILL right after the 5th of 100 batches
+        online_store = OnlineStore(redis.Redis(port=port), REGISTRY)
+        first = online_store.push(marked(1, users), D1)
+        killing = KillAfter(online_store.client, server, batches=5)  # SIGKILL right after the 5th of 100 batches
         with pytest.raises(redis.ConnectionError):
             OnlineStore(killing, REGISTRY).push(marked(2, users), D2, batch=200)
         assert killing.executed == 5
         server.wait()
         server = start()
-        store = OnlineStore(redis.Redis(port=port), REGISTRY)
-        assert store.current().version == first.version
-        values = store.read_many(users)
+        online_store = OnlineStore(redis.Redis(port=port), REGISTRY)
+        assert online_store.current().version == first.version
+        values = online_store.read_many(users)
         assert all(v is not None and v.values["total_events"] == 1 for v in values.values())
-        assert store.push(marked(2, users), D2).served  # the re-run completes it
-        assert {v.values["total_events"] for v in store.read_many(users[:100]).values()} == {2}
+        assert online_store.push(marked(2, users), D2).served  # the re-run completes it
+        assert {v.values["total_events"] for v in online_store.read_many(users[:100]).values()} == {2}
     finally:
         server.kill()
         server.wait()
@@ -370,54 +352,54 @@ def test_a_cluster_url_spreads_the_vectors_over_every_node_and_reads_them_back(c
     settings = Settings(redis_url=cluster.replace("redis://", "redis+cluster://"))
     assert describe(settings).startswith("Redis Cluster seed 127.0.0.1:")
     client = connect(settings)
-    store = OnlineStore(client, REGISTRY, prefix=f"fptest:{uuid.uuid4().hex[:8]}")
+    online_store = OnlineStore(client, REGISTRY, prefix=f"fptest:{uuid.uuid4().hex[:8]}")
     users = [f"u{i}" for i in range(300)]
-    result = store.push(marked(4, users), D1)
-    per_node = [len(list(redis.Redis(host=n.host, port=n.port).scan_iter(match=f"{store.prefix}:*:u:*")))
+    result = online_store.push(marked(4, users), D1)
+    per_node = [len(list(redis.Redis(host=n.host, port=n.port).scan_iter(match=f"{online_store.prefix}:*:u:*")))
                 for n in client.get_primaries()]
     assert sum(per_node) == result.keys == 300 and min(per_node) > 50
-    assert {v.values["total_events"] for v in store.read_many(users).values()} == {4}
+    assert {v.values["total_events"] for v in online_store.read_many(users).values()} == {4}
 
 
 # -- the event overlay (online/updates.py writes it) ---------------------------------------------
 AS_OF = dt.datetime(2025, 3, 19, 10, 30)
 
 
-def test_an_overlay_replaces_only_its_fields_for_only_its_user(store):
-    store.push(marked(1), D1)
-    version = store.current().version
-    written = store.write_overlay(version, {"u1": {"total_events": 7, "category_affinity": {"boats": 1.0}},
+def test_an_overlay_replaces_only_its_fields_for_only_its_user(online_store):
+    online_store.push(marked(1), D1)
+    version = online_store.current().version
+    written = online_store.write_overlay(version, {"u1": {"total_events": 7, "category_affinity": {"boats": 1.0}},
                                             "nobody": {"total_events": 1}}, as_of=AS_OF)
     assert written == ["u1"]  # no vector in the version, no overlay
-    u1, u2 = store.read("u1"), store.read("u2")
+    u1, u2 = online_store.read("u1"), online_store.read("u2")
     assert u1.values == {**u2.values, "total_events": 7, "category_affinity": {"boats": 1.0}}
     assert (u1.updated_at, u1.updated_fields) == (AS_OF, ("total_events", "category_affinity"))
     assert (u2.updated_at, u2.updated_fields) == (None, ())
-    subset = store.read("u1", ["engagement_score", "total_events"])
+    subset = online_store.read("u1", ["engagement_score", "total_events"])
     assert subset.values == {"engagement_score": 0.001, "total_events": 7} and subset.updated_fields == ("total_events",)
-    untouched = store.read("u1", ["engagement_score"])
+    untouched = online_store.read("u1", ["engagement_score"])
     assert (untouched.updated_at, untouched.updated_fields) == (None, ())
     # a later update adds fields and keeps the earlier ones; null stays null, distinct from 0
-    store.write_overlay(version, {"u1": {"has_purchased": None}}, as_of=AS_OF + dt.timedelta(minutes=5))
-    u1 = store.read("u1")
+    online_store.write_overlay(version, {"u1": {"has_purchased": None}}, as_of=AS_OF + dt.timedelta(minutes=5))
+    u1 = online_store.read("u1")
     assert u1.values["total_events"] == 7 and u1.values["has_purchased"] is None
     assert u1.updated_fields == ("total_events", "has_purchased", "category_affinity")
     assert u1.updated_at == AS_OF + dt.timedelta(minutes=5)
 
 
-def test_an_overlay_is_refused_for_an_unknown_version_or_feature(store):
-    store.push(marked(1), D1)
+def test_an_overlay_is_refused_for_an_unknown_version_or_feature(online_store):
+    online_store.push(marked(1), D1)
     with pytest.raises(OnlineStoreError, match="not in the online store"):
-        store.write_overlay("2025-01-01.0000000000", {"u1": {"total_events": 1}}, as_of=AS_OF)
+        online_store.write_overlay("2025-01-01.0000000000", {"u1": {"total_events": 1}}, as_of=AS_OF)
     with pytest.raises(KeyError, match="monetary_total"):
-        store.write_overlay(store.current().version, {"u1": {"monetary_total": 1.0}}, as_of=AS_OF)
+        online_store.write_overlay(online_store.current().version, {"u1": {"monetary_total": 1.0}}, as_of=AS_OF)
 
 
-def test_vector_and_overlay_are_read_in_one_round_trip(store):
-    store.push(marked(1), D1)
-    store.write_overlay(store.current().version, {"u1": {"total_events": 7}}, as_of=AS_OF)
-    counting = Counting(store.client)
-    reader = OnlineStore(counting, REGISTRY, prefix=store.prefix)
+def test_vector_and_overlay_are_read_in_one_round_trip(online_store):
+    online_store.push(marked(1), D1)
+    online_store.write_overlay(online_store.current().version, {"u1": {"total_events": 7}}, as_of=AS_OF)
+    counting = Counting(online_store.client)
+    reader = OnlineStore(counting, REGISTRY, prefix=online_store.prefix)
     reader.read("u1")
     for read in (lambda: reader.read("u1"), lambda: reader.read("u1", ["total_events"]),
                  lambda: reader.read_many(["u1", "u2", "u3"])):
@@ -427,29 +409,29 @@ def test_vector_and_overlay_are_read_in_one_round_trip(store):
     assert vector["u1"].values["total_events"] == 7 and vector["u2"].values["total_events"] == 1
 
 
-def test_an_overlay_belongs_to_its_version_and_a_new_push_starts_without_one(store):
-    first = store.push(marked(1), D1)
-    store.write_overlay(first.version, {"u1": {"total_events": 7}}, as_of=AS_OF)
-    overlay = store.overlay_key(first.version, "u1")
-    assert store.client.ttl(overlay) > store.client.ttl(store.version_key(first.version)) - 5  # expires with it
-    reader = OnlineStore(store.client, REGISTRY, prefix=store.prefix)
+def test_an_overlay_belongs_to_its_version_and_a_new_push_starts_without_one(online_store):
+    first = online_store.push(marked(1), D1)
+    online_store.write_overlay(first.version, {"u1": {"total_events": 7}}, as_of=AS_OF)
+    overlay = online_store.overlay_key(first.version, "u1")
+    assert online_store.client.ttl(overlay) > online_store.client.ttl(online_store.version_key(first.version)) - 5  # expires with it
+    reader = OnlineStore(online_store.client, REGISTRY, prefix=online_store.prefix)
     assert reader.read("u1").values["total_events"] == 7  # the reader now guesses the first version
-    second = store.push(marked(2), D2)
+    second = online_store.push(marked(2), D2)
     fresh = reader.read("u1")  # the pointer moved: vector and overlay both come from the second version
     assert fresh.values["total_events"] == 2 and fresh.updated_fields == () and fresh.version == second.version
     assert reader.read("u1", version=first.version).values["total_events"] == 7  # the old one keeps its own
-    store.push(marked(3), D3)  # the first version is cleaned up, overlay included
-    assert not list(store.client.scan_iter(match=f"{store.prefix}:{first.version}:*"))
+    online_store.push(marked(3), D3)  # the first version is cleaned up, overlay included
+    assert not list(online_store.client.scan_iter(match=f"{online_store.prefix}:{first.version}:*"))
 
 
-def test_a_reader_sees_a_users_overlay_whole_while_it_is_rewritten(store):
+def test_a_reader_sees_a_users_overlay_whole_while_it_is_rewritten(online_store):
     users = [f"u{i}" for i in range(50)]
-    store.push(marked(0, users), D1)
-    version = store.current().version
+    online_store.push(marked(0, users), D1)
+    version = online_store.current().version
     stop, failures, seen = threading.Event(), [], set()
 
     def reader():
-        local = OnlineStore(store.client, REGISTRY, prefix=store.prefix)
+        local = OnlineStore(online_store.client, REGISTRY, prefix=online_store.prefix)
         while not stop.is_set():
             for vector in local.read_many(users).values():
                 v = vector.values
@@ -462,7 +444,7 @@ def test_a_reader_sees_a_users_overlay_whole_while_it_is_rewritten(store):
     thread.start()
     try:
         for marker in range(1, 30):
-            store.write_overlay(version, {u: {"total_events": marker, "engagement_score": marker / 1000,
+            online_store.write_overlay(version, {u: {"total_events": marker, "engagement_score": marker / 1000,
                                               "category_affinity": {"cars": float(marker)}} for u in users},
                                 as_of=AS_OF + dt.timedelta(seconds=marker), batch=7)
     finally:
@@ -471,10 +453,10 @@ def test_a_reader_sees_a_users_overlay_whole_while_it_is_rewritten(store):
     assert failures == [] and len(seen) > 1
 
 
-def test_an_event_updated_field_is_stale_from_its_update_time(store):
-    store.push(marked(1), D1)
-    store.write_overlay(store.current().version, {"u1": {"total_events": 7}}, as_of=AS_OF)
-    vector = store.read("u1", ["total_events", "engagement_score"])
+def test_an_event_updated_field_is_stale_from_its_update_time(online_store):
+    online_store.push(marked(1), D1)
+    online_store.write_overlay(online_store.current().version, {"u1": {"total_events": 7}}, as_of=AS_OF)
+    vector = online_store.read("u1", ["total_events", "engagement_score"])
     later = dt.datetime(2025, 3, 21, 0, 0, 1)  # past the 2-day tolerance from computed_at, not from AS_OF
     assert vector.statuses(REGISTRY, later) == {"total_events": "present", "engagement_score": "stale"}
     assert vector.statuses(REGISTRY, AS_OF + dt.timedelta(days=2, seconds=1))["total_events"] == "stale"

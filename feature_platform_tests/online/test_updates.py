@@ -25,11 +25,11 @@ from feature_platform.online.store import OnlineStore
 from feature_platform.online.updates import Cursor, apply_landed_events
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
 from feature_platform.sources.event_records import validate_event_records
-from feature_platform.sources.generator import GeneratorConfig, generate
 from feature_platform.sources.landing import LandingLog
+from feature_platform_tests.helpers import copy_tree
 from feature_platform_tests.online.conftest import standalone_store
 
 defs = build_defs()
@@ -56,7 +56,7 @@ class World:
 
 
 def _materialize(data: Path, src: Path, now: str, selection: dg.AssetSelection, start: str, end: str) -> None:
-    resources = {"platform": PlatformResource(data_dir=str(data), raw_dir=str(src), now_utc=now)}
+    resources = local_resources(data_dir=str(data), raw_dir=str(src), now_utc=now)
     result = dg.materialize([*defs.assets], selection=selection, resources=resources,
                             instance=dg.DagsterInstance.ephemeral(), tags={RANGE_START_TAG: start, RANGE_END_TAG: end},
                             raise_on_error=False)
@@ -64,18 +64,12 @@ def _materialize(data: Path, src: Path, now: str, selection: dg.AssetSelection, 
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
-    """Twelve days of generated data, ingested, with the feature snapshots of the last day."""
-    root = tmp_path_factory.mktemp("updates")
-    generate(GeneratorConfig(users=60, days=12, end_date=END, seed=11), root / "src")
-    data = root / "data"
-    _materialize(data, root / "src", "2025-03-13T03:00:00", dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), "2025-03-01",
-                 END.isoformat())
-    _materialize(data, root / "src", "2025-03-13T03:00:00", dg.AssetSelection.groups(C.GROUP_FEATURES),
-                 END.isoformat(), END.isoformat())
+def world(sample_world, tmp_path_factory) -> World:
+    """A copy of the sample world (twelve days of generated data, ingested, with the feature snapshots of the
+    last days): the tests land events into it and run the next day."""
+    data = copy_tree(sample_world.data, tmp_path_factory.mktemp("updates") / "data")
     users = user_vectors(OfflineStore(data), REGISTRY, END).column("user_id").to_pylist()
-    return World(data, root / "src", users)
-
+    return World(data, sample_world.src, users)
 
 def land(log: LandingLog, records: list[dict], at: dt.datetime = LANDED) -> None:
     accepted, rejected = validate_event_records(records, at, landing=log)
@@ -84,7 +78,7 @@ def land(log: LandingLog, records: list[dict], at: dt.datetime = LANDED) -> None
 
 
 @pytest.fixture(scope="module")
-def landed(world) -> dict[str, str]:
+def landed_events(world) -> dict[str, str]:
     """A purchase, an inbound message and a page view land for three users during the next day."""
     a, b, c = world.users[:3]
     land(world.log, [
@@ -99,7 +93,7 @@ def landed(world) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def next_day(world, landed) -> None:
+def next_day(world, landed_events) -> None:
     """The daily run of the next day: ingest (files + landing log) and the snapshots of that day."""
     _materialize(world.data, world.src, "2025-03-14T03:00:00", dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES),
                  NEXT.isoformat(), NEXT.isoformat())
@@ -177,7 +171,7 @@ def test_a_new_push_starts_without_overlay_and_the_updater_reapplies_what_landed
         {k: updated.values[k] for k in updated.updated_fields}
 
 
-def test_online_converges_to_the_next_daily_snapshot(world, landed, next_day, online, tmp_path):
+def test_online_converges_to_the_next_daily_snapshot(world, landed_events, next_day, online, tmp_path):
     online.push(user_vectors(world.offline, REGISTRY, END), END)
     cursor = tmp_path / "cursor.json"
     result = apply_landed_events(online, world.offline, REGISTRY, world.log, cursor, LANDED + dt.timedelta(minutes=1))
@@ -185,19 +179,19 @@ def test_online_converges_to_the_next_daily_snapshot(world, landed, next_day, on
 
     tomorrow = {r["user_id"]: expected(r) for r in user_vectors(world.offline, REGISTRY, NEXT).to_pylist()}
     served = online.read_many(world.users)
-    for event_type, user in landed.items():
+    for event_type, user in landed_events.items():
         vector = served[user]
         assert set(vector.updated_fields) == set(REGISTRY.features_affected_by(event_type)) & set(vector.values)
         # what the updater wrote is what the daily snapshot of that day computed
         assert {k: vector.values[k] for k in vector.updated_fields} == \
             {k: tomorrow[user][k] for k in vector.updated_fields}, event_type
-    assert "sentiment_avg_30d" in served[landed["message_in"]].updated_fields
-    assert "sentiment_avg_30d" not in served[landed["purchase"]].updated_fields
-    assert served[landed["purchase"]].values["monetary_total"] == tomorrow[landed["purchase"]]["monetary_total"]
+    assert "sentiment_avg_30d" in served[landed_events["message_in"]].updated_fields
+    assert "sentiment_avg_30d" not in served[landed_events["purchase"]].updated_fields
+    assert served[landed_events["purchase"]].values["monetary_total"] == tomorrow[landed_events["purchase"]]["monetary_total"]
 
     online.push(user_vectors(world.offline, REGISTRY, NEXT), NEXT)
     after = apply_landed_events(online, world.offline, REGISTRY, world.log, cursor, dt.datetime(2025, 3, 14, 3, 30))
-    assert after.reapplied and after.users_updated == 0  # nothing landed after the new cut-off
+    assert after.reapplied and after.users_updated == 0  # nothing landed_events after the new cut-off
     served = online.read_many(world.users)
     for user in world.users:
         assert served[user].values == tomorrow[user] and served[user].updated_fields == (), user

@@ -33,7 +33,7 @@ from feature_platform.orchestration.automation.sensors import (
     versions_fingerprint,
 )
 from feature_platform.orchestration.models.assets import registry_versions
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
 
 REGISTRY = load_registry()
@@ -91,7 +91,7 @@ def _trained(instance: dg.DagsterInstance, versions: dict[str, str]) -> None:
 
 def _tick(instance, tmp_path, cursor=None):
     context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"platform": PlatformResource(data_dir=str(tmp_path))})
+                                      resources=local_resources(data_dir=str(tmp_path)))
     return retrain_on_feature_version_change(context)
 
 
@@ -149,7 +149,7 @@ def _push(online: OnlineStore, day: dt.date, marker: int, fail_after_batches: in
 def test_retention_job_deletes_only_partitions_older_than_the_setting_and_reports_them(tmp_path):
     today = dt.date(2025, 3, 11)
     store = _offline_partitions(tmp_path, today, [400, 366, 365, 10, 0])
-    resources = {"platform": PlatformResource(data_dir=str(tmp_path), now_utc="2025-03-11T05:00:00")}
+    resources = local_resources(data_dir=str(tmp_path), now_utc="2025-03-11T05:00:00")
     result = retention_job.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert result.success
     cutoff = (today - dt.timedelta(days=365)).isoformat()  # FP_RETENTION_DAYS default 365: older than this goes

@@ -17,9 +17,9 @@ from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
-from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests.helpers import copy_tree
 from feature_platform_tests.orchestration.champions import promote_tiny_churn_champion
 
 defs = build_defs()
@@ -46,19 +46,14 @@ def _scores(data, day: str):
 
 
 @pytest.fixture(scope="module")
-def landed(tmp_path_factory):
-    """120 users x 10 days: raw partitions and every snapshot family for the last two days, no model."""
-    root = tmp_path_factory.mktemp("derived")
-    generate(GeneratorConfig(users=120, days=10, end_date=END, seed=11), root / "src")
-    resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
-                                              now_utc="2025-03-13T03:00:00")}
-    assert _run(resources, dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), "2025-03-03", END.isoformat()).success
-    assert _run(resources, dg.AssetSelection.groups(C.GROUP_FEATURES), DAYS[0], DAYS[-1]).success
-    return root / "data", resources
+def snapshots_without_model(sample_world, tmp_path_factory):
+    """A copy of the sample world (150 users; raw partitions, tiles and every snapshot family up to END), no model."""
+    data = copy_tree(sample_world.data, tmp_path_factory.mktemp("derived") / "data")
+    return data, local_resources(data_dir=data, raw_dir=sample_world.src, now_utc=sample_world.now_utc)
 
 
-def test_without_a_champion_every_score_is_null_and_the_metadata_says_so(landed):
-    data, resources = landed
+def test_without_a_champion_every_score_is_null_and_the_metadata_says_so(snapshots_without_model):
+    data, resources = snapshots_without_model
     result = _run(resources, dg.AssetSelection.assets(C.CHURN_RISK_SCORES), END.isoformat(), END.isoformat())
     assert result.success  # no model yet is not a failure
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -71,8 +66,8 @@ def test_without_a_champion_every_score_is_null_and_the_metadata_says_so(landed)
     assert meta["null_scores"] == scores.num_rows and meta["score_summary"]["mean"] is None
 
 
-def test_every_user_gets_the_champions_probability_of_their_expanded_vector(landed):
-    data, resources = landed
+def test_every_user_gets_the_champions_probability_of_their_expanded_vector(snapshots_without_model):
+    data, resources = snapshots_without_model
     model, spec, version = promote_tiny_churn_champion(data, END)
     result = _run(resources, dg.AssetSelection.assets(C.CHURN_RISK_SCORES), DAYS[0], DAYS[-1])
     assert result.success
@@ -94,9 +89,9 @@ def test_every_user_gets_the_champions_probability_of_their_expanded_vector(land
     assert meta["model"] == "models/churn_model"
 
 
-def test_a_score_outside_0_1_is_blocked_by_the_values_check(landed, monkeypatch):
-    _, resources = landed
-    promote_tiny_churn_champion(landed[0], END)
+def test_a_score_outside_0_1_is_blocked_by_the_values_check(snapshots_without_model, monkeypatch):
+    _, resources = snapshots_without_model
+    promote_tiny_churn_champion(snapshots_without_model[0], END)
     monkeypatch.setattr(scoring, "positive_probability", lambda model, spec, vectors: np.full(vectors.num_rows, 1.5))
     result = _run(resources, dg.AssetSelection.assets(C.CHURN_RISK_SCORES, C.ONLINE_PUSH), END.isoformat(),
                   END.isoformat())

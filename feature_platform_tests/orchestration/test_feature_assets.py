@@ -13,7 +13,7 @@ from feature_platform.definitions import build_defs
 from feature_platform.features import activity
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
 
@@ -29,12 +29,12 @@ FIRST = END - dt.timedelta(days=44)
 
 
 @pytest.fixture(scope="module")
-def landed(tmp_path_factory):
+def landed_tiles(tmp_path_factory):
     """150 users x 45 days of sample data, landed as raw partitions and tiles (one in-process run)."""
     root = tmp_path_factory.mktemp("features")
     generate(GeneratorConfig(users=150, days=45, end_date=END, seed=3), root / "src")
-    resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
-                                              now_utc="2025-03-21T03:00:00")}
+    resources = local_resources(data_dir=str(root / "data"), raw_dir=str(root / "src"),
+                                              now_utc="2025-03-21T03:00:00")
     result = dg.materialize(EVERY, selection=dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES),
                             resources=resources,
                             instance=dg.DagsterInstance.ephemeral(),
@@ -55,9 +55,9 @@ def _bytes_of(data, day: str) -> dict[str, bytes]:
     return {str(p.relative_to(data)): p.read_bytes() for p in files}
 
 
-def test_a_days_files_do_not_depend_on_how_it_was_computed(landed):
+def test_a_days_files_do_not_depend_on_how_it_was_computed(landed_tiles):
     """Backfills of [D-10, D] and [D-40, D] and a daily run of D write identical tile and snapshot files."""
-    root, resources = landed
+    root, resources = landed_tiles
     data, tiled = root / "data", (C.GROUP_TILES, C.GROUP_FEATURES)
     day, middle = END.isoformat(), (END - dt.timedelta(days=5)).isoformat()
     assert _features_run(resources, (END - dt.timedelta(days=10)).isoformat(), day, tiled).success
@@ -69,8 +69,8 @@ def test_a_days_files_do_not_depend_on_how_it_was_computed(landed):
     assert _bytes_of(data, day) == short[day]
 
 
-def test_a_three_day_backfill_of_every_family_is_one_run_with_passing_checks(landed):
-    root, resources = landed
+def test_a_three_day_backfill_of_every_family_is_one_run_with_passing_checks(landed_tiles):
+    root, resources = landed_tiles
     result = _features_run(resources, "2025-03-18", "2025-03-20")
     assert result.success
     registry = load_registry()
@@ -88,8 +88,8 @@ def test_a_three_day_backfill_of_every_family_is_one_run_with_passing_checks(lan
     assert len(result.get_asset_check_evaluations()) == 3 * len(FAMILY_KEYS)
 
 
-def test_rerunning_a_partition_writes_identical_bytes(landed):
-    root, resources = landed
+def test_rerunning_a_partition_writes_identical_bytes(landed_tiles):
+    root, resources = landed_tiles
     path = root / "data" / "features" / "lead_features" / "2025-03-19.parquet"
     assert _features_run(resources, "2025-03-19", "2025-03-19").success
     first = path.read_bytes()
@@ -97,8 +97,8 @@ def test_rerunning_a_partition_writes_identical_bytes(landed):
     assert path.read_bytes() == first
 
 
-def test_a_family_breaking_a_registry_rule_is_blocked(landed, monkeypatch):
-    _, resources = landed
+def test_a_family_breaking_a_registry_rule_is_blocked(landed_tiles, monkeypatch):
+    _, resources = landed_tiles
     real = activity.snapshots
 
     def broken(ctx):

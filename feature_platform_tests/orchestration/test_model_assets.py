@@ -16,7 +16,7 @@ from feature_platform.ml.expand import expand
 from feature_platform.ml.model_store import ModelStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
 
@@ -45,12 +45,12 @@ def _metadata(result, key):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained_models(tmp_path_factory):
     """400 users x 60 days: raw, every feature snapshot, both training sets and both models."""
     root = tmp_path_factory.mktemp("models")
     generate(GeneratorConfig(users=400, days=DAYS, end_date=END, seed=5), root / "src")
-    resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
-                                              now_utc="2025-03-21T03:00:00")}
+    resources = local_resources(data_dir=str(root / "data"), raw_dir=str(root / "src"),
+                                              now_utc="2025-03-21T03:00:00")
     first = (END - dt.timedelta(days=DAYS - 1)).isoformat()
     upstream = dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES, C.GROUP_FEATURES)
     assert _run(resources, upstream, **{RANGE_START_TAG: first, RANGE_END_TAG: END.isoformat()}).success
@@ -59,8 +59,8 @@ def trained(tmp_path_factory):
     return root / "data", resources, result
 
 
-def test_training_sets_report_their_rows_label_rate_and_feature_versions(trained):
-    data, _, result = trained
+def test_training_sets_report_their_rows_label_rate_and_feature_versions(trained_models):
+    data, _, result = trained_models
     meta = _metadata(result, C.TRAINING_DATASET)
     table = pq.read_table(data / "training" / "training_dataset.parquet")
     assert meta["dagster/row_count"] == table.num_rows and meta["horizon_days"] == HORIZON
@@ -75,8 +75,8 @@ def test_training_sets_report_their_rows_label_rate_and_feature_versions(trained
 
 
 @pytest.mark.parametrize(("key", "name"), [(C.CHURN_MODEL, "churn"), (C.CONTACT_MODEL, "contact")])
-def test_each_model_is_stored_gated_promoted_and_shown_with_plots(trained, key, name):
-    data, _, result = trained
+def test_each_model_is_stored_gated_promoted_and_shown_with_plots(trained_models, key, name):
+    data, _, result = trained_models
     meta = _metadata(result, key)
     gate = _gate(result, key)
     assert gate.passed and gate.description.startswith("promoted:")
@@ -100,8 +100,8 @@ def test_each_model_is_stored_gated_promoted_and_shown_with_plots(trained, key, 
     assert metrics["promoted"] is True and set(metrics["splits"]) == {"by_user", "out_of_time"}
 
 
-def test_the_stored_churn_champion_scores_a_snapshot_through_its_own_expansion(trained):
-    data, _, _ = trained
+def test_the_stored_churn_champion_scores_a_snapshot_through_its_own_expansion(trained_models):
+    data, _, _ = trained_models
     model, spec, version = ModelStore(data / "models").load("churn", ModelStore(data / "models").champion("churn").version)
     rows = None
     for family in ("user_activity_features", "lead_features", "engagement_features", "profile_features",
@@ -120,8 +120,8 @@ def test_the_stored_churn_champion_scores_a_snapshot_through_its_own_expansion(t
     assert len(p) == rows.num_rows and np.all((p >= 0) & (p <= 1)) and p.std() > 0
 
 
-def test_the_churn_score_is_the_trained_champion_on_its_own_inputs_which_the_registry_lineage_names(trained):
-    data, resources, _ = trained
+def test_the_churn_score_is_the_trained_champion_on_its_own_inputs_which_the_registry_lineage_names(trained_models):
+    data, resources, _ = trained_models
     models = ModelStore(data / "models")
     model, spec, version = models.load("churn", models.champion("churn").version)
     lineage = load_registry().lineage("churn_risk_score")
@@ -145,8 +145,8 @@ def test_the_churn_score_is_the_trained_champion_on_its_own_inputs_which_the_reg
     assert 0.0 < expected.mean() < 1.0 and expected.std() > 0
 
 
-def test_a_model_trained_on_shuffled_labels_is_not_promoted_and_the_champion_stays(trained):
-    data, resources, _ = trained
+def test_a_model_trained_on_shuffled_labels_is_not_promoted_and_the_champion_stays(trained_models):
+    data, resources, _ = trained_models
     path = data / "training" / "training_dataset.parquet"
     original = pq.read_table(path)
     store = ModelStore(data / "models")
@@ -168,8 +168,8 @@ def test_a_model_trained_on_shuffled_labels_is_not_promoted_and_the_champion_sta
     assert rejected[-1]["version"] == _metadata(result, C.CHURN_MODEL)["version"] != before
 
 
-def test_an_auc_floor_above_the_champion_blocks_promotion_and_says_so(trained):
-    data, resources, _ = trained
+def test_an_auc_floor_above_the_champion_blocks_promotion_and_says_so(trained_models):
+    data, resources, _ = trained_models
     before = ModelStore(data / "models").champion("contact").version
     result = _run(resources, dg.AssetSelection.assets(C.CONTACT_MODEL),
                   {"ops": {"models__contact_model": {"config": {"auc_floor": 0.999}}}})
@@ -178,8 +178,8 @@ def test_an_auc_floor_above_the_champion_blocks_promotion_and_says_so(trained):
     assert ModelStore(data / "models").champion("contact").version == before
 
 
-def test_a_narrower_date_range_and_step_change_the_churn_training_set(trained):
-    data, resources, _ = trained
+def test_a_narrower_date_range_and_step_change_the_churn_training_set(trained_models):
+    data, resources, _ = trained_models
     last = END - dt.timedelta(days=HORIZON)
     config = {"horizon_days": HORIZON, "every_days": 14, "start_date": (last - dt.timedelta(days=28)).isoformat()}
     result = _run(resources, dg.AssetSelection.assets(C.TRAINING_DATASET),

@@ -13,14 +13,13 @@ import pytest
 
 from feature_platform.config import ConfigError, Settings
 from feature_platform.definitions import build_defs
-from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.monitoring import freshness
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
-from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests.helpers import copy_tree
 
 defs = build_defs()
 
@@ -90,25 +89,17 @@ def test_an_asset_without_a_rule_is_refused():
 
 # -- drift ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def snapshots(tmp_path_factory):
-    """150 users x 12 days of sample data; feature snapshots of the last two days (D-1, D)."""
-    root = tmp_path_factory.mktemp("monitoring")
-    generate(GeneratorConfig(users=150, days=12, end_date=END, seed=5), root / "src")
-    platform = PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
-                                now_utc="2025-03-13T03:00:00")
-    for groups, start in (((C.GROUP_RAW, C.GROUP_TILES), "2025-03-01"), ((C.GROUP_FEATURES,), "2025-03-11")):
-        result = dg.materialize([*defs.assets], selection=dg.AssetSelection.groups(*groups),
-                                resources={"platform": platform}, instance=dg.DagsterInstance.ephemeral(),
-                                tags={RANGE_START_TAG: start, RANGE_END_TAG: END.isoformat()})
-        assert result.success
-    return root / "data", platform
+def snapshots(sample_world, tmp_path_factory):
+    """The sample world (150 users x 12 days) with feature snapshots up to D, in a copy: the tests write to it."""
+    data = copy_tree(sample_world.data, tmp_path_factory.mktemp("monitoring") / "data")
+    return data, local_resources(data_dir=data, raw_dir=sample_world.src, now_utc=sample_world.now_utc)
 
 
-def _check(platform: PlatformResource, key: dg.AssetKey, name: str, partition: str | None = None):
+def _check(resources: dict, key: dg.AssetKey, name: str, partition: str | None = None):
     """Run one check alone, as from the UI; ``partition``: the run's partition (as a daily run tags it)."""
     tags = {RANGE_START_TAG: partition, RANGE_END_TAG: partition} if partition else {}
     result = dg.materialize(EVERY, selection=dg.AssetSelection.checks(dg.AssetCheckKey(key, name)),
-                            resources={"platform": platform}, instance=dg.DagsterInstance.ephemeral(),
+                            resources=resources, instance=dg.DagsterInstance.ephemeral(),
                             tags=tags, raise_on_error=False)
     [evaluation] = result.get_asset_check_evaluations()
     return evaluation
@@ -173,7 +164,7 @@ def test_in_a_daily_run_drift_warns_and_the_push_goes_ahead_unless_fp_drift_bloc
     monkeypatch.setenv("FP_DRIFT_PSI_FAIL", "2e-9")
     monkeypatch.setenv("FP_DRIFT_BLOCKS_PUSH", blocks)
     result = dg.materialize(EVERY, selection=dg.AssetSelection.assets(C.LEAD_FEATURES, C.ONLINE_PUSH),
-                            resources={"platform": platform}, instance=dg.DagsterInstance.ephemeral(),
+                            resources=platform, instance=dg.DagsterInstance.ephemeral(),
                             partition_key=END.isoformat(), raise_on_error=False)
     drift_eval = next(e for e in result.get_asset_check_evaluations() if e.check_name == C.CHECK_FEATURE_DRIFT)
     assert not drift_eval.passed and drift_eval.metadata["snapshot_date"].value == END.isoformat()
@@ -198,10 +189,10 @@ def test_every_snapshot_family_has_a_blocking_drift_check():
     ("2025-03-15T01:00:00", False, dg.AssetCheckSeverity.ERROR),  # 49 h: past the 48 h tolerance
 ])
 def test_online_staleness_compares_the_served_snapshot_age_with_the_tolerance(tmp_path, now, passed, severity):
-    platform = PlatformResource(data_dir=str(tmp_path), now_utc=now)
-    store = OnlineStore(connect(platform.settings()), REGISTRY)
+    resources = local_resources(tmp_path, now_utc=now)
+    store = OnlineStore(resources["online"].client(), REGISTRY)
     store.push(pa.table({"user_id": ["u1", "u2"], "total_events": pa.array([3, 4], pa.int64())}), END)
-    evaluation = _check(platform, C.ONLINE_PUSH, C.CHECK_ONLINE_STALENESS)
+    evaluation = _check(resources, C.ONLINE_PUSH, C.CHECK_ONLINE_STALENESS)
     meta = {k: v.value for k, v in evaluation.metadata.items()}
     assert evaluation.passed is passed
     if severity is not None:
@@ -212,7 +203,7 @@ def test_online_staleness_compares_the_served_snapshot_age_with_the_tolerance(tm
 
 
 def test_online_staleness_fails_when_nothing_is_served(tmp_path):
-    evaluation = _check(PlatformResource(data_dir=str(tmp_path)), C.ONLINE_PUSH, C.CHECK_ONLINE_STALENESS)
+    evaluation = _check(local_resources(tmp_path), C.ONLINE_PUSH, C.CHECK_ONLINE_STALENESS)
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert "nothing is served" in evaluation.description
 

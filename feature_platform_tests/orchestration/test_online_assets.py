@@ -12,13 +12,12 @@ import redis
 from feature_platform.definitions import build_defs
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
-from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
-from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests.helpers import copy_tree
 from feature_platform_tests.orchestration.champions import promote_tiny_churn_champion
 
 defs = build_defs()
@@ -34,43 +33,39 @@ def _run(resources, selection, start: str, end: str):
 
 
 @pytest.fixture(scope="module")
-def landed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("online")
-    generate(GeneratorConfig(users=150, days=12, end_date=END, seed=9), root / "src")
-    resources = {"platform": PlatformResource(data_dir=str(root / "data"), raw_dir=str(root / "src"),
-                                              now_utc="2025-03-13T03:00:00")}
-    assert _run(resources, dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), "2025-03-01", END.isoformat()).success
-    assert _run(resources, dg.AssetSelection.groups(C.GROUP_FEATURES), "2025-03-10", END.isoformat()).success
+def scored_snapshots(sample_world, tmp_path_factory):
+    """A copy of the sample world (snapshots 2025-03-10 .. END) with a tiny churn champion's scores for END."""
+    data = copy_tree(sample_world.data, tmp_path_factory.mktemp("online") / "data")
+    resources = local_resources(data_dir=data, raw_dir=sample_world.src, now_utc=sample_world.now_utc)
     # Model scores for the last day only (as `feature-platform run` does): older days are served unscored.
-    promote_tiny_churn_champion(root / "data", END)
+    promote_tiny_churn_champion(data, END)
     assert _run(resources, dg.AssetSelection.assets(C.CHURN_RISK_SCORES), END.isoformat(), END.isoformat()).success
-    return root / "data", resources
+    return data, resources
 
 
 @pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis)])
-def online(request, landed):
+def online(request, scored_snapshots):
     """Resources pointing the push at the embedded store of the data directory, or at the CI server."""
-    data, resources = landed
+    data, resources = scored_snapshots
     if request.param == "embedded":
-        yield resources, OnlineStore(connect(resources["platform"].settings()), REGISTRY)
+        yield resources, OnlineStore(resources["online"].client(), REGISTRY)
         return
     url, prefix = request.getfixturevalue("redis_url"), f"fptest:{uuid.uuid4().hex[:8]}"
-    platform = PlatformResource(data_dir=str(data), redis_url=url, redis_prefix=prefix)
-    yield {"platform": platform}, OnlineStore(redis.Redis.from_url(url), REGISTRY, prefix)
+    yield local_resources(data, redis_url=url, redis_prefix=prefix), OnlineStore(redis.Redis.from_url(url), REGISTRY, prefix)
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(match=f"{prefix}:*"))
     if keys:
         client.delete(*keys)
 
 
-def test_a_run_over_days_pushes_the_latest_and_every_user_reads_back_equal_to_the_snapshot(online, landed):
+def test_a_run_over_days_pushes_the_latest_and_every_user_reads_back_equal_to_the_snapshot(online, scored_snapshots):
     resources, store = online
     result = _run(resources, dg.AssetSelection.assets(C.ONLINE_PUSH), "2025-03-10", END.isoformat())
     assert result.success
     meta = {k: v.value for k, v in result.get_asset_materialization_events()[-1].materialization.metadata.items()}
     assert meta["served"] is True and meta["partitions_not_pushed"].startswith("2025-03-10 .. 2025-03-11 (2 days)")
     assert meta["keys_written"] > 100 and meta["keys_per_second"] > 0 and meta["bytes_per_feature_value"] < 12
-    offline = user_vectors(OfflineStore(landed[0]), REGISTRY, END)
+    offline = user_vectors(OfflineStore(scored_snapshots[0]), REGISTRY, END)
     served = store.read_many(offline.column("user_id").to_pylist())
     maps = [n for n in offline.column_names if n != "user_id" and REGISTRY.get_feature(n).type == "map"]
     for row in offline.to_pylist():

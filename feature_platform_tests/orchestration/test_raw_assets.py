@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from feature_platform.definitions import build_defs
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform_tests.conftest import write_csv
 
 defs = build_defs()
@@ -17,7 +17,7 @@ EVERY = [*defs.assets]
 
 
 def _resources(tmp_path, src, **kwargs):
-    return {"platform": PlatformResource(data_dir=str(tmp_path / "data"), raw_dir=str(src), now_utc="2025-03-01T12:00:00", **kwargs)}
+    return local_resources(data_dir=str(tmp_path / "data"), raw_dir=str(src), now_utc="2025-03-01T12:00:00", **kwargs)
 
 
 def test_one_partition_lands_with_metadata_and_passing_checks(tmp_path, tiny_source):
@@ -71,7 +71,7 @@ def test_too_many_bad_rows_block_the_run_with_a_reason(tmp_path):
 def test_missing_raw_data_says_how_to_provide_it(tmp_path, monkeypatch):
     monkeypatch.delenv("FP_RAW_DIR", raising=False)
     result = dg.materialize(EVERY, selection=[C.RAW_CUSTOMERS], raise_on_error=False,
-                            resources={"platform": PlatformResource(data_dir=str(tmp_path / "data"))},
+                            resources=local_resources(data_dir=str(tmp_path / "data")),
                             instance=dg.DagsterInstance.ephemeral())
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
@@ -93,8 +93,8 @@ def test_partitions_start_where_the_data_starts_so_a_1990s_file_lands(tmp_path):
     result = dg.materialize([*early.assets], selection=dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES)
                             - dg.AssetSelection.assets(C.REVIEW_TOPIC_MODEL, C.TILES_REVIEW),
                             instance=dg.DagsterInstance.ephemeral(),
-                            resources={"platform": PlatformResource(data_dir=str(tmp_path / "data"), raw_dir=str(src),
-                                                                    now_utc="1997-01-03T12:00:00")},
+                            resources=local_resources(data_dir=str(tmp_path / "data"), raw_dir=str(src),
+                                                                    now_utc="1997-01-03T12:00:00"),
                             tags={RANGE_START_TAG: "1997-01-01", RANGE_END_TAG: "1997-01-02"})
     assert result.success
     assert sorted(m.partition for m in result.asset_materializations_for_node("raw__events")) == ["1997-01-01",

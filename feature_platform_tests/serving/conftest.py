@@ -30,9 +30,9 @@ from feature_platform.offline.store import OfflineStore
 from feature_platform.online.connection import connect
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from feature_platform.orchestration.resources import PlatformResource
+from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
-from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests.helpers import copy_tree
 
 defs = build_defs()
 
@@ -98,15 +98,11 @@ def _save(data: Path, name: str, model, spec, names) -> str:
 
 
 @pytest.fixture(scope="session")
-def served_data(tmp_path_factory) -> Path:
-    """Raw data, three days of snapshots, END pushed to the embedded online store, two champions."""
-    root = tmp_path_factory.mktemp("serving")
-    generate(GeneratorConfig(users=120, days=12, end_date=END, seed=5), root / "src")
-    data = root / "data"
-    resources = {"platform": PlatformResource(data_dir=str(data), raw_dir=str(root / "src"),
-                                              now_utc="2025-03-13T03:00:00")}
-    _materialize(resources, dg.AssetSelection.groups(C.GROUP_RAW, C.GROUP_TILES), dt.date(2025, 3, 1), END)
-    _materialize(resources, dg.AssetSelection.groups(C.GROUP_FEATURES), START, END)
+def served_data(sample_world, tmp_path_factory) -> Path:
+    """A copy of the sample world (raw data, snapshots of START .. END), two champions, END pushed to the
+    embedded online store."""
+    data = copy_tree(sample_world.data, tmp_path_factory.mktemp("serving") / "data")
+    resources = local_resources(data_dir=data, raw_dir=sample_world.src, now_utc=sample_world.now_utc)
     save_churn_model(data)
     save_contact_model(data)
     _materialize(resources, dg.AssetSelection.assets(C.ONLINE_PUSH), END, END)
