@@ -28,6 +28,9 @@ storage:
   custom:  # Dagster's SQLite storage, its event log keeping connections open (see the module)
     module: feature_platform.orchestration.event_log
     class: LocalStorage
+run_monitoring:  # the daemon (feature-platform ui) marks runs whose process died failed
+  enabled: true
+  poll_interval_seconds: 60
 telemetry:
   enabled: false
 nux:
@@ -37,7 +40,13 @@ python_logs:
 """
 
 
+# Files this process writes (raw partitions, landed events, models, the Dagster instance) are readable by
+# the owner and group only: customer data is not for every account on the machine.
+PRIVATE_UMASK = 0o027
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -7,6 +7,8 @@ computed for the day the online step pushes (the last one), not re-computed for 
 trained after it, and the online store, which serves one snapshot, is pushed (and recorded) for that day.
 """
 
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,10 @@ from feature_platform.orchestration.metadata import SUMMARY
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Which process runs a CLI run in-process: a run whose process is gone (kill -9, power loss) would stay
+# STARTED forever, as no run launcher or daemon watches an in-process run; the next CLI run marks it failed.
+PID_TAG = "feature_platform/pid"
+HOST_TAG = "feature_platform/host"
 # The step summary below reports failures; Dagster's own console lines would repeat them with stack traces.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -79,6 +85,9 @@ def run_steps(
     """Materialize ``steps`` in order over [first_day, last_day]; stop at the first failed step (a step
     whose only failures are checks and that lets later steps proceed does not stop the run)."""
     every: list[Any] = [*(defs.assets or []), *(defs.asset_checks or [])]
+    for run_id, pid in fail_abandoned_runs(instance):
+        echo(f"run {run_id[:8]} was left STARTED by process {pid}, which is gone: marked failed")
+    owner = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     outcomes = []
     for index, step in enumerate(steps, start=1):
         echo(f"[{index}/{len(steps)}] {step.label} ...")
@@ -88,7 +97,7 @@ def run_steps(
             selection=step.selection,
             instance=instance,
             resources=resources,
-            tags={RANGE_START_TAG: last_day if step.latest_only else first_day, RANGE_END_TAG: last_day},
+            tags={RANGE_START_TAG: last_day if step.latest_only else first_day, RANGE_END_TAG: last_day, **owner},
             run_config=QUIET_CONSOLE,
             raise_on_error=False,
         )
@@ -98,6 +107,30 @@ def run_steps(
         if not outcome.success and (outcome.errors or not step.later_steps_proceed_on_failed_checks):
             break
     return outcomes
+
+
+def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[tuple[str, int]]:
+    """Mark failed the runs a CLI process on this host started and did not finish because it died."""
+    failed = []
+    alive = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(alive))):
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or host != socket.gethostname() or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the process that ran it (pid {pid} on {host}) is gone: it was killed "
+                                        "or crashed before the run finished")
+        failed.append((run.run_id, int(pid)))
+    return failed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _outcome(step: Step, result: dg.ExecuteInProcessResult, seconds: float) -> StepOutcome:
