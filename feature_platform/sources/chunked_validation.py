@@ -21,13 +21,14 @@ import pyarrow as pa
 
 from feature_platform.offline.store import connect
 from feature_platform.sources.loaders import SOURCE_FILE, SOURCE_ROW
-from feature_platform.sources.schema import EVENT_TYPES, RawTable
+from feature_platform.sources.schema import RawTable
 from feature_platform.sources.validation import (
     SORT_KEYS,
     duplicate_reason,
     first_failure_sql,
     quarantine_schema,
     quarantine_sql,
+    rule_params,
 )
 
 # Rows per Arrow chunk of a DuckDB result read at once (60 vectors of 2,048). Parquet's dictionary
@@ -55,8 +56,7 @@ class ChunkedValidation:
         self._numbers = {label: i for i, label in enumerate(sorted(set(labels)))}
         self._columns = ", ".join(f'"{c.name}"' for c in table.columns)
         self._check = first_failure_sql(table, present)
-        self._values = {"now": now, "today": now.date(), "min_timestamp": min_timestamp,
-                        "event_types": list(EVENT_TYPES)}
+        self._values = rule_params(now, min_timestamp)
         self.con = connect(memory_limit=f"{memory_limit_mb}MB")
         try:
             self.con.register("src", present.empty_table())

@@ -3,8 +3,9 @@
 Exports from shops, spreadsheets and old data sets rarely agree: ``;`` with a decimal comma from a
 European spreadsheet, tabs from a database dump, space-aligned columns from a 1990s text file. The
 separator is sniffed from the first lines (the one that splits every line into the same number of
-fields, the most fields winning), so no flag is needed. Runs of spaces become one separator; such a
-file is read through a stream that rewrites each line as comma-separated text.
+fields, the most fields winning; failing that, the one that splits most lines like the header, so a
+ragged row among the first lines does not hide it), so no flag is needed. Runs of spaces become one
+separator; such a file is read through a stream that rewrites each line as comma-separated text.
 """
 
 from __future__ import annotations
@@ -36,14 +37,26 @@ def sniff(path: Path) -> str:
         lines = lines[:-1]  # the last line may be cut off
     if not lines:
         return ","
-    best, best_fields = ",", 1
+    # Every line splitting into the same number of fields decides; failing that (a ragged row among the
+    # first lines), the separator that splits more than half of the lines like the header does.
+    return _consistent(lines, share=1.0) or _consistent(lines, share=0.5) or ","
+
+
+def _consistent(lines: list[bytes], share: float) -> str | None:
+    """The separator splitting the header into the most fields (>1) that ``share`` of the lines (all: 1.0,
+    else more than it) split into as well; None when there is none."""
+    def agrees(counts: list[int]) -> bool:
+        same = sum(count == counts[0] for count in counts)
+        return same == len(counts) if share >= 1.0 else same > share * len(counts)
+
+    best, best_fields = None, 1
     for delimiter in DELIMITERS:
-        counts = {_fields(line, delimiter.encode()) for line in lines}
-        if len(counts) == 1 and (fields := counts.pop()) > best_fields:
-            best, best_fields = delimiter, fields
-    if best_fields == 1:
-        counts = {len(_SPACES.split(line.strip())) for line in lines}
-        if len(counts) == 1 and counts.pop() > 1:
+        counts = [_fields(line, delimiter.encode()) for line in lines]
+        if agrees(counts) and counts[0] > best_fields:
+            best, best_fields = delimiter, counts[0]
+    if best is None:
+        counts = [len(_SPACES.split(line.strip())) for line in lines]
+        if counts[0] > 1 and agrees(counts):
             return WHITESPACE
     return best
 

@@ -36,6 +36,7 @@ def source_event_days(
     unparsed: list[str] = []
     early = late = 0
     for chunk in source.chunks():
+        chunk = loaders.without_faults(chunk)  # an unreadable row is quarantined: it covers no day
         part = loaders.LoadedSource(table=EVENTS, files=source.files, data=chunk, absent_columns=source.absent_columns)
         stamps = parse_column(part, "timestamp")
         if len(unparsed) < EXAMPLES and "timestamp" in chunk.column_names:

@@ -18,7 +18,15 @@ import pyarrow.compute as pc
 
 from feature_platform.sources import loaders
 from feature_platform.sources.landing import SOURCE_LABEL, LandingLog
-from feature_platform.sources.loaders import CHUNK_ROWS, LABEL_TYPE, SOURCE_FILE, SOURCE_ROW
+from feature_platform.sources.loaders import (
+    CHUNK_ROWS,
+    FAULT_FIELDS,
+    LABEL_TYPE,
+    ROW_FAULT,
+    ROW_FAULT_DETAIL,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
 from feature_platform.sources.schema import EVENTS
 from feature_platform.sources.validation import parse_columns
 
@@ -61,11 +69,14 @@ class EventsInput:
                                                              strict=True)}
         columns = {name: columns[name] for name in EVENTS.column_names}
         return self._conform(pa.table({**columns, SOURCE_FILE: chunk.column(SOURCE_FILE),
-                                        SOURCE_ROW: chunk.column(SOURCE_ROW)}))
+                                        SOURCE_ROW: chunk.column(SOURCE_ROW), ROW_FAULT: chunk.column(ROW_FAULT),
+                                        ROW_FAULT_DETAIL: chunk.column(ROW_FAULT_DETAIL)}))
 
     def _conform(self, chunk: pa.Table) -> pa.Table:
-        arrays = [chunk.column(f.name) if chunk.column(f.name).type.equals(f.type) else pc.cast(chunk.column(f.name), f.type)
-                  for f in self.schema]
+        """The chunk in the input's schema; a landed chunk has no row faults (its lines were written typed)."""
+        arrays = [pa.nulls(chunk.num_rows, f.type) if f.name not in chunk.column_names
+                  else chunk.column(f.name) if chunk.column(f.name).type.equals(f.type)
+                  else pc.cast(chunk.column(f.name), f.type) for f in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
@@ -87,4 +98,5 @@ def open_events(source_dir: Path, landing: LandingLog | None) -> EventsInput | N
         mine = files.schema.field(column.name).type if column.name in files.schema.names else column.type
         # e.g. CSV text next to typed landed values: validation parses the text of both
         fields.append(pa.field(column.name, mine if mine.equals(column.type) else pa.string()))
-    return EventsInput(files=files, landing=landing, landed=landed, schema=pa.schema([*fields, *sources]))
+    return EventsInput(files=files, landing=landing, landed=landed,
+                       schema=pa.schema([*fields, *sources, *FAULT_FIELDS]))

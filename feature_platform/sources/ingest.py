@@ -130,6 +130,7 @@ def _derive_customers(store: OfflineStore, source_dir: Path, memory_limit_mb: in
     with connect(memory_limit=f"{memory_limit_mb}MB") as con:
         con.execute("CREATE TABLE firsts (user_id VARCHAR, first TIMESTAMP)")
         for chunk in _with_progress(events.chunks(chunk_rows), "read for the customer list"):
+            chunk = loaders.without_faults(chunk)  # an unreadable row is quarantined: it makes no customer
             source = loaders.LoadedSource(table=EVENTS, files=events.source_files, data=chunk, absent_columns=())
             ids = pc.utf8_trim_whitespace(pc.cast(chunk.column("user_id"), pa.string()))
             firsts = pa.table({"user_id": ids, "first": parse_column(source, "timestamp")}).filter(

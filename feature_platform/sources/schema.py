@@ -74,6 +74,10 @@ class RawTable:
 
 
 TS = pa.timestamp("us")
+# Finite bounds on numeric inputs, so that no sum, mean or ratio of them downstream overflows (a lifetime
+# total of 10^6 purchases at the bound is 1e18, far from float64's 1.8e308). Outside: quarantined.
+MAX_MONEY = 1e12  # |amount|, |price| in the currency's unit: a trillion
+MAX_COUNT = 10_000  # image_count
 # Names exports give the customer of an event.
 USER_ALIASES = ("customer_id", "customerid", "client_id", "lead_id", "customer", "client", "user", "cust_id",
                 "customer_number", "customer_no", "member_id", "account_id", "buyer_id", "shopper_id")
@@ -115,7 +119,7 @@ EVENTS = RawTable(
         Column("timestamp", TS, True, "When it happened, UTC (ISO 8601; an offset is converted to UTC).", ("ts", "event_time", "event_timestamp", "date", "datetime", "invoice_date", "invoicedate", "created_at")),
         Column("session_id", pa.string(), False, "Web/app session."),
         Column("channel", pa.string(), False, "web, app, email, sms, chat."),
-        Column("amount", pa.float64(), False, "Money amount (purchases), >= 0.", MONEY_ALIASES),
+        Column("amount", pa.float64(), False, "Money amount (purchases), 0 to 1e12 (MAX_MONEY).", MONEY_ALIASES),
         Column("listing_id", pa.string(), False, "Listing the event is about (listing_* and impression events)."),
         Column("conversation_id", pa.string(), False, "Conversation (message_in/message_out)."),
         Column("campaign_id", pa.string(), False, "Campaign (campaign_* events)."),
@@ -147,9 +151,9 @@ LISTINGS = RawTable(
         Column("listing_id", pa.string(), True, "Unique listing id.", ("id",)),
         Column("category_id", pa.string(), False, "Category.", ("category",)),
         Column("city", pa.string(), False, "City of the listing."),
-        Column("price", pa.float64(), False, "Asking price, >= 0."),
+        Column("price", pa.float64(), False, "Asking price, 0 to 1e12 (MAX_MONEY)."),
         Column("is_premium", pa.bool_(), False, "Premium (promoted) listing."),
-        Column("image_count", pa.int32(), False, "Number of images, >= 0."),
+        Column("image_count", pa.int32(), False, "Number of images, 0 to 10,000 (MAX_COUNT)."),
     ),
 )
 

@@ -2,8 +2,9 @@
 quarantined with the reason it was refused. ``accepted + quarantined == input``, always.
 
 Validation is one DuckDB query per table (TRY_CAST + CASE), so millions of rows validate in seconds.
-Each row gets the *first* failing rule, in this order: missing required value, value that does not
-parse as its type, rule on the value (unknown event type, negative amount, rating outside 1-5, time
+Each row gets the *first* failing rule, in this order: a row the reader could not read (``malformed_row``,
+``invalid_encoding``: see loaders), missing required value, value that does not parse as its type (or is
+not finite), rule on the value (unknown event type, negative amount, rating outside 1-5, time
 in the future, ...), duplicate key. Among rows sharing a key, the first valid one in file order wins.
 """
 
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from feature_platform.offline.store import connect
-from feature_platform.sources.loaders import SOURCE_FILE, SOURCE_ROW, LoadedSource
-from feature_platform.sources.schema import EVENT_TYPES, RawTable
+from feature_platform.sources.loaders import ROW_FAULT, ROW_FAULT_DETAIL, SOURCE_FILE, SOURCE_ROW, LoadedSource
+from feature_platform.sources.schema import EVENT_TYPES, MAX_COUNT, MAX_MONEY, RawTable
 
 QUARANTINE_META = ("reason", "detail", "source_file", "source_row")
 
 # Value rules per table: (column, SQL condition that must hold on the typed value, reason).
-# Conditions reference typed columns and the named parameters $now, $today, $event_types, $min_timestamp.
+# Conditions reference typed columns and the named parameters of rule_params. Numbers have finite bounds
+# (schema.MAX_MONEY, MAX_COUNT) so that sums of them downstream stay finite.
 VALUE_RULES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "customers": (
         ("age", "age BETWEEN 0 AND 120", "age_out_of_range"),
@@ -33,6 +35,7 @@ VALUE_RULES: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("timestamp", "timestamp <= $now", "timestamp_in_future"),
         ("timestamp", "timestamp >= $min_timestamp", "timestamp_before_partitions_start"),
         ("amount", "amount >= 0", "negative_amount"),
+        ("amount", "amount <= $max_money", "amount_out_of_range"),
     ),
     "reviews": (
         ("rating", "rating BETWEEN 1 AND 5", "rating_out_of_range"),
@@ -40,7 +43,9 @@ VALUE_RULES: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "listings": (
         ("price", "price >= 0", "negative_price"),
+        ("price", "price <= $max_money", "price_out_of_range"),
         ("image_count", "image_count >= 0", "negative_image_count"),
+        ("image_count", "image_count <= $max_count", "image_count_out_of_range"),
     ),
 }
 
@@ -73,6 +78,12 @@ def reason_counts(quarantined: pa.Table) -> dict[str, int]:
     return dict(sorted(Counter(quarantined.column("reason").to_pylist()).items()))
 
 
+def rule_params(now: dt.datetime, min_timestamp: dt.datetime) -> dict[str, object]:
+    """The named parameters the rules may use (a query is given only those it uses: DuckDB refuses others)."""
+    return {"now": now, "today": now.date(), "min_timestamp": min_timestamp, "event_types": list(EVENT_TYPES),
+            "max_money": MAX_MONEY, "max_count": MAX_COUNT}
+
+
 def quarantine_schema(table: RawTable) -> pa.Schema:
     """Quarantined rows keep every schema column as the text that arrived, plus why and where."""
     fields = [pa.field(c.name, pa.string()) for c in table.columns]
@@ -94,7 +105,7 @@ def validate(
     con.register("src", source.data)
     present = source.data.schema
     check_sql = _check_sql(table, present)
-    available = {"now": now, "today": now.date(), "min_timestamp": min_timestamp, "event_types": list(EVENT_TYPES)}
+    available = rule_params(now, min_timestamp)
     params = {k: v for k, v in available.items() if f"${k}" in check_sql}  # DuckDB refuses unused ones
     # Only typed values and the reason are kept; the original text is re-read for refused rows only.
     con.execute(f"CREATE TEMP TABLE checked AS {check_sql}", params)
@@ -180,11 +191,13 @@ def first_failure_sql(table: RawTable, present: pa.Schema) -> str:
         f"""WHEN "{col}" IS NOT NULL AND NOT ({condition}) THEN '{reason}'"""
         for col, condition, reason in VALUE_RULES.get(table.name, ())
     ]
-    first_failure = "CASE " + " ".join(required_checks + parse_checks + rule_checks) + " END"
+    fault_checks = [f'WHEN "{ROW_FAULT}" IS NOT NULL THEN "{ROW_FAULT}"'] if ROW_FAULT in present.names else []
+    first_failure = "CASE " + " ".join(fault_checks + required_checks + parse_checks + rule_checks) + " END"
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    fault = f', "{ROW_FAULT}"' if fault_checks else ""
     return f"""
         WITH typed AS (
-            SELECT {SOURCE_FILE}, {SOURCE_ROW}, {", ".join(typed_exprs)}, {", ".join(given_exprs)} FROM src
+            SELECT {SOURCE_FILE}, {SOURCE_ROW}, {", ".join(typed_exprs)}, {", ".join(given_exprs)}{fault} FROM src
         )
         SELECT {SOURCE_FILE}, {SOURCE_ROW}, {columns}, {first_failure} AS _first FROM typed
     """
@@ -209,7 +222,9 @@ def quarantine_sql(table: RawTable, present: pa.Schema,
     ``refused`` is the relation of refused rows: source position, typed columns and ``_reason``.
     """
     raw = ", ".join(f'{_raw_expr(present, c.name, "s")} AS "{c.name}"' for c in table.columns)
-    detail = "CASE " + " ".join(
+    # A row the reader could not read has its own detail (file, row, what is wrong).
+    fault = f'WHEN s."{ROW_FAULT_DETAIL}" IS NOT NULL THEN s."{ROW_FAULT_DETAIL}" ' if ROW_FAULT_DETAIL in present.names else ""
+    detail = "CASE " + fault + " ".join(
         f"""WHEN b._reason LIKE '%\\_{c.name}' ESCAPE '\\' OR b._reason LIKE '{c.name}\\_%' ESCAPE '\\'
               THEN '{c.name}=' || coalesce({_raw_expr(present, c.name, "s")}, CAST(b."{c.name}" AS VARCHAR), 'null')"""
         for c in table.columns
@@ -225,7 +240,7 @@ def quarantine_sql(table: RawTable, present: pa.Schema,
 
 
 def _cast_expr(col: str, source: pa.DataType, target: pa.DataType) -> str:
-    if source.equals(target):
+    if source.equals(target) and not pa.types.is_floating(target):
         return col
     text = f"trim(CAST({col} AS VARCHAR))"
     if pa.types.is_string(target):
@@ -233,6 +248,8 @@ def _cast_expr(col: str, source: pa.DataType, target: pa.DataType) -> str:
     if pa.types.is_integer(target):
         as_double = f"TRY_CAST({text} AS DOUBLE)"
         return f"CASE WHEN isfinite({as_double}) AND {as_double} = floor({as_double}) THEN TRY_CAST({as_double} AS {_duck_type(target)}) END"
+    if pa.types.is_floating(target) and pa.types.is_floating(source):  # NaN and ±inf are no amount
+        return f"CASE WHEN isfinite({col}) THEN CAST({col} AS DOUBLE) END"
     if pa.types.is_floating(target):
         as_double = f"TRY_CAST({text} AS DOUBLE)"
         return f"CASE WHEN isfinite({as_double}) THEN {as_double} END"
