@@ -68,7 +68,10 @@ def cmd_online_status(args: argparse.Namespace) -> int:
     status = _online(settings).status()
     echo(f"{'online store':>24}: {describe(settings)} (key prefix {settings.redis_prefix!r})")
     if status["served_version"] is None:
-        echo(f"{'served':>24}: nothing yet; `feature-platform run` pushes the latest snapshot")
+        if status["problem"]:
+            echo(f"{'served':>24}: nothing: {status['problem']}")
+        else:
+            echo(f"{'served':>24}: nothing yet; `feature-platform run` pushes the latest snapshot")
         return 1
     rows = {
         "served version": status["served_version"],
@@ -139,6 +142,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     from feature_platform.offline.store import OfflineStore
     from feature_platform.online.connection import describe
+    from feature_platform.online.store import OnlineStoreError
     from feature_platform.online.updates import apply_landed_events
     from feature_platform.registry import load_registry
     from feature_platform.sources.event_records import utc_now
@@ -159,7 +163,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             echo("stream: stopped")
             return 0
-        except (redis.RedisError, OSError, ValueError) as exc:
+        except (redis.RedisError, OSError, ValueError, OnlineStoreError) as exc:
+            # e.g. the served version changed (a push, a rollback) mid-tick: the cursor is not saved, the
+            # next tick applies the same events to what is served then
             echo(f"error: {exc}")
             if args.once:
                 return 1

@@ -20,6 +20,7 @@ DEFAULT_CHURN_HORIZON_DAYS = 30
 DEFAULT_MODEL_AUC_FLOOR = 0.7
 DEFAULT_REDIS_PREFIX = "fp"
 DEFAULT_MAX_BATCH = 1_000
+DEFAULT_MAX_BODY_BYTES = 1_048_576  # 1 MiB: a full batch of user ids is ~130 KB
 # DuckDB's memory while raw events are validated and landed; past it DuckDB spills to a temp folder.
 DEFAULT_INGEST_MEMORY_MB = 512
 # Population stability index thresholds of the drift checks (the usual rule of thumb: < 0.1 stable,
@@ -46,6 +47,7 @@ class Settings:
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     api_keys: tuple[str, ...] = ()  # FP_API_KEYS, comma-separated; empty: the server binds to loopback only
     max_batch: int = DEFAULT_MAX_BATCH  # FP_MAX_BATCH: most users (or events) one request may carry
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # FP_MAX_BODY_BYTES: larger request bodies get a 413 unparsed
     drift_psi_warn: float = DEFAULT_DRIFT_PSI_WARN  # FP_DRIFT_PSI_WARN: a feature's PSI from here on warns
     drift_psi_fail: float = DEFAULT_DRIFT_PSI_FAIL  # FP_DRIFT_PSI_FAIL: from here on the drift check fails
     drift_blocks_push: bool = False  # FP_DRIFT_BLOCKS_PUSH: a failing drift check stops the online push
@@ -62,6 +64,8 @@ class Settings:
             raise ConfigError(f"FP_MODEL_AUC_FLOOR must be in [0, 1], got {self.model_auc_floor}")
         if self.max_batch < 1:
             raise ConfigError(f"FP_MAX_BATCH must be >= 1, got {self.max_batch}")
+        if self.max_body_bytes < 1_024:
+            raise ConfigError(f"FP_MAX_BODY_BYTES must be >= 1024, got {self.max_body_bytes}")
         if self.ingest_memory_mb < 64:
             raise ConfigError(f"FP_INGEST_MEMORY_MB must be >= 64, got {self.ingest_memory_mb}")
         if not 0.0 < self.drift_psi_warn <= self.drift_psi_fail:
@@ -85,6 +89,7 @@ class Settings:
             redis_prefix=env.get("FP_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
             api_keys=tuple(k.strip() for k in (env.get("FP_API_KEYS") or "").split(",") if k.strip()),
             max_batch=_int(env, "FP_MAX_BATCH", DEFAULT_MAX_BATCH),
+            max_body_bytes=_int(env, "FP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             drift_psi_warn=_float(env, "FP_DRIFT_PSI_WARN", DEFAULT_DRIFT_PSI_WARN),
             drift_psi_fail=_float(env, "FP_DRIFT_PSI_FAIL", DEFAULT_DRIFT_PSI_FAIL),
             drift_blocks_push=_bool(env, "FP_DRIFT_BLOCKS_PUSH"),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from feature_platform.offline.store import OfflineStore, connect
+from feature_platform.offline.store import OfflineStore, UnreadablePartitionError, connect
 from feature_platform.registry.registry import Registry
 
 
@@ -23,14 +23,19 @@ def user_vectors(
     row per known user). A snapshot family without a partition for ``day`` raises: serving half a
     vector is worse than serving yesterday's whole one. A derived family (model outputs) without one
     gets nulls, its registry meaning of "not scored": scores start with the first champion and a run
-    scores only its latest day, so older days have none (:func:`missing_derived` names them).
+    scores only its latest day, so older days have none (:func:`missing_derived` names them). A partition
+    that is not readable Parquet raises :class:`UnreadablePartitionError` naming it, whatever its family.
     """
     names = list(registry.families) if families is None else list(families)
     paths, absent = {}, []
     for name in names:
         family = registry.family(name)
-        path = store.partition_path("/".join(family.asset_path), day.isoformat())
+        table_name = "/".join(family.asset_path)
+        path = store.partition_path(table_name, day.isoformat())
         if path.exists():
+            unreadable = store.check_partition(table_name, day.isoformat())
+            if unreadable is not None:
+                raise UnreadablePartitionError(unreadable)
             paths[name] = path
         elif family.derived:
             absent.append(name)

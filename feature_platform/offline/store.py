@@ -3,16 +3,24 @@
 Layout: ``<root>/<table>/<YYYY-MM-DD>.parquet`` for daily-partitioned tables and
 ``<root>/<table>.parquet`` for unpartitioned ones, where ``<table>`` is the asset key path
 (``raw/events``). Writes are atomic (temp file in the same folder, fsync, rename), so a reader or a
-crash never sees half a file. Reads go through DuckDB over the partition files, with the file list
-passed as a query parameter.
+crash never sees half a file; the temp file of a killed write is deleted by the next write to its
+folder or by retention once it is an hour old. Reads go through DuckDB over the partition files, with the
+file list passed as a query parameter.
+
+A partition damaged outside the store (a truncated copy, a full disk) is found by a cheap framing check
+(:func:`parquet_problem`). The pipeline's reads fail on it as DuckDB does, naming the file; a reader that
+must keep answering (the feature server) opens the store with ``skip_unreadable=True``: such files are
+left out of the partition list and kept in ``unreadable``, each saying what to re-materialize.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +31,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+log = logging.getLogger(__name__)
 PARTITION_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
+TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # what atomic writes leave when killed before the rename
+STALE_TEMP_SECONDS = 3600.0  # no write takes an hour: an older temp file belongs to a dead writer
+PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,80 @@ class WriteResult:
     rows: int
     schema: pa.Schema
     bytes: int
+
+
+@dataclass(frozen=True)
+class UnreadablePartition:
+    """A partition file that is not readable Parquet, and what to do about it."""
+
+    table: str
+    partition: str
+    path: Path
+    reason: str
+
+    @property
+    def message(self) -> str:
+        group = self.table.split("/", 1)[0]
+        return (f"{self.path} ({self.table}, partition {self.partition}) is not readable Parquet: {self.reason}; "
+                f"re-materialize it: feature-platform backfill --start {self.partition} --end {self.partition} "
+                f"--assets {group}")
+
+
+class UnreadablePartitionError(OSError):
+    """A partition a read needs is not readable Parquet; the message says which and what to re-materialize."""
+
+    def __init__(self, found: UnreadablePartition) -> None:
+        super().__init__(found.message)
+        self.found = found
+
+
+def parquet_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable Parquet file, or None: magic bytes at both ends, a footer that fits
+    in the file and parses. Catches truncation and overwritten ends; not a damaged page inside."""
+    try:
+        size = path.stat().st_size
+        if size < 12:
+            return f"{size} bytes, too short for a Parquet file (truncated)"
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(size - 8)
+            tail = fh.read(8)
+        if head != PARQUET_MAGIC or tail[4:] != PARQUET_MAGIC:
+            return f"no Parquet magic bytes at {'its start' if head != PARQUET_MAGIC else 'its end'} " \
+                   f"({size} bytes; truncated or overwritten)"
+        footer = int.from_bytes(tail[:4], "little")
+        if footer + 12 > size:
+            return f"its footer claims {footer} bytes of a {size}-byte file (truncated)"
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def clean_stale_temp_files(folder: Path, older_than: float = STALE_TEMP_SECONDS,
+                           now: float | None = None) -> list[Path]:
+    """Delete the temp files of killed atomic writes in ``folder`` older than ``older_than`` seconds.
+
+    Only names the atomic writes make (``.<name>.<32 hex>.tmp``) are touched, and only old ones: a live
+    writer's temp file is seconds old.
+    """
+    if not folder.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - older_than
+    removed = []
+    for path in folder.iterdir():
+        if not TEMP_FILE.match(path.name):
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another cleaner or its writer got there first
+            continue
+    if removed:
+        log.warning("deleted %d temp file(s) of killed writes in %s: %s", len(removed), folder,
+                    ", ".join(p.name for p in removed))
+    return removed
 
 
 def connect(threads: int | None = None, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
@@ -63,6 +149,7 @@ def to_arrow(frame: pa.Table | pd.DataFrame, schema: pa.Schema | None = None) ->
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a dot-prefixed temp file, fsync and rename: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(path.parent)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "wb") as fh:
@@ -79,9 +166,10 @@ def atomic_write_parquet(table: pa.Table, path: Path, row_group_size: int | None
     """Write ``table`` to ``path`` so that readers see the old file or the new one, never a mix.
 
     The temp file starts with a dot and does not end in ``.parquet``, so globs never pick it up even
-    if the process dies before the rename.
+    if the process dies before the rename; the next write to the folder deletes it once it is stale.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(path.parent)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
@@ -95,8 +183,13 @@ def atomic_write_parquet(table: pa.Table, path: Path, row_group_size: int | None
 
 
 class OfflineStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, skip_unreadable: bool = False) -> None:
+        """``skip_unreadable``: leave partitions that are not readable Parquet out of every partition list
+        (and record them in ``unreadable``), for readers that must keep answering; see the module doc."""
         self.root = Path(root)
+        self.skip_unreadable = skip_unreadable
+        self.unreadable: dict[Path, UnreadablePartition] = {}
+        self._checked: dict[Path, tuple[int, int, str | None]] = {}  # path -> (size, mtime_ns, problem)
 
     # -- paths -------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:
@@ -131,12 +224,42 @@ class OfflineStore:
         return sorted(m.group(1) for p in folder.iterdir() if (m := PARTITION_FILE.match(p.name)))
 
     def partition_files(self, table: str, start: str | None = None, end: str | None = None) -> list[Path]:
-        """Existing partition files of ``table`` with ``start <= key <= end`` (inclusive, ISO dates)."""
-        return [
+        """Existing partition files of ``table`` with ``start <= key <= end`` (inclusive, ISO dates);
+        with ``skip_unreadable``, only the readable ones."""
+        files = [
             self.partition_path(table, key)
             for key in self.partitions(table)
             if (start is None or key >= start) and (end is None or key <= end)
         ]
+        if not self.skip_unreadable:
+            return files
+        return [path for path in files if self.check_partition(table, path.stem) is None]
+
+    def check_partition(self, table: str, partition: str) -> UnreadablePartition | None:
+        """None when the partition file is readable Parquet (or absent); else what is wrong and what to do.
+
+        Checked again only when the file's size or mtime changes, so it costs a stat per file per call.
+        """
+        path = self.partition_path(table, partition)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self.unreadable.pop(path, None)
+            return None
+        seen = self._checked.get(path)
+        if seen is not None and seen[:2] == (stat.st_size, stat.st_mtime_ns):
+            problem = seen[2]
+        else:
+            problem = parquet_problem(path)
+            self._checked[path] = (stat.st_size, stat.st_mtime_ns, problem)
+            if problem is not None:
+                log.warning("offline store: %s", UnreadablePartition(table, partition, path, problem).message)
+        if problem is None:
+            self.unreadable.pop(path, None)
+            return None
+        found = UnreadablePartition(table, partition, path, problem)
+        self.unreadable[path] = found
+        return found
 
     # -- reads -------------------------------------------------------------------------------
     def scan(
@@ -188,8 +311,13 @@ class OfflineStore:
         return removed
 
     def prune_all(self, keep_days: int, today: dt.date) -> dict[str, list[Path]]:
-        """Apply the retention setting to every partitioned table; return what was deleted per table."""
+        """Apply the retention setting to every partitioned table, and delete the stale temp files of killed
+        writes in every table folder; return what was deleted per table."""
         removed = {table: self.prune(table, keep_days, today) for table in list(self.tables())}
+        folders = {p.parent for p in self.root.rglob(".*.tmp") if TEMP_FILE.match(p.name)} if self.root.is_dir() else set()
+        for folder in sorted(folders):
+            table = folder.relative_to(self.root).as_posix()
+            removed[table] = [*removed.get(table, []), *clean_stale_temp_files(folder)]
         return {table: paths for table, paths in removed.items() if paths}
 
     def tables(self) -> Iterable[str]:

@@ -2,7 +2,8 @@
 
 Layout (``<p>`` is the key prefix, FP_REDIS_PREFIX, default ``fp``)::
 
-    <p>:current                      hash  version, snapshot_date, computed_at, previous
+    <p>:current                      hash  version, snapshot_date, computed_at, previous; expires with
+                                           the version it names (each push and rollback sets its TTL)
     <p>:version:<version>            hash  snapshot_date, computed_at, layout (JSON feature names),
                                            status (writing|complete), keys, bytes, ttl, pushed_at
     <p>:<version>:u:<user_id>        string, the user's whole vector (see codec.py), with a TTL
@@ -18,6 +19,11 @@ go back in time. So:
 - a reader never sees a vector that mixes two snapshots (one key holds one snapshot's vector);
 - an interrupted push leaves the previous version served, untouched; running it again rewrites the
   same version (its id is the snapshot date and a hash of its content) and completes it;
+- a push never writes to the served or the previous version: pushing their content again writes a new
+  version (``<id>.r2``, ``.r3``, ...) with fresh TTLs, so a re-push killed midway changes nothing served;
+- the pointer cannot outlive its version: it gets the version's TTL. Should it still name a version that
+  is gone or not complete, reads miss (the server falls back to the offline snapshot) and
+  :meth:`OnlineStore.served` says why;
 - pushing an older snapshot date than the served one (a backfill) writes nothing and says so;
 - every entity key expires after twice the largest staleness tolerance of its features, and each
   push writes fresh keys (so fresh TTLs); a value older than its own tolerance reads as ``stale``;
@@ -51,8 +57,9 @@ DEFAULT_BATCH = 1_000
 STALE, PRESENT, MISSING = "stale", "present", "missing"
 OVERLAY_AS_OF = "@as_of"  # the overlay hash's time field; feature names never start with @
 
-# KEYS[1] = pointer; ARGV = version, snapshot_date, computed_at. Moves the pointer unless a newer
-# snapshot date is served. Returns {1, previous} when moved, {0, served_date} when refused.
+# KEYS[1] = pointer; ARGV = version, snapshot_date, computed_at, ttl ms. Moves the pointer unless a newer
+# snapshot date is served, and gives it a TTL a second shorter than its version's (never outliving it).
+# Returns {1, previous} when moved, {0, served_date} when refused.
 _SWAP = """
 local served = redis.call('HGET', KEYS[1], 'snapshot_date')
 if served and served > ARGV[2] then return {0, served} end
@@ -60,6 +67,7 @@ local previous = redis.call('HGET', KEYS[1], 'version') or ''
 if previous == ARGV[1] then previous = redis.call('HGET', KEYS[1], 'previous') or '' end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot_date', ARGV[2], 'computed_at', ARGV[3],
            'previous', previous)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1, previous}
 """
 
@@ -171,6 +179,7 @@ class OnlineStore:
         if len(set(users)) != len(users):
             raise ValueError("the snapshot has more than one row for a user; push one row per user")
         computed_at = dt.datetime.combine(snapshot_date + dt.timedelta(days=1), dt.time(0))
+        pointer = self._hash(self.pointer_key)
         served = self.current()
         if served is not None and served.snapshot_date > snapshot_date:
             return PushResult("", snapshot_date, served=False, reason=(
@@ -183,7 +192,7 @@ class OnlineStore:
         digest = hashlib.sha256(json.dumps(layout).encode())
         for user, blob in zip(users, blobs, strict=True):
             digest.update(user.encode() + b"\0" + blob)
-        version = f"{snapshot_date.isoformat()}.{digest.hexdigest()[:10]}"
+        version = self._new_version(f"{snapshot_date.isoformat()}.{digest.hexdigest()[:10]}", pointer)
         ttl = self.ttl_seconds(layout)
 
         started = time.perf_counter()
@@ -205,8 +214,9 @@ class OnlineStore:
             "pushed_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
         })
         self.client.expire(self.version_key(version), ttl)
+        pointer_ms = self._pointer_ttl_ms(version, ttl)
         moved, other = self._swap(keys=[self.pointer_key],
-                                  args=[version, snapshot_date.isoformat(), computed_at.isoformat()])
+                                  args=[version, snapshot_date.isoformat(), computed_at.isoformat(), pointer_ms])
         seconds = time.perf_counter() - started
         other = other.decode() if isinstance(other, bytes) else other
         if not moved:
@@ -216,10 +226,48 @@ class OnlineStore:
         return PushResult(version, snapshot_date, served=True, keys=len(users), bytes=written, seconds=seconds,
                           previous=other or None, reason="served", deleted_versions=deleted)
 
+    def _pointer_ttl_ms(self, version: str, ttl: int) -> int:
+        """A pointer TTL that ends a second before ``version``'s metadata expires (``ttl`` seconds if it has no TTL)."""
+        remaining = self.client.pttl(self.version_key(version))
+        remaining = remaining if remaining and remaining > 0 else max(ttl, 1) * 1000
+        return max(remaining - 1000, 1)
+
+    @staticmethod
+    def _new_version(base: str, pointer: Mapping[str, str]) -> str:
+        """``base``, unless the served or the previous version has that id (the same content pushed again):
+        then the first free ``base.rN``. A push never rewrites what readers or a rollback may use."""
+        taken = {pointer.get("version"), pointer.get("previous")}
+        version, n = base, 1
+        while version in taken:
+            n += 1
+            version = f"{base}.r{n}"
+        return version
+
     # -- read --------------------------------------------------------------------------------
     def current(self) -> VersionInfo | None:
-        version = self._maybe_text(self.client.hget(self.pointer_key, "version"))
-        return self.version_info(version) if version else None
+        """The served version, complete and present; None when nothing is (:meth:`served` says why)."""
+        return self.served()[0]
+
+    def served(self) -> tuple[VersionInfo | None, str | None]:
+        """The served version, or None and why not: nothing pushed yet (reason None), or a pointer naming
+        a version that expired or is not complete. Reads the version's metadata uncached."""
+        pointer = self._hash(self.pointer_key)
+        version = pointer.get("version")
+        if not version:
+            return None, None
+        raw = self._hash(self.version_key(version))
+        if not raw:
+            self._versions.pop(version, None)
+            return None, (
+                f"the pointer {self.pointer_key} names version {version} (snapshot {pointer.get('snapshot_date')}), "
+                "which is no longer in Redis (expired: no successful push within its TTL, or deleted); reads fall "
+                "back to the offline snapshot until the online push (`feature-platform run`) succeeds")
+        info = self._info(version, raw)
+        if info.status != "complete":
+            return None, (
+                f"the served version {version} is {info.status!r}, not complete (a push rewrote it and did not "
+                "finish); reads fall back to the offline snapshot until the online push succeeds")
+        return info, None
 
     def version_info(self, version: str) -> VersionInfo | None:
         cached = self._versions.get(version)
@@ -228,6 +276,9 @@ class OnlineStore:
         raw = self._hash(self.version_key(version))
         if not raw:
             return None
+        return self._info(version, raw)
+
+    def _info(self, version: str, raw: Mapping[str, str]) -> VersionInfo:
         info = VersionInfo(
             version=version,
             snapshot_date=dt.date.fromisoformat(raw["snapshot_date"]),
@@ -265,12 +316,13 @@ class OnlineStore:
         served = self._maybe_text(served)
         if not served:
             return {user: None for user in user_ids}
+        info = self.version_info(served)
+        if info is None or info.status != "complete":  # a pointer past its version: a miss, not an error
+            self._seen = None  # (served() says why; the server falls back to the offline snapshot)
+            return {user: None for user in user_ids}
         if served != guess:  # first read, or the pointer moved since: read the served version
             self._seen = served
             replies = self._get(served, user_ids)
-        info = self.version_info(served)
-        if info is None:
-            raise OnlineStoreError(f"the served version {served} has no metadata; push again")
         return self._decode(info, user_ids, replies, features)
 
     def _queue(self, pipe: Any, version: str, user_ids: Sequence[str]) -> None:
@@ -372,9 +424,13 @@ class OnlineStore:
         info = self.version_info(previous) if previous else None
         if info is None or info.status != "complete":
             raise OnlineStoreError(f"no previous version to roll back to (served: {pointer['version']})")
-        self.client.hset(self.pointer_key, mapping={
+        pointer_ms = self._pointer_ttl_ms(info.version, info.ttl)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.pointer_key, mapping={
             "version": info.version, "snapshot_date": info.snapshot_date.isoformat(),
             "computed_at": info.computed_at.isoformat(), "previous": pointer["version"]})
+        pipe.pexpire(self.pointer_key, pointer_ms)
+        pipe.execute()
         self._seen = None
         return pointer["version"], info.version
 
@@ -400,12 +456,13 @@ class OnlineStore:
     def status(self, now: dt.datetime | None = None) -> dict[str, Any]:
         now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
         pointer = self._hash(self.pointer_key)
-        served = self.version_info(pointer["version"]) if pointer.get("version") else None
+        served, problem = self.served()
         memory = self.client.info("memory")
         used = memory.get("used_memory") if "used_memory" in memory else sum(
             node.get("used_memory", 0) for node in memory.values() if isinstance(node, Mapping))
         return {
             "served_version": served.version if served else None,
+            "problem": problem,  # why nothing is served although the pointer names a version
             "snapshot_date": served.snapshot_date.isoformat() if served else None,
             "computed_at": served.computed_at.isoformat() if served else None,
             "age_hours": round((now - served.computed_at).total_seconds() / 3600, 1) if served else None,

@@ -101,9 +101,10 @@ def apply_landed_events(
     cursor = Cursor.load(cursor_path)
     new, offsets = log.read(cursor.offsets)
     result = UpdateResult(events_read=new.num_rows)
-    served = online.current()
+    served, problem = online.served()
     if served is None:
-        result.note = "nothing is served online yet; the first push's cut-off decides what is applied"
+        result.note = (f"nothing applied: {problem}" if problem else
+                       "nothing is served online yet; the first push's cut-off decides what is applied")
         Cursor(offsets, None).save(cursor_path)
         result.seconds = time.perf_counter() - started
         return result

@@ -31,6 +31,8 @@ from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -41,8 +43,9 @@ from feature_platform.online.connection import connect as redis_connect
 from feature_platform.online.connection import release
 from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.serving import predict
+from feature_platform.serving.limits import BodyLimitMiddleware, event_problems
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
-from feature_platform.serving.retrieval import REDIS_ERRORS, Retriever, ServedVector
+from feature_platform.serving.retrieval import REDIS, REDIS_ERRORS, Retriever, ServedVector
 from feature_platform.serving.schemas import (
     NAME_PATTERN,
     BatchRequest,
@@ -129,7 +132,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         description="Features and predictions from the feature platform. Send `X-API-Key` when FP_API_KEYS is set.",
         lifespan=lifespan,
     )
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)  # outermost: times the 413s too
     app.state.holder, app.state.metrics, app.state.retriever = holder, metrics, retriever
     api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of FP_API_KEYS")
     keys = tuple(settings.api_keys)
@@ -186,25 +190,56 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     auth = [Depends(authorized)]
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 422: {"model": Problem}}
 
-    @app.get("/health", tags=["operations"])
-    async def health() -> dict[str, Any]:
+    @app.get("/health", tags=["operations"], responses={
+        200: {"description": "`status` ok, or degraded: serving, with `degraded` naming each dependency, why, "
+                             "and since when"},
+        503: {"description": "`status` down: no source can serve features (no online version, no offline "
+                             "snapshot)"}})
+    async def health() -> Response:
+        """ok / degraded / down for load balancers: 200 while features can be served, 503 when not."""
         state = current()
-        served, error = None, None
+        served, error, pointer_problem = None, None, None
         try:
-            info = online.current() if retriever.online_available else None
-            served = {"version": info.version, "snapshot_date": info.snapshot_date.isoformat()} if info else None
+            if retriever.online_available:
+                info, pointer_problem = online.served()
+                served = {"version": info.version, "snapshot_date": info.snapshot_date.isoformat()} if info else None
         except REDIS_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
-        return {
-            "status": "ok",
-            "online": {"reachable": error is None and retriever.online_available, "served": served, "error": error},
+        reachable = error is None and retriever.online_available
+        unreadable = list(holder.offline_store.unreadable.values())
+        problems = list(state.problems)
+        offline_problems = [p for p in problems if p.startswith(("offline", "no offline"))]
+        offline_problems += [u.message for u in unreadable if str(u.path) not in " ".join(offline_problems)]
+        model_problems = [p for p in problems if p not in offline_problems]
+        checks = {  # dependency -> (what is wrong or None, since when at the latest)
+            REDIS: (None if reachable else error or "unreachable: a read failed, reads skip Redis for a few seconds "
+                    "and use the offline snapshot", None),
+            "online_version": (pointer_problem or (None if served or not reachable else
+                                                   "nothing is pushed online yet; reads use the offline snapshot"),
+                               None),
+            "offline_snapshot": ("; ".join(offline_problems) or None, state.loaded_at),
+            "models": ("; ".join(model_problems) or None, state.loaded_at),
+        }
+        degraded = []
+        for dependency, (problem, first_seen) in checks.items():
+            since = retriever.degraded_since(dependency, problem is not None, first_seen)
+            if problem is not None and since is not None:
+                degraded.append({"dependency": dependency, "problem": problem, "since": since.isoformat()})
+        down = served is None and state.offline is None  # neither Redis nor the offline store can answer
+        status = "down" if down else "degraded" if degraded else "ok"
+        return _json({
+            "status": status,
+            "degraded": degraded,
+            "online": {"reachable": reachable, "served": served, "error": error, "problem": pointer_problem},
             "offline_snapshot": state.offline.day.isoformat() if state.offline else None,
+            "offline_unreadable": [str(u.path) for u in unreadable],
             "models": {name: champion.version for name, champion in state.champions.items()},
             "registry_version": state.registry.version,
             "loaded_at": state.loaded_at.isoformat(),
             "reloads": holder.reloads,
-            "problems": list(state.problems),
-        }
+            "problems": problems + [f"offline partition skipped: {u.message}" for u in unreadable
+                                    if str(u.path) not in " ".join(problems)],
+        }, 503 if down else 200)
 
     @app.get("/features/{user_id}", tags=["features"], dependencies=auth,
              responses={200: {"model": FeatureVector}, **not_found})
@@ -248,7 +283,11 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         state = current()
         feature_names(state, feature, ["query", "feature"])
         family = state.registry.family(state.registry.get_feature(feature).family)
-        files = [str(p) for p in holder.offline_store.partition_files("/".join(family.asset_path))]
+        table = "/".join(family.asset_path)
+        files = [str(p) for p in holder.offline_store.partition_files(table)]
+        # Unreadable partitions are left out of `files` (the store checks them) and named in the answer.
+        skipped = [{"path": str(u.path), "snapshot_date": u.partition, "problem": u.message}
+                   for u in list(holder.offline_store.unreadable.values()) if u.table == table]
         rows: list[tuple] = []
         if files:
             with duckdb_connect(threads=1) as con:
@@ -262,7 +301,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         return _json({"user_id": user_id, "feature": feature, "version": state.registry.get_feature_version(feature),
                       "values": [{"snapshot_date": day.isoformat(),
                                   "value": dict(value) if is_map and value is not None else value}
-                                 for day, value in rows]})
+                                 for day, value in rows],
+                      "skipped": skipped})
 
     @app.get("/context/{user_id}", tags=["features"], dependencies=auth, responses=not_found)
     async def context(user_id: UserIdPath) -> Response:
@@ -331,7 +371,11 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     def events(body: EventsRequest) -> Response:  # validation + fsync: on the thread pool, not the event loop
         check_batch(len(body.events), ["body", "events"])
         log = LandingLog(settings.landing_dir)
-        accepted, rejected = validate_event_records(body.events, now(), landing=log)
+        refused = event_problems(body.events)  # ids reads would refuse, overlong texts, amounts out of bounds
+        kept = [i for i in range(len(body.events)) if i not in refused]
+        accepted, rejected = validate_event_records([body.events[i] for i in kept], now(), landing=log)
+        rejected = sorted([*refused.values(), *({**r, "index": kept[r["index"]]} for r in rejected)],
+                          key=lambda r: r["index"])
         result = log.append(accepted) if accepted.num_rows else None  # durable (fsync) before the answer
         landed = result.accepted if result else 0
         if result is not None and result.duplicates:  # another request landed the same ids meanwhile
@@ -345,6 +389,11 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     @app.get("/metrics", tags=["operations"], dependencies=auth)
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler, but a NaN/Infinity in the echoed input is sent as null instead of failing (a 500)
+        return _json({"detail": jsonable_encoder(exc.errors())}, 422)
 
     @app.exception_handler(redis.exceptions.RedisError)
     async def redis_down(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT = "default"
 ONLINE, OFFLINE = "online", "offline"
 BREAKER_SECONDS = 5.0
+REDIS = "redis"  # the dependency name /health reports a Redis outage under
 REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
@@ -72,10 +73,19 @@ class Retriever:
     breaker_seconds: float = BREAKER_SECONDS
     _open_until: float = 0.0
     _served: tuple[Any, tuple[str, ...]] = (None, ())  # (registry, its online features): computed once per registry
+    _since: dict[str, dt.datetime] = field(default_factory=dict)  # degraded dependency -> since when
 
     @property
     def online_available(self) -> bool:
         return self.online is not None and time.monotonic() >= self._open_until
+
+    def degraded_since(self, dependency: str, degraded: bool, first_seen: dt.datetime | None = None) -> dt.datetime | None:
+        """Since when ``dependency`` is degraded (``first_seen``, else now, when this is news); None, and
+        forgotten, when it is not. Reads record Redis failures here; /health asks about the rest."""
+        if not degraded:
+            self._since.pop(dependency, None)
+            return None
+        return self._since.setdefault(dependency, first_seen or self.clock())
 
     def vectors(self, state: ServingState, user_ids: Sequence[str], features: Sequence[str] | None,
                 version: str | None = None, defaults: bool = False) -> dict[str, ServedVector | None]:
@@ -137,12 +147,14 @@ class Retriever:
             found = online.read_many(list(user_ids), names, version)
         except REDIS_ERRORS as exc:  # an OnlineStoreError (unknown version) is not one: it reaches the caller
             self._open_until = time.monotonic() + self.breaker_seconds
+            self.degraded_since(REDIS, True)
             self.metrics.online.labels("error").inc(len(user_ids))
             log.warning("online store unavailable (%s); serving from the offline snapshot for %.0f s",
                         exc, self.breaker_seconds)
             if version is not None:
                 raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable") from exc
             return {}
+        self.degraded_since(REDIS, False)
         misses = sum(1 for v in found.values() if v is None)
         if misses:
             self.metrics.online.labels("miss").inc(misses)

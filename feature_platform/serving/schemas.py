@@ -5,13 +5,47 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from feature_platform.sources.schema import MAX_MONEY
 
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
+# Field limits of request bodies (README, "Feature server"): other short texts (ids of sessions, listings,
+# conversations, campaigns; event types, channels, timestamps), message texts, event amounts, feature values.
+MAX_SHORT_TEXT = 128
+MAX_TEXT = 4_096
+MAX_AMOUNT = MAX_MONEY  # the same bound as raw ingestion: an event the server accepts always lands
+MAX_FEATURE_VALUE = 1e12
 
 UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, description="A user id: letters, digits and _.:@-")]
 UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id: letters, digits and _.:@-")]
+ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT, pattern=r"^[^\x00-\x1f\x7f]*$")]  # no control characters
+MessageText = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00]*$")]  # newlines yes, NUL no
+Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+
+
+def _bounded(value: Any) -> Any:
+    """A feature value as JSON gives it, numbers finite and within +-MAX_FEATURE_VALUE, texts within MAX_TEXT."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        if not -MAX_FEATURE_VALUE <= value <= MAX_FEATURE_VALUE:  # NaN compares false: refused too
+            raise ValueError(f"numbers must be finite and within +-{MAX_FEATURE_VALUE:g}")
+    elif isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"texts must be at most {MAX_TEXT} characters")
+    elif isinstance(value, list):
+        for item in value:
+            _bounded(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _bounded(key)
+            _bounded(item)
+    return value
+
+
+FeatureInput = Annotated[Any, AfterValidator(_bounded)]
 
 
 class Strict(BaseModel):
@@ -28,8 +62,9 @@ class BatchRequest(Strict):
 
 class ChurnRequest(Strict):
     user_id: UserId | None = None
-    features: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Any] | None = Field(
-        default=None, description="Feature values to score instead of a stored user; missing ones are null.")
+    features: dict[Annotated[str, Field(pattern=NAME_PATTERN)], FeatureInput] | None = Field(
+        default=None, description="Feature values to score instead of a stored user; missing ones are null. "
+                                  f"Numbers finite within +-{MAX_FEATURE_VALUE:g}, texts at most {MAX_TEXT:,} characters.")
 
     @model_validator(mode="after")
     def one_of(self) -> ChurnRequest:
@@ -51,7 +86,10 @@ class ContactRequest(Strict):
 
 
 class EventsRequest(Strict):
-    events: list[dict[str, Any]] = Field(min_length=1, description="Raw events in the raw events schema.")
+    events: list[dict[str, Any]] = Field(
+        min_length=1, description=f"Raw events in the raw events schema; at most FP_MAX_BATCH. event_id and user_id "
+                                  f"follow the user id rule, message_text has at most {MAX_TEXT:,} characters (no NUL), "
+                                  f"other texts {MAX_SHORT_TEXT} (no control characters), 0 <= amount <= {MAX_AMOUNT:g}.")
 
 
 class FeatureValue(BaseModel):

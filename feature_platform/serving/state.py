@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -80,12 +81,20 @@ def read_registry(path: Path = REGISTRY_PATH) -> Registry:
     return parse_registry(yaml.safe_load(Path(path).read_text()), str(path))
 
 
-def latest_complete_day(store: OfflineStore, registry: Registry) -> dt.date | None:
-    """The newest date every snapshot family has a snapshot for (a derived family's missing day reads as null)."""
-    days = [set(store.partitions("/".join(f.asset_path))) for f in registry.families.values() if not f.derived]
+def complete_days(store: OfflineStore, registry: Registry) -> list[dt.date]:
+    """Dates every snapshot family has a snapshot for, newest first (a derived family's missing day reads as
+    null). With a store that skips unreadable partitions, a day with a damaged snapshot is not complete."""
+    days = [{p.stem for p in store.partition_files("/".join(f.asset_path))}
+            for f in registry.families.values() if not f.derived]
     days = [d for d in days if d]
     common = set.intersection(*days) if days else set()
-    return dt.date.fromisoformat(max(common)) if common else None
+    return [dt.date.fromisoformat(d) for d in sorted(common, reverse=True)]
+
+
+def latest_complete_day(store: OfflineStore, registry: Registry) -> dt.date | None:
+    """The newest of :func:`complete_days`, or None."""
+    days = complete_days(store, registry)
+    return days[0] if days else None
 
 
 def context_features(registry: Registry) -> list[str]:
@@ -100,7 +109,8 @@ class StateHolder:
                  clock: Callable[[], dt.datetime] | None = None) -> None:
         self.settings = settings
         self.registry_path = registry_path
-        self.offline_store = OfflineStore(settings.data_dir)
+        # a damaged partition is left out (and reported by /health), never a failed start or a 500
+        self.offline_store = OfflineStore(settings.data_dir, skip_unreadable=True)
         self.models = ModelStore(settings.models_dir)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
         self._state: ServingState | None = None
@@ -142,17 +152,23 @@ class StateHolder:
         signature = self.signature(registry)
         problems: list[str] = []
         offline = None
-        day = signature[1]
-        if day is not None:
+        days = complete_days(self.offline_store, registry) if signature[1] is not None else []
+        for day in days:  # the newest readable snapshot; a damaged one is reported and an older one served
             try:
                 table = user_vectors(self.offline_store, registry, day)
-                users = table.column("user_id").to_pylist()
-                maps = frozenset(f.name for f in registry.features.values() if f.type == "map")
-                offline = OfflineSnapshot(day, table, {u: i for i, u in enumerate(users)}, maps)
-            except (FileNotFoundError, OSError) as exc:
+            except (OSError, duckdb.Error) as exc:
                 problems.append(f"offline snapshot {day}: {exc}")
-        else:
+                continue
+            users = table.column("user_id").to_pylist()
+            maps = frozenset(f.name for f in registry.features.values() if f.type == "map")
+            offline = OfflineSnapshot(day, table, {u: i for i, u in enumerate(users)}, maps)
+            break
+        if not days:
             problems.append("no offline snapshot yet: run `feature-platform run`")
+        for unreadable in list(self.offline_store.unreadable.values()):
+            problem = f"offline partition skipped: {unreadable.message}"
+            if problem not in problems and str(unreadable.path) not in " ".join(problems):
+                problems.append(problem)
         champions = {}
         for name in (CHURN, CONTACT):
             try:

@@ -206,8 +206,10 @@ def test_keys_carry_a_ttl_from_the_staleness_tolerance_and_a_repush_refreshes_it
     limit = 2 * 2 * 86_400  # twice the registry's 2-day tolerance
     assert limit - 60 < online_store.client.ttl(key) <= limit
     online_store.client.expire(key, 100)
-    online_store.push(marked(1), D1)  # same snapshot again: same version, keys rewritten
-    assert online_store.client.ttl(key) > limit - 60
+    again = online_store.push(marked(1), D1)  # same snapshot again: a new version with fresh keys, the served one untouched
+    assert online_store.client.ttl(key) <= 100
+    assert online_store.client.ttl(online_store.entity_key(again.version, "u1")) > limit - 60
+    assert limit - 60 < online_store.client.ttl(online_store.pointer_key) <= limit  # the pointer expires with it
 
 
 def test_a_value_past_its_staleness_tolerance_reads_as_stale(online_store):
