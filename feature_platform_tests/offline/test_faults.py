@@ -14,6 +14,8 @@ from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore, UnreadablePartitionError, parquet_problem
 from feature_platform.registry import load_registry
 
+pytestmark = pytest.mark.faults
+
 TABLE = pa.table({"user_id": ["u1", "u2"], "x": [1, 2]})
 
 

@@ -15,6 +15,8 @@ from feature_platform.sources.landing import LandingLog
 from feature_platform_tests.online.conftest import standalone_store
 from feature_platform_tests.online.test_store import D1, D2, REGISTRY, marked
 
+pytestmark = pytest.mark.faults
+
 USERS = ["u1", "u2", "u3", "u4", "u5"]
 
 

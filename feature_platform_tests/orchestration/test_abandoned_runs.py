@@ -7,10 +7,13 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from feature_platform.cli import main
 from feature_platform.orchestration.pipeline import HOST_TAG, PID_TAG, fail_abandoned_runs
+
+pytestmark = pytest.mark.faults
 
 
 def _dead_pid() -> int:

@@ -18,6 +18,8 @@ from feature_platform.serving.api import create_app
 from feature_platform_tests.helpers import copy_tree
 from feature_platform_tests.serving.conftest import END, REGISTRY, START
 
+pytestmark = pytest.mark.faults
+
 NOW = dt.datetime(2025, 3, 13, 9, 0)
 LEAD = "features/lead_features"
 LEAD_FEATURE = REGISTRY.family("lead").features[0]

@@ -29,6 +29,8 @@ from feature_platform.sources.landing import LandingLog
 from feature_platform_tests.helpers import free_port, wait_until
 from feature_platform_tests.serving.conftest import REGISTRY
 
+pytestmark = pytest.mark.faults
+
 NOW = dt.datetime(2025, 3, 13, 9, 0)
 LIMIT = 16_384  # FP_MAX_BODY_BYTES of these tests' servers
 

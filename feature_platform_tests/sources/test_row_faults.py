@@ -18,6 +18,8 @@ from feature_platform.sources.event_records import validate_event_records
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS
 from feature_platform_tests.conftest import NOW
 
+pytestmark = pytest.mark.faults
+
 MIN_TS = dt.datetime(2020, 1, 1)
 DAY = "2025-02-01"
 HEADER = b"event_id,user_id,event_type,timestamp,amount\n"
