@@ -45,6 +45,7 @@ setup(
         "fastapi>=0.115,<1",  # the feature and prediction server
         "uvicorn>=0.30,<1",
         "prometheus-client>=0.20,<1",  # GET /metrics
+        "PyJWT>=2.8,<3",  # JWT bearer tokens of the feature server (serving/auth.py)
     ],
     extras_require={
         "dev": [
@@ -62,6 +63,7 @@ setup(
             "schemathesis>=4.0,<5",  # property-based run of the server's OpenAPI spec
             "psutil>=5.9,<8",  # finds and waits for server processes in tests; CPU times in bench/bench_http.py
             "psycopg2-binary>=2.9,<3",  # the Postgres-instance tests create and drop scratch databases
+            "cryptography>=42,<47",  # RS256 tokens in the access tests (PyJWT's RSA support)
         ],
     },
     entry_points={

@@ -193,16 +193,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     host = args.host
-    if not settings.api_keys and not is_loopback(host):
-        echo(f"no FP_API_KEYS configured: binding to 127.0.0.1 instead of {host} (set keys to serve other hosts)")
+    if not settings.auth_configured and not is_loopback(host):
+        echo(f"no FP_API_KEYS or FP_JWT_* configured: binding to 127.0.0.1 instead of {host} (configure keys or "
+             "tokens to serve other hosts)")
         host = "127.0.0.1"
     app = create_app(settings, reload_seconds=args.reload_seconds)
     state = app.state.holder.state
     echo(f"serving features from {describe(settings)}; offline fallback "
          f"{state.offline.day if state.offline else 'none yet'}; models "
          f"{', '.join(f'{n} {c.version}' for n, c in state.champions.items()) or 'none yet'}")
-    echo("auth: " + (f"{len(settings.api_keys)} API key(s) from FP_API_KEYS, send X-API-Key" if settings.api_keys
-                     else "no FP_API_KEYS set: open, loopback only"))
+    methods = [*([f"{len(settings.api_keys)} API key(s) from FP_API_KEYS (X-API-Key)"] if settings.api_keys else []),
+               *(["JWT bearer tokens (Authorization: Bearer)"] if settings.jwt_secret or settings.jwt_public_key else [])]
+    echo("auth: " + (", ".join(methods) if methods else "no FP_API_KEYS or FP_JWT_* set: open, loopback only"))
     for problem in state.problems:
         echo(f"note: {problem}")
     echo(f"listening on http://{host}:{args.port} (docs: http://{host}:{args.port}/docs)")

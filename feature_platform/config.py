@@ -27,6 +27,11 @@ DEFAULT_INGEST_MEMORY_MB = 512
 # 0.1-0.25 a moderate shift worth a look, >= 0.25 a shift that changes what a model sees).
 DEFAULT_DRIFT_PSI_WARN = 0.1
 DEFAULT_DRIFT_PSI_FAIL = 0.25
+# What a feature-server caller may do (FP_API_KEYS, JWT `scope`): route groups, see serving/auth.py.
+API_SCOPES = ("features:read", "predict", "events:write", "admin")
+# The audit log file rotates at this size, keeping this many old files (FP_AUDIT_LOG_MAX_BYTES/_BACKUPS).
+DEFAULT_AUDIT_LOG_MAX_BYTES = 10 * 1_048_576
+DEFAULT_AUDIT_LOG_BACKUPS = 5
 
 
 class ConfigError(ValueError):
@@ -45,7 +50,16 @@ class Settings:
     redis_url: str | None = None  # None: the embedded redis-server under <data>/online/
     redis_cluster: bool = False
     redis_prefix: str = DEFAULT_REDIS_PREFIX
-    api_keys: tuple[str, ...] = ()  # FP_API_KEYS, comma-separated; empty: the server binds to loopback only
+    # FP_API_KEYS, comma-separated entries `key` (every scope) or `key:scope+scope`; empty: loopback only.
+    # Secrets stay out of repr (and so out of logs and tracebacks).
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)  # FP_JWT_SECRET: HS256 bearer tokens
+    jwt_public_key: str | None = None  # FP_JWT_PUBLIC_KEY (PEM text, or read from that path): RS256 bearer tokens
+    jwt_audience: str | None = None  # FP_JWT_AUDIENCE: tokens must carry this `aud`
+    jwt_issuer: str | None = None  # FP_JWT_ISSUER: tokens must carry this `iss`
+    audit_log: str | None = None  # FP_AUDIT_LOG: a file path, or `-` for stdout; unset: no audit log
+    audit_log_max_bytes: int = DEFAULT_AUDIT_LOG_MAX_BYTES  # FP_AUDIT_LOG_MAX_BYTES: rotate the file at this size
+    audit_log_backups: int = DEFAULT_AUDIT_LOG_BACKUPS  # FP_AUDIT_LOG_BACKUPS: rotated files kept
     max_batch: int = DEFAULT_MAX_BATCH  # FP_MAX_BATCH: most users (or events) one request may carry
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # FP_MAX_BODY_BYTES: larger request bodies get a 413 unparsed
     drift_psi_warn: float = DEFAULT_DRIFT_PSI_WARN  # FP_DRIFT_PSI_WARN: a feature's PSI from here on warns
@@ -71,6 +85,23 @@ class Settings:
         if not 0.0 < self.drift_psi_warn <= self.drift_psi_fail:
             raise ConfigError(f"FP_DRIFT_PSI_WARN and FP_DRIFT_PSI_FAIL must satisfy 0 < warn <= fail, got "
                               f"{self.drift_psi_warn} and {self.drift_psi_fail}")
+        api_key_scopes(self.api_keys)  # refuses a malformed FP_API_KEYS now, not at the first request
+        if self.jwt_secret is not None and self.jwt_public_key is not None:
+            raise ConfigError("set one of FP_JWT_SECRET (HS256) and FP_JWT_PUBLIC_KEY (RS256), not both")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise ConfigError("FP_JWT_SECRET must have at least 32 characters (HS256 wants a 256-bit secret)")
+        if self.jwt_public_key is not None and "-----BEGIN" not in self.jwt_public_key:
+            raise ConfigError("FP_JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN PUBLIC KEY-----) or a path to one")
+        if self.audit_log_max_bytes < 1_024:
+            raise ConfigError(f"FP_AUDIT_LOG_MAX_BYTES must be >= 1024, got {self.audit_log_max_bytes}")
+        if self.audit_log_backups < 1:
+            raise ConfigError(f"FP_AUDIT_LOG_BACKUPS must be >= 1 (0 would let the file grow without bound), "
+                              f"got {self.audit_log_backups}")
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether the feature server checks callers (API keys or JWT bearer tokens)."""
+        return bool(self.api_keys) or self.jwt_secret is not None or self.jwt_public_key is not None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +119,13 @@ class Settings:
             redis_cluster=_bool(env, "FP_REDIS_CLUSTER"),
             redis_prefix=env.get("FP_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
             api_keys=tuple(k.strip() for k in (env.get("FP_API_KEYS") or "").split(",") if k.strip()),
+            jwt_secret=env.get("FP_JWT_SECRET") or None,
+            jwt_public_key=_pem(env, "FP_JWT_PUBLIC_KEY"),
+            jwt_audience=env.get("FP_JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("FP_JWT_ISSUER") or None,
+            audit_log=env.get("FP_AUDIT_LOG") or None,
+            audit_log_max_bytes=_int(env, "FP_AUDIT_LOG_MAX_BYTES", DEFAULT_AUDIT_LOG_MAX_BYTES),
+            audit_log_backups=_int(env, "FP_AUDIT_LOG_BACKUPS", DEFAULT_AUDIT_LOG_BACKUPS),
             max_batch=_int(env, "FP_MAX_BATCH", DEFAULT_MAX_BATCH),
             max_body_bytes=_int(env, "FP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             drift_psi_warn=_float(env, "FP_DRIFT_PSI_WARN", DEFAULT_DRIFT_PSI_WARN),
@@ -119,6 +157,40 @@ class Settings:
     def landing_dir(self) -> Path:
         """Events accepted by POST /events or `events push`, durably appended before the answer."""
         return self.data_dir / "landing"
+
+
+def api_key_scopes(entries: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    """FP_API_KEYS entries -> {key: scopes}. An entry is `key` (every scope, the old form) or `key:scope+scope`
+    (the key ends at the first colon). Errors name the entry by position, never by its secret."""
+    keys: dict[str, frozenset[str]] = {}
+    for position, entry in enumerate(entries, 1):
+        key, sep, scope_text = entry.strip().partition(":")
+        where = f"FP_API_KEYS entry {position}"
+        if not key or any(c.isspace() or c in "+," for c in key):
+            raise ConfigError(f"{where}: the key is empty or contains spaces, '+' or ','; write key or "
+                              f"key:scope+scope with scopes from {', '.join(API_SCOPES)}")
+        scopes = [s.strip() for s in scope_text.split("+")] if sep else list(API_SCOPES)
+        unknown = [s for s in scopes if s not in API_SCOPES]
+        if unknown:
+            raise ConfigError(f"{where}: unknown scopes {unknown}; scopes are {', '.join(API_SCOPES)} joined by '+'"
+                              " (key:features:read+predict)")
+        if key in keys:
+            raise ConfigError(f"{where}: the same key is listed twice; give it one entry with all its scopes")
+        keys[key] = frozenset(scopes)
+    return keys
+
+
+def _pem(env: Mapping[str, str], name: str) -> str | None:
+    """PEM text as given, or read from the path given."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    if value.startswith("-----BEGIN"):
+        return value
+    try:
+        return Path(value).expanduser().read_text()
+    except OSError as exc:
+        raise ConfigError(f"{name} is neither PEM text nor a readable file: {exc}") from None
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

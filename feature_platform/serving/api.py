@@ -1,6 +1,7 @@
 """The feature and prediction server (FastAPI): `feature-platform serve`.
 
-Routes (all but /health need an ``X-API-Key`` from FP_API_KEYS when keys are configured):
+Routes (all but /health need an API key or bearer token with the route's scope when auth is configured;
+serving/auth.py):
 
     GET  /health                                   liveness, what is loaded, Redis reachable
     GET  /features/{user_id}?features=a,b&version= one vector (or a subset), per-feature status and source
@@ -20,7 +21,6 @@ background thread; handlers only read the current state reference.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import ipaddress
 import json
 import math
@@ -30,11 +30,11 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import redis
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from feature_platform.config import Settings
@@ -43,6 +43,7 @@ from feature_platform.online.connection import connect as redis_connect
 from feature_platform.online.connection import release
 from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.serving import predict
+from feature_platform.serving.auth import ADMIN, EVENTS_WRITE, FEATURES_READ, PREDICT, Access, AuditLog, AuditMiddleware
 from feature_platform.serving.limits import BodyLimitMiddleware, event_problems
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
 from feature_platform.serving.retrieval import REDIS, REDIS_ERRORS, Retriever, ServedVector
@@ -116,6 +117,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         online = OnlineStore(client, holder.state.registry, settings.redis_prefix)
     now: Callable[[], dt.datetime] = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     retriever = Retriever(online, metrics, now)
+    access = Access(settings)  # refuses an unusable FP_JWT_PUBLIC_KEY now, not at the first request
+    audit = AuditLog.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -125,26 +128,30 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         yield
         holder.stop()
         release(online.client)
+        if audit is not None:
+            audit.close()
 
     app = FastAPI(
         title="feature_platform server",
         version="1.0.0",
-        description="Features and predictions from the feature platform. Send `X-API-Key` when FP_API_KEYS is set.",
+        description="Features and predictions from the feature platform. Send `X-API-Key` (FP_API_KEYS) or "
+                    "`Authorization: Bearer <JWT>` (FP_JWT_SECRET / FP_JWT_PUBLIC_KEY) with the route's scope.",
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    protected: set[str] = set()  # templates of the routes needing a scope, filled once they are declared
+    if audit is not None:
+        app.add_middleware(AuditMiddleware, audit=audit, protected=protected)
     app.add_middleware(LatencyMiddleware, metrics=metrics)  # outermost: times the 413s too
     app.state.holder, app.state.metrics, app.state.retriever = holder, metrics, retriever
-    api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of FP_API_KEYS")
-    keys = tuple(settings.api_keys)
 
-    async def authorized(key: str | None = Security(api_key)) -> None:  # noqa: B008 (api_key is local: no Annotated)
-        if not keys:
-            return
-        if key is None:
-            raise HTTPException(401, detail="missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
-        if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
-            raise HTTPException(403, detail="X-API-Key is not one of the configured keys")
+    guards: set[Callable[..., Any]] = set()
+
+    def needs(scope: str) -> list[Any]:
+        """The dependencies of a route needing ``scope`` (such routes are the audited ones)."""
+        guard = access.require(scope)
+        guards.add(guard)
+        return [Depends(guard)]
 
     def current() -> ServingState:
         state = holder.state
@@ -187,7 +194,6 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
                                             "(ask with defaults=true for the registry defaults)")
         return vector
 
-    auth = [Depends(authorized)]
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 422: {"model": Problem}}
 
     @app.get("/health", tags=["operations"], responses={
@@ -241,7 +247,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
                                     if str(u.path) not in " ".join(problems)],
         }, 503 if down else 200)
 
-    @app.get("/features/{user_id}", tags=["features"], dependencies=auth,
+    @app.get("/features/{user_id}", tags=["features"], dependencies=needs(FEATURES_READ),
              responses={200: {"model": FeatureVector}, **not_found})
     async def get_features(
         user_id: UserIdPath,
@@ -253,9 +259,10 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         names = feature_names(state, features, ["query", "features"])
         return _json(one_vector(state, user_id, names, version, defaults).as_json())
 
-    @app.post("/features/batch", tags=["features"], dependencies=auth,
+    @app.post("/features/batch", tags=["features"], dependencies=needs(FEATURES_READ),
               responses={200: {"model": BatchResponse}, **not_found})
-    async def batch(body: BatchRequest) -> Response:
+    async def batch(body: BatchRequest, request: Request) -> Response:
+        request.state.users = len(body.user_ids)  # for the audit log
         state = current()
         check_batch(len(body.user_ids), ["body", "user_ids"])
         names = feature_names(state, body.features, ["body", "features"])
@@ -274,7 +281,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             results.append(item)
         return _json({"results": results})
 
-    @app.get("/features/{user_id}/history", tags=["features"], dependencies=auth, responses=not_found)
+    @app.get("/features/{user_id}/history", tags=["features"], dependencies=needs(FEATURES_READ), responses=not_found)
     def history(  # DuckDB over the partitions: on the thread pool, not the event loop
         user_id: UserIdPath,
         feature: Annotated[str, Query(pattern=NAME_PATTERN, description="One registry feature")],
@@ -304,7 +311,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
                                  for day, value in rows],
                       "skipped": skipped})
 
-    @app.get("/context/{user_id}", tags=["features"], dependencies=auth, responses=not_found)
+    @app.get("/context/{user_id}", tags=["features"], dependencies=needs(FEATURES_READ), responses=not_found)
     async def context(user_id: UserIdPath) -> Response:
         state = current()
         if state.context_spec is None:
@@ -316,13 +323,13 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
                       "computed_at": vector.computed_at.isoformat() if vector.computed_at else None,
                       "layout": {"features": [f.name for f in state.context_spec.features], "columns": len(names)}})
 
-    @app.get("/registry/features", tags=["registry"], dependencies=auth)
+    @app.get("/registry/features", tags=["registry"], dependencies=needs(FEATURES_READ))
     async def registry_features() -> Response:
         state = current()
         return _json({"registry_version": state.registry.version,
                       "features": [_feature_json(f) for f in state.registry.features.values()]})
 
-    @app.get("/registry/features/{name}", tags=["registry"], dependencies=auth, responses=not_found)
+    @app.get("/registry/features/{name}", tags=["registry"], dependencies=needs(FEATURES_READ), responses=not_found)
     async def registry_feature(name: Annotated[str, Path(max_length=128)]) -> Response:
         state = current()
         if name not in state.registry.features:
@@ -330,8 +337,9 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         feature = state.registry.get_feature(name)
         return _json({**_feature_json(feature), "lineage": asdict(state.registry.lineage(name))})
 
-    @app.post("/predict/churn", tags=["predictions"], dependencies=auth, responses=not_found)
-    async def predict_churn(body: ChurnRequest) -> Response:
+    @app.post("/predict/churn", tags=["predictions"], dependencies=needs(PREDICT), responses=not_found)
+    async def predict_churn(body: ChurnRequest, request: Request) -> Response:
+        request.state.users = 1
         state = current()
         champion = champion_of(state, CHURN)
         if body.features is not None:
@@ -349,8 +357,9 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         return _json({"user_id": body.user_id, "probability": probability, "model": CHURN,
                       "model_version": champion.version, "feature_source": source, "snapshot_version": snapshot})
 
-    @app.post("/predict/contact", tags=["predictions"], dependencies=auth, responses=not_found)
-    async def predict_contact(body: ContactRequest) -> Response:
+    @app.post("/predict/contact", tags=["predictions"], dependencies=needs(PREDICT), responses=not_found)
+    async def predict_contact(body: ContactRequest, request: Request) -> Response:
+        request.state.users = 1
         state = current()
         champion = champion_of(state, CONTACT)
         check_batch(len(body.listing_ids), ["body", "listing_ids"])
@@ -367,8 +376,9 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
                       "listings": [{"listing_id": listing, "probability": p, "rank": i + 1, "known": row is not None}
                                    for i, (listing, p, row) in enumerate(ranked)]})
 
-    @app.post("/events", tags=["events"], dependencies=auth, status_code=202, responses=not_found)
-    def events(body: EventsRequest) -> Response:  # validation + fsync: on the thread pool, not the event loop
+    @app.post("/events", tags=["events"], dependencies=needs(EVENTS_WRITE), status_code=202, responses=not_found)
+    def events(body: EventsRequest, request: Request) -> Response:  # validation + fsync: on the thread pool
+        request.state.users = len(body.events)  # for the audit log: the events sent
         check_batch(len(body.events), ["body", "events"])
         log = LandingLog(settings.landing_dir)
         refused = event_problems(body.events)  # ids reads would refuse, overlong texts, amounts out of bounds
@@ -386,9 +396,12 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         metrics.events.labels("rejected").inc(len(rejected))
         return _json({"accepted": landed, "rejected": rejected}, 202 if landed else 422)
 
-    @app.get("/metrics", tags=["operations"], dependencies=auth)
+    @app.get("/metrics", tags=["operations"], dependencies=needs(ADMIN))
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    protected.update(route.path for route in app.routes if isinstance(route, APIRoute)
+                     and any(d.dependency in guards for d in route.dependencies))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> Response:

@@ -88,7 +88,7 @@ def test_serve_after_a_run_answers_every_route_from_the_embedded_store(data_copy
         assert "fp_request_latency_seconds_bucket" in c.get("/metrics").text
         assert c.get("/docs").status_code == 200 and c.get("/openapi.json").json()["paths"]
         assert len(embedded_redis_servers(data_copy)) == 1  # the server's own embedded redis-server
-    assert "no FP_API_KEYS set: open, loopback only" in log[0]
+    assert "no FP_API_KEYS or FP_JWT_* set: open, loopback only" in log[0]
     # Stopped with SIGTERM (uvicorn then re-raises it, skipping exit handlers): the embedded redis-server
     # it started is stopped too, not left behind.
     deadline = time.monotonic() + 15
