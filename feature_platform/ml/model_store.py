@@ -30,7 +30,7 @@ A pickle is only as portable as the classes in it. The manifest's ``libraries`` 
 numpy, scikit-learn and XGBoost versions that wrote the model, and ``model_libraries`` which of
 numpy, scikit-learn and XGBoost the model object is made of. :meth:`ModelStore.load` refuses, before
 unpickling, a model whose libraries are incompatible with the installed ones
-(:class:`ModelLibraryMismatchError`, naming both versions). The rule:
+(:class:`ModelLibraryMismatchError`, naming both versions; see model_libraries.py). The rule:
 
 - scikit-learn and XGBoost: the same major.minor release (patch releases may differ). Neither
   supports unpickling across releases: an estimator's attributes change between minor releases,
@@ -48,14 +48,11 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import re
 import shutil
-import types
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +65,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_platform.ml.expand import ExpansionSpec
+
+# ModelLibraryMismatchError and model_libraries stay importable from here: what load raises, what save records.
+from feature_platform.ml.model_libraries import (  # noqa: F401
+    ModelLibraryMismatchError,
+    check_libraries,
+    library_versions,
+    model_libraries,
+)
 from feature_platform.offline.store import atomic_write_bytes
 
 MODEL_FILE = "model.joblib"
@@ -90,20 +95,11 @@ FINGERPRINT_ROW_GROUP = 65_536
 FINGERPRINT_PAGE_BYTES = 1 << 30
 
 
-# Distribution names as recorded in the manifest, with the top-level module their classes live in.
-CHECKED_LIBRARIES = {"numpy": "numpy", "scikit-learn": "sklearn", "xgboost": "xgboost"}
-# How many leading version components must match for a pickle to load: major.minor, or major.
-SAME_RELEASE_PARTS = {"numpy": 1, "scikit-learn": 2, "xgboost": 2}
-
 log = logging.getLogger(__name__)
 
 
 class ModelIntegrityError(RuntimeError):
     """A file of a saved version is missing or differs from the hash its manifest recorded."""
-
-
-class ModelLibraryMismatchError(RuntimeError):
-    """A saved model was written by a release of a library it is made of that the installed one cannot read."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +237,7 @@ class ModelStore:
         spec = ExpansionSpec.from_json((meta.path / EXPANSION_FILE).read_text())
         if spec.columns != meta.manifest["columns"]:
             raise ModelIntegrityError(f"{name}/{version}: {EXPANSION_FILE} columns differ from the manifest's")
-        _check_libraries(meta)
+        check_libraries(meta.manifest, f"{meta.name}/{meta.version}")
         return joblib.load(meta.path / MODEL_FILE), spec, meta
 
     def champion(self, name: str) -> ModelVersion | None:
@@ -267,87 +263,6 @@ class ModelStore:
             known = [v.version for v in self.versions(name)]
             raise ValueError(f"{name} has no saved version {version!r} under {self.root}; saved versions: {known}")
         return self._version(name, version)
-
-
-def library_versions() -> dict[str, str]:
-    """The installed Python, numpy, scikit-learn and XGBoost versions, as a manifest records them."""
-    versions = {"python": platform.python_version()}
-    for dist in CHECKED_LIBRARIES:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def model_libraries(model: object) -> list[str]:
-    """Which of numpy, scikit-learn and XGBoost ``model`` is made of (distribution names, sorted).
-
-    Walks the object graph: instance attributes and the items of dicts, lists, tuples and sets,
-    noting the top-level module of every object's class and its base classes (an XGBClassifier is
-    also a scikit-learn estimator), and of classes and functions held by reference. Arrays and
-    scalars end the walk; objects without a ``__dict__`` (slots, extension types) are noted but not
-    entered.
-    """
-    wanted = {module: dist for dist, module in CHECKED_LIBRARIES.items()}
-    found: set[str] = set()
-    seen: set[int] = set()
-    stack: list[Any] = [model]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        modules = {cls.__module__ for cls in type(obj).__mro__}
-        if isinstance(obj, type):
-            modules.update(cls.__module__ for cls in obj.__mro__)
-        elif isinstance(obj, types.FunctionType | types.BuiltinFunctionType):
-            modules.add(getattr(obj, "__module__", None) or "")
-        found.update(wanted[m] for m in (module.partition(".")[0] for module in modules) if m in wanted)
-        if isinstance(obj, str | bytes | bytearray | int | float | complex | np.ndarray | np.generic | type
-                      | types.FunctionType | types.BuiltinFunctionType):
-            continue
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, list | tuple | set | frozenset):
-            stack.extend(obj)
-        elif hasattr(obj, "__dict__"):
-            stack.extend(vars(obj).values())
-    return sorted(found)
-
-
-def _check_libraries(meta: ModelVersion) -> None:
-    """Refuse a model written by a release of one of its libraries that the installed one cannot read."""
-    written = meta.manifest.get("libraries")
-    used = meta.manifest.get("model_libraries")
-    where = f"{meta.name}/{meta.version}"
-    if written is None or used is None:
-        log.warning("%s: the manifest does not record the library versions that wrote the model; loading it "
-                    "unchecked (retrain to record them)", where)
-        return
-    installed = library_versions()
-    problems = []
-    for dist in used:
-        saved, have = written.get(dist), installed.get(dist)
-        if saved is None:
-            continue  # not recorded at save time: nothing to compare
-        parts = SAME_RELEASE_PARTS[dist]
-        if have is None or _release(have, parts) != _release(saved, parts):
-            release = ".".join(_release(saved, parts)) + ".*"
-            problems.append(f"{dist} {saved} wrote it, {have or 'none'} is installed (needs {dist}=={release})")
-    if problems:
-        rule = "same major.minor for scikit-learn and XGBoost, same major for numpy"
-        raise ModelLibraryMismatchError(
-            f"{where} cannot be loaded: {'; '.join(problems)}. A pickled model needs the library release "
-            f"that wrote it ({rule}): retrain the model with the installed versions, or install the "
-            "versions named above (constraints.txt pins the tested set)"
-        )
-
-
-def _release(version: str, parts: int) -> tuple[str, ...]:
-    """The first ``parts`` numeric components of ``version``: ``("1", "9")`` for "1.9.1" and parts=2."""
-    return tuple(re.findall(r"\d+", version)[:parts])
 
 
 def training_fingerprint(table: pa.Table) -> str:

@@ -19,7 +19,7 @@ import hmac
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from logging.handlers import RotatingFileHandler
 from typing import Any
@@ -27,9 +27,10 @@ from typing import Any
 import jwt
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from feature_platform.config import API_SCOPES, ConfigError, Settings, api_key_scopes
+from feature_platform.serving.metrics import StatusObservingMiddleware
 
 FEATURES_READ, PREDICT, EVENTS_WRITE, ADMIN = API_SCOPES
 ANONYMOUS = "anonymous"  # the principal when no key or token is configured (loopback only)
@@ -187,31 +188,19 @@ class AuditLog:
         self.handler.close()
 
 
-class AuditMiddleware:
-    """Pure ASGI middleware: after a request to one of ``protected`` (route templates), one audit line.
+class AuditMiddleware(StatusObservingMiddleware):
+    """After a request to one of ``protected`` (route templates), one audit line.
 
     The principal is what ``Access`` recorded on the request; ``users`` is what the handler recorded
     (``request.state.users``), else 1 for a ``{user_id}`` route and 0 for the rest."""
 
     def __init__(self, app: ASGIApp, audit: AuditLog, protected: set[str]) -> None:
-        self.app, self.audit, self.protected = app, audit, protected
+        super().__init__(app)
+        self.audit, self.protected = audit, protected
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = [500]
-
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            template = getattr(scope.get("route"), "path", None)
-            if template in self.protected:
-                state = scope.get("state") or {}
-                users = state.get("users", 1 if "user_id" in scope.get("path_params", {}) else 0)
-                self.audit.write(state.get("principal", UNAUTHENTICATED), template, scope["method"], status[0], users)
+    def observe(self, scope: Scope, status: int, started: float) -> None:
+        template = getattr(scope.get("route"), "path", None)
+        if template in self.protected:
+            state = scope.get("state") or {}
+            users = state.get("users", 1 if "user_id" in scope.get("path_params", {}) else 0)
+            self.audit.write(state.get("principal", UNAUTHENTICATED), template, scope["method"], status, users)

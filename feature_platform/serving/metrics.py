@@ -36,12 +36,12 @@ class ServingMetrics:
         return generate_latest(self.registry)
 
 
-class LatencyMiddleware:
-    """Pure ASGI middleware (no per-request task or body copy) timing every HTTP request by route template."""
+class StatusObservingMiddleware:
+    """Pure ASGI middleware (no per-request task or body copy) that calls :meth:`observe` after every HTTP
+    request with its final status (500 when the app raised before answering) and its start time."""
 
-    def __init__(self, app: Callable, metrics: ServingMetrics) -> None:
+    def __init__(self, app: Callable) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,7 +58,19 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(template, scope["method"], str(status[0])).observe(
-                time.perf_counter() - started)
+            self.observe(scope, status[0], started)
+
+    def observe(self, scope: Scope, status: int, started: float) -> None:
+        raise NotImplementedError
+
+
+class LatencyMiddleware(StatusObservingMiddleware):
+    """Times every HTTP request by route template, method and status."""
+
+    def __init__(self, app: Callable, metrics: ServingMetrics) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+
+    def observe(self, scope: Scope, status: int, started: float) -> None:
+        template = getattr(scope.get("route"), "path", None) or "unmatched"
+        self.metrics.latency.labels(template, scope["method"], str(status)).observe(time.perf_counter() - started)
