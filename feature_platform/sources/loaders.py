@@ -2,10 +2,8 @@
 
 A file that cannot be read raises :class:`SourceError` naming the file and the problem, so the user
 sees "events.csv: row 17 has 5 columns, expected 4" rather than a traceback from inside pyarrow.
-A row that cannot be read (more or fewer fields than the header, bytes that are not UTF-8) does not
-refuse the file: it keeps its row number and travels with the others, marked by ``_row_fault`` (the
-reason) and ``_row_fault_detail`` (file, row and what is wrong), for validation to quarantine. A file
-with more such rows than readable ones is refused whole: it is not this table's CSV.
+A CSV row that cannot be read does not refuse the file: it travels with the others, marked for
+validation to quarantine (``csv_rows.py``).
 Column names are matched to the schema case-insensitively and through each column's aliases
 (``customer_id`` -> ``user_id``, ``date`` -> ``timestamp``), which is what lets a plain
 transactions export go through without a mapping file.
@@ -15,29 +13,32 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from feature_platform.sources import time_formats
-from feature_platform.sources.csv_dialect import WHITESPACE, WhitespaceAsCommas, sniff
+from feature_platform.sources.csv_dialect import sniff
+from feature_platform.sources.csv_rows import (  # noqa: F401 (the row fields are part of this module's API)
+    FAULT_FIELDS,
+    INVALID_ENCODING,
+    MALFORMED_ROW,
+    ROW_FAULT,
+    ROW_FAULT_DETAIL,
+    SOURCE_ROW,
+    UnreadableCsvError,
+    csv_batches,
+    open_csv,
+)
 from feature_platform.sources.schema import FILE_SUFFIXES, RawTable
 from feature_platform.sources.time_formats import TimeFormat
 
 SOURCE_FILE = "_source_file"
-SOURCE_ROW = "_source_row"
-ROW_FAULT = "_row_fault"  # why a CSV row could not be read (null: it could): a quarantine reason
-ROW_FAULT_DETAIL = "_row_fault_detail"  # file, row and what is wrong with it
-MALFORMED_ROW = "malformed_row"  # more or fewer fields than the header
-INVALID_ENCODING = "invalid_encoding"  # bytes that are not UTF-8
-FAULT_FIELDS = (pa.field(ROW_FAULT, pa.string()), pa.field(ROW_FAULT_DETAIL, pa.string()))
-FAULT_TEXT = 120  # characters of an unreadable row quoted in its detail
 LABEL_TYPE = pa.dictionary(pa.int32(), pa.string())  # of _source_file
 # Rows per chunk of a streamed input: a bound on what one chunk holds in memory (~100 MB of events).
 CHUNK_ROWS = 1_000_000
@@ -230,7 +231,7 @@ def _plan_file(path: Path, label: str, table: RawTable, keep) -> tuple[_FilePlan
             # Everything as text: validation decides what parses, row by row, instead of the reader
             # refusing the whole file over one bad value.
             delimiter = sniff(path)
-            types = dict.fromkeys(_open_csv(path, delimiter).schema.names, pa.string())
+            types = dict.fromkeys(open_csv(path, delimiter).schema.names, pa.string())
             _refuse_headerless(path, list(types), table)
         unmapped = tuple(n for n in types if n not in _chosen_columns(list(types), table, path).values())
         names = [name for name in types if keep is None or keep(name)]
@@ -244,6 +245,8 @@ def _plan_file(path: Path, label: str, table: RawTable, keep) -> tuple[_FilePlan
         formats = tuple((target, fmt) for target, original in chosen.items()
                         if _is_time(table, target) and pa.types.is_string(types[original])
                         and (fmt := time_formats.detect(_first_values(plan, original))) is not None)
+    except UnreadableCsvError as exc:
+        raise SourceError(str(exc)) from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise _unreadable(path, exc) from None
     fields = [pa.field(target, pa.int64() if original in whole else types[original])
@@ -260,16 +263,6 @@ def _first_values(plan: _FilePlan, column: str) -> pa.ChunkedArray:
     """The first values of one column of the file (a sample to recognise its format)."""
     batch = next(_batches(replace(plan, read=(column,)), time_formats.SAMPLE_VALUES), None)
     return batch.column(0) if batch is not None and batch.num_columns else pa.chunked_array([], pa.string())
-
-
-def _open_csv(path: Path, delimiter: str, on_invalid: Callable[[pacsv.InvalidRow], str] | None = None,
-              **options) -> pacsv.CSVStreamingReader:
-    """A reader that skips rows of the wrong width, telling ``on_invalid`` (it answers "skip"). Parsing on
-    one thread is what gives the handler each row's number (and is no slower on a streamed file)."""
-    parse = pacsv.ParseOptions(delimiter="," if delimiter == WHITESPACE else delimiter,
-                               invalid_row_handler=on_invalid or (lambda row: "skip"))
-    source = WhitespaceAsCommas(path) if delimiter == WHITESPACE else path
-    return pacsv.open_csv(source, read_options=pacsv.ReadOptions(use_threads=False), parse_options=parse, **options)
 
 
 _VALUE = re.compile(r"^[\s$€£+-]*[\d.,:/ -]+$")
@@ -310,136 +303,13 @@ def _batches(plan: _FilePlan, rows: int) -> Iterator[pa.Table]:
                 for batch in parquet.iter_batches(batch_size=rows, row_groups=[group], columns=list(read)):
                     yield pa.Table.from_batches([batch])
         else:
-            yield from _csv_batches(plan, rows)
+            yield from csv_batches(path, plan.delimiter, read, plan.label, rows)
+    except UnreadableCsvError as exc:
+        raise SourceError(str(exc)) from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise _unreadable(path, exc) from None
 
 
-def _csv_batches(plan: _FilePlan, rows: int) -> Iterator[pa.Table]:
-    """The CSV file's ``read`` columns as text, ``rows`` rows at a time, with ``_source_row`` and the row
-    faults: a row of the wrong width keeps its place (and number) with null values, a value that is not
-    UTF-8 is kept as text with its bad bytes escaped (``caf\\xe9``)."""
-    path, read = plan.path, plan.read
-    skipped: list[tuple[int, str]] = []  # (row, detail) of rows the parser skipped, in file order
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        if row.number is None:  # parsing on one thread always numbers rows
-            return "error"
-        text = row.text if len(row.text) <= FAULT_TEXT else row.text[:FAULT_TEXT] + "..."
-        skipped.append((row.number - 1,  # the parser counts the header as row 1
-                        f"{row.actual_columns} fields, expected {row.expected_columns}: {text!r}"))
-        return "skip"
-
-    header = _open_csv(path, plan.delimiter).schema.names
-    reader = _open_csv(path, plan.delimiter, on_invalid, convert_options=pacsv.ConvertOptions(
-        include_columns=list(read) or header[:1],
-        column_types={name: pa.binary() for name in header},  # bytes: a bad one refuses its row, not the file
-        strings_can_be_null=True,
-        null_values=[""],  # "NA", "nan", "null" stay text for validation to judge
-    ))
-
-    def blocks() -> Iterator[pa.Table]:  # about 1 MB of text each, numbered, skipped rows put back
-        next_row = 1
-        for batch in reader:
-            block, next_row = _numbered(pa.Table.from_batches([batch]), next_row, skipped, plan.label)
-            yield block
-        if skipped:  # rows of the wrong width after the last readable one
-            yield _malformed(reader.schema, skipped, plan.label)
-
-    rows_seen = faults = 0
-    first_fault: str | None = None
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for block in blocks():
-        block = _decoded(block, read, plan.label)
-        rows_seen += block.num_rows
-        if bad := block.num_rows - block.column(ROW_FAULT).null_count:
-            faults += bad
-            first_fault = first_fault or pc.drop_null(block.column(ROW_FAULT_DETAIL))[0].as_py()
-        pending += block.to_batches()
-        size += block.num_rows
-        while size >= rows:  # cut into chunks of ``rows``
-            data = pa.Table.from_batches(pending, schema=block.schema)
-            yield data.slice(0, rows)
-            rest = data.slice(rows)
-            pending, size = rest.to_batches(), rest.num_rows
-    if size:
-        yield pa.Table.from_batches(pending)
-    if faults * 2 > rows_seen:
-        raise SourceError(f"{path}: cannot be read as CSV: {faults:,} of its {rows_seen:,} rows are unreadable (the "
-                          f"wrong number of fields, or bytes that are not UTF-8), so the file is refused whole; is "
-                          f"it a UTF-8 CSV of this table with one header line? The first: {first_fault}")
-
-
-def _numbered(block: pa.Table, next_row: int, skipped: list[tuple[int, str]], label: str) -> tuple[pa.Table, int]:
-    """The block's rows with their numbers in the file (``_source_row``), and back in their places among
-    them the skipped rows (of the wrong width) that come before its last row. Returns the rows and the
-    number of the next row."""
-    good = block.num_rows
-    bad = np.array([row for row, _ in skipped], dtype=np.int64)
-    candidates = np.arange(next_row, next_row + good + len(bad), dtype=np.int64)
-    numbers = candidates[~np.isin(candidates, bad)][:good]
-    end = int(numbers[-1]) if good else next_row - 1
-    data = _with_faults(block, pa.array(numbers, pa.int64()))
-    if placed := [(row, detail) for row, detail in skipped if row < end]:
-        skipped[:] = [(row, detail) for row, detail in skipped if row >= end]
-        data = pa.concat_tables([data, _malformed(block.schema, placed, label)]).sort_by(SOURCE_ROW)
-    return data, end + 1
-
-
-def _with_faults(data: pa.Table, numbers: pa.Array, faults: list[str | None] | None = None,
-                 details: list[str | None] | None = None) -> pa.Table:
-    rows = data.num_rows
-    data = data.append_column(SOURCE_ROW, numbers)
-    data = data.append_column(ROW_FAULT, pa.array(faults, pa.string()) if faults else pa.nulls(rows, pa.string()))
-    return data.append_column(ROW_FAULT_DETAIL,
-                              pa.array(details, pa.string()) if details else pa.nulls(rows, pa.string()))
-
-
-def _malformed(schema: pa.Schema, skipped: list[tuple[int, str]], label: str) -> pa.Table:
-    """Rows of the wrong width, taking their places: every value null, the reason and where they are."""
-    rows = len(skipped)
-    empty = pa.table({f.name: pa.nulls(rows, f.type) for f in schema}, schema=schema)
-    table = _with_faults(empty, pa.array([row for row, _ in skipped], pa.int64()), [MALFORMED_ROW] * rows,
-                         [f"{label} row {row}: {detail}" for row, detail in skipped])
-    skipped.clear()
-    return table
-
-
-def _decoded(block: pa.Table, read: tuple[str, ...], label: str) -> pa.Table:
-    """The ``read`` columns (bytes) as text, and ``_source_row`` and the faults. A value that is not UTF-8
-    makes its row an ``invalid_encoding`` fault, kept with the bad bytes escaped."""
-    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
-    marks: dict[int, str] = {}
-    for name in read:
-        values = block.column(name)
-        try:
-            columns[name] = values.cast(pa.string())
-        except pa.ArrowInvalid:  # a bad byte somewhere: find which (rare, so value by value is fine)
-            columns[name] = pa.array([_decode(value, name, i, marks) for i, value in enumerate(values.to_pylist())],
-                                     pa.string())
-    faults, details = block.column(ROW_FAULT), block.column(ROW_FAULT_DETAIL)
-    if marks:
-        numbers = block.column(SOURCE_ROW).to_pylist()
-        reasons, texts = faults.to_pylist(), details.to_pylist()
-        for i, what in marks.items():
-            if reasons[i] is None:
-                reasons[i], texts[i] = INVALID_ENCODING, f"{label} row {numbers[i]}: {what}"
-        faults, details = pa.chunked_array([pa.array(reasons, pa.string())]), pa.chunked_array([pa.array(texts, pa.string())])
-    columns |= {SOURCE_ROW: block.column(SOURCE_ROW), ROW_FAULT: faults, ROW_FAULT_DETAIL: details}
-    return pa.table(columns)
-
-
-def _decode(value: bytes | None, column: str, index: int, marks: dict[int, str]) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        text = value.decode("utf-8", errors="backslashreplace")
-        marks.setdefault(index, f"{column} is not UTF-8 (byte 0x{value[exc.start]:02x} at {exc.start}): "
-                                f"{text[:FAULT_TEXT]!r}")
-        return text
 def _chosen_columns(names: list[str], table: RawTable, path: Path) -> dict[str, str]:
     """Schema column -> the file's column holding it, through whichever accepted name the file uses."""
     lookup = _name_lookup(table)
