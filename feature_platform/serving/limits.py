@@ -4,8 +4,10 @@ The body limit is a pure ASGI middleware so an oversized request is refused (413
 it is parsed: by its Content-Length up front, or, for a chunked body, as soon as the bytes received
 pass the limit. GET and HEAD requests (the hot path) pass straight through.
 
-An event's ids follow the read side's user id rule (``schemas.UserId``, one definition), so nothing
-lands that the server would refuse to read back; texts and numbers are bounded (``schemas``).
+An event's fields follow raw ingestion's id and text rules (``sources/schema.py``, one definition, also
+behind the read side's ``schemas.UserId``), so nothing lands that the server would refuse to read back;
+numbers are bounded as ingestion bounds them. The checks here add JSON strictness (an integer user id
+is refused, as reads refuse it) and name the field in pydantic's words.
 """
 
 from __future__ import annotations
@@ -76,10 +78,8 @@ class BodyLimitMiddleware:
 
 
 # -- raw events --------------------------------------------------------------------------------------
-_IDS = TypeAdapter(UserId, config={"strict": True})  # strict: an integer id is refused, as reads refuse it
 _RULES: dict[str, TypeAdapter[Any]] = {
-    "event_id": _IDS,
-    "user_id": _IDS,
+    "user_id": TypeAdapter(UserId, config={"strict": True}),  # strict: an integer id is refused, as reads refuse it
     "message_text": TypeAdapter(MessageText),
     "amount": TypeAdapter(Amount),
 }

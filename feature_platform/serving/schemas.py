@@ -7,14 +7,11 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from feature_platform.sources.schema import MAX_MONEY
+from feature_platform.sources.schema import MAX_MONEY, MAX_SHORT_TEXT, MAX_TEXT, USER_ID_PATTERN
 
-USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
-# Field limits of request bodies (README, "Feature server"): other short texts (ids of sessions, listings,
-# conversations, campaigns; event types, channels, timestamps), message texts, event amounts, feature values.
-MAX_SHORT_TEXT = 128
-MAX_TEXT = 4_096
+# Field limits of request bodies (README, "Feature server"): the id and text rules are raw ingestion's
+# (sources/schema.py); event amounts as ingestion bounds them; feature values.
 MAX_AMOUNT = MAX_MONEY  # the same bound as raw ingestion: an event the server accepts always lands
 MAX_FEATURE_VALUE = 1e12
 

@@ -33,7 +33,7 @@ from feature_platform.sources.csv_rows import (  # noqa: F401 (the row fields ar
     SOURCE_ROW,
     UnreadableCsvError,
     csv_batches,
-    open_csv,
+    header,
 )
 from feature_platform.sources.schema import FILE_SUFFIXES, RawTable
 from feature_platform.sources.time_formats import TimeFormat
@@ -231,7 +231,7 @@ def _plan_file(path: Path, label: str, table: RawTable, keep) -> tuple[_FilePlan
             # Everything as text: validation decides what parses, row by row, instead of the reader
             # refusing the whole file over one bad value.
             delimiter = sniff(path)
-            types = dict.fromkeys(open_csv(path, delimiter).schema.names, pa.string())
+            types = dict.fromkeys(header(path, delimiter), pa.string())
             _refuse_headerless(path, list(types), table)
         unmapped = tuple(n for n in types if n not in _chosen_columns(list(types), table, path).values())
         names = [name for name in types if keep is None or keep(name)]

@@ -78,6 +78,15 @@ TS = pa.timestamp("us")
 # total of 10^6 purchases at the bound is 1e18, far from float64's 1.8e308). Outside: quarantined.
 MAX_MONEY = 1e12  # |amount|, |price| in the currency's unit: a trillion
 MAX_COUNT = 10_000  # image_count
+# Ids and texts: the same rules at ingest, at `events push`, on `POST /events` and on every read, so nothing
+# lands that the server would refuse to read back. A user id is letters, digits and _.:@- (at most 128,
+# starting with a letter or digit: safe in a URL path and a Redis key); other ids and short texts (event,
+# session, listing ids; channels) at most MAX_SHORT_TEXT characters without control characters; message texts
+# at most MAX_TEXT characters without NUL.
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+MAX_SHORT_TEXT = 128
+MAX_TEXT = 4_096
 # Names exports give the customer of an event.
 USER_ALIASES = ("customer_id", "customerid", "client_id", "lead_id", "customer", "client", "user", "cust_id",
                 "customer_number", "customer_no", "member_id", "account_id", "buyer_id", "shopper_id")

@@ -18,19 +18,43 @@ import pyarrow as pa
 
 from feature_platform.offline.store import connect
 from feature_platform.sources.loaders import ROW_FAULT, ROW_FAULT_DETAIL, SOURCE_FILE, SOURCE_ROW, LoadedSource
-from feature_platform.sources.schema import EVENT_TYPES, MAX_COUNT, MAX_MONEY, RawTable
+from feature_platform.sources.schema import (
+    CONTROL_CHARACTERS,
+    EVENT_TYPES,
+    MAX_COUNT,
+    MAX_MONEY,
+    MAX_SHORT_TEXT,
+    MAX_TEXT,
+    USER_ID_PATTERN,
+    RawTable,
+)
 
 QUARANTINE_META = ("reason", "detail", "source_file", "source_row")
 
 # Value rules per table: (column, SQL condition that must hold on the typed value, reason).
 # Conditions reference typed columns and the named parameters of rule_params. Numbers have finite bounds
-# (schema.MAX_MONEY, MAX_COUNT) so that sums of them downstream stay finite.
+# (schema.MAX_MONEY, MAX_COUNT) so that sums of them downstream stay finite; ids and texts follow the
+# rules the server reads them back with (schema.USER_ID_PATTERN, MAX_SHORT_TEXT, MAX_TEXT).
+_USER_ID = ("user_id", "regexp_full_match(user_id, $user_id_pattern)", "invalid_user_id")
+
+
+def _short_text(column: str) -> tuple[str, str, str]:
+    return (column, f'length("{column}") <= $max_short_text AND NOT regexp_matches("{column}", $control_characters)',
+            f"invalid_{column}")
+
+
 VALUE_RULES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "customers": (
+        _USER_ID,
         ("age", "age BETWEEN 0 AND 120", "age_out_of_range"),
         ("signup_date", "signup_date <= $today", "signup_date_in_future"),
     ),
     "events": (
+        _short_text("event_id"),
+        _USER_ID,
+        *(_short_text(c) for c in ("session_id", "channel", "listing_id", "conversation_id", "campaign_id")),
+        ("message_text", "length(message_text) <= $max_text AND strpos(message_text, chr(0)) = 0",
+         "invalid_message_text"),
         ("event_type", "list_contains($event_types, event_type)", "unknown_event_type"),
         ("timestamp", "timestamp <= $now", "timestamp_in_future"),
         ("timestamp", "timestamp >= $min_timestamp", "timestamp_before_partitions_start"),
@@ -38,10 +62,13 @@ VALUE_RULES: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("amount", "amount <= $max_money", "amount_out_of_range"),
     ),
     "reviews": (
+        _short_text("review_id"),
+        _USER_ID,
         ("rating", "rating BETWEEN 1 AND 5", "rating_out_of_range"),
         ("timestamp", "timestamp <= $now", "timestamp_in_future"),
     ),
     "listings": (
+        _short_text("listing_id"),
         ("price", "price >= 0", "negative_price"),
         ("price", "price <= $max_money", "price_out_of_range"),
         ("image_count", "image_count >= 0", "negative_image_count"),
@@ -81,7 +108,8 @@ def reason_counts(quarantined: pa.Table) -> dict[str, int]:
 def rule_params(now: dt.datetime, min_timestamp: dt.datetime) -> dict[str, object]:
     """The named parameters the rules may use (a query is given only those it uses: DuckDB refuses others)."""
     return {"now": now, "today": now.date(), "min_timestamp": min_timestamp, "event_types": list(EVENT_TYPES),
-            "max_money": MAX_MONEY, "max_count": MAX_COUNT}
+            "max_money": MAX_MONEY, "max_count": MAX_COUNT, "user_id_pattern": USER_ID_PATTERN.strip("^$"),
+            "control_characters": CONTROL_CHARACTERS, "max_short_text": MAX_SHORT_TEXT, "max_text": MAX_TEXT}
 
 
 def quarantine_schema(table: RawTable) -> pa.Schema:

@@ -46,6 +46,11 @@ def event(**changes) -> dict:
     (event(amount=True), "invalid_amount", "amount: expected a number, got boolean"),
     (event(user_id={"id": 1}), "invalid_user_id", "user_id: expected text, got object"),
     (event(customer_id="u1"), "unknown_field", "unknown field(s) customer_id"),
+    # `events push` and the daily ingest refuse the ids and texts the server refuses to read back
+    (event(user_id="../../etc/passwd"), "invalid_user_id", "user_id=../../etc/passwd"),
+    (event(user_id="u1\nu2"), "invalid_user_id", "user_id=u1\nu2"),
+    (event(event_id="e" * 129), "invalid_event_id", "event_id=eee"),
+    (event(event_type="message_in", message_text="m" * 4_097), "invalid_message_text", "message_text=mmm"),
     ("not an event", "not_an_object", "expected a JSON object"),
 ])
 def test_each_bad_record_is_rejected_with_its_reason_naming_the_field(record, reason, detail):
@@ -150,7 +155,7 @@ def _append_batches(root: str, writer: int, batches: int) -> None:
     log = LandingLog(Path(root))
     for b in range(batches):
         records = [{"event_id": f"w{writer}-b{b}-{i}", "user_id": f"u{writer}", "event_type": "message_in",
-                    "timestamp": "2025-03-01T10:00:00", "message_text": f"{writer}" * 20_000} for i in range(5)]
+                    "timestamp": "2025-03-01T10:00:00", "message_text": f"{writer}" * 4_000} for i in range(5)]
         log.append(validate_event_records(records, NOW)[0], LANDED_AT)
 
 

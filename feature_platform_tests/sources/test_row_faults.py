@@ -80,6 +80,62 @@ def test_a_file_mostly_unreadable_is_refused_whole_naming_it_and_the_first_bad_r
         _ingest(src, tmp_path)
 
 
+TEXT_HEADER = b"event_id,user_id,event_type,timestamp,message_text\n"
+
+
+def _message(i: int, text: str) -> bytes:
+    return f"e{i},u1,message_in,{DAY}T10:{i:02d}:00,{text}\n".encode()
+
+
+@pytest.mark.parametrize("chunk_rows", [loaders.CHUNK_ROWS, 2])
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_an_unclosed_quote_is_quarantined_and_does_not_swallow_the_rows_after_it(tmp_path, chunk_rows, where):
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = [_message(1, "hi"), _message(2, '"hello, no closing quote'), _message(3, "fine"), _message(4, '"quoted, ok"')]
+    if where == "last":
+        rows = [rows[0], rows[2], rows[3], rows[1]]  # still open at the end of the file
+    (src / "events.csv").write_bytes(TEXT_HEADER + b"".join(rows))
+    report, store = _ingest(src, tmp_path, chunk_rows)
+    assert (report.input_rows, report.accepted_rows, report.reasons) == (4, 3, {"unclosed_quote": 1})
+    landed = store.read("raw/events").to_pylist()
+    assert {r["event_id"]: r["message_text"] for r in landed} == {"e1": "hi", "e3": "fine", "e4": "quoted, ok"}
+    refused = _quarantined(store)
+    row = 2 if where == "middle" else 4
+    assert refused[0]["source_row"] == row and refused[0]["detail"].startswith(
+        f"events.csv row {row}: a quoted value is not closed on its line")
+
+
+def test_quoted_values_over_several_lines_and_stray_quotes_in_a_value_still_read(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "events.csv").write_bytes(TEXT_HEADER + _message(1, '"line one\nline two, and ""quoted"""')
+                                     + _message(2, "a 12\" screen") + _message(3, "ok"))
+    report, store = _ingest(src, tmp_path)  # the stray quote makes the count odd: read line by line
+    # the value over two lines is then refused (its two lines, each as what it is), not lost
+    assert report.reasons == {"unclosed_quote": 1, "malformed_row": 1}
+    assert {r["event_id"]: r["message_text"] for r in store.read("raw/events").to_pylist()} == {
+        "e2": 'a 12" screen', "e3": "ok"}
+    src2 = tmp_path / "src2"
+    src2.mkdir()
+    (src2 / "events.csv").write_bytes(TEXT_HEADER + _message(1, '"line one\nline two, and ""quoted"""')
+                                      + _message(3, "ok"))
+    report, store = _ingest(src2, tmp_path / "second")  # quotes that pair: a value may span lines
+    assert report.reasons == {}
+    assert {r["event_id"]: r["message_text"] for r in store.read("raw/events").to_pylist()} == {
+        "e1": 'line one\nline two, and "quoted"', "e3": "ok"}
+
+
+def test_a_header_with_bytes_that_are_not_utf8_reads_with_them_escaped(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "events.csv").write_bytes(b"event_id,user_id,event_type,timestamp,amount,caf\xe9\n" + _row(1)[:-1]
+                                     + b",x\n" + _row(2)[:-1] + b",y\n")
+    report, store = _ingest(src, tmp_path)
+    assert (report.accepted_rows, report.reasons) == (2, {})
+    assert loaders.load(src, EVENTS).unmapped == {"events.csv": ["caf\\xe9"]}
+
+
 def test_a_ragged_row_among_the_first_lines_does_not_hide_the_separator(tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("user_id\tdate\tamount\nu1\t2025-02-01\t1\nu2\t2025-02-01\nu3\t2025-02-01\t2\n")

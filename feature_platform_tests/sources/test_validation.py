@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,15 @@ def _validate(tmp_path: Path, table: str, rows: list[dict], now: dt.datetime = N
         ("events", {"amount": "-0.01"}, "negative_amount"),
         ("events", {"amount": "ten"}, "invalid_amount"),
         ("events", {"amount": "inf"}, "invalid_amount"),
+        ("events", {"user_id": "../../etc/passwd"}, "invalid_user_id"),  # ids reads refuse never land
+        ("events", {"user_id": "u 1"}, "invalid_user_id"),
+        ("events", {"user_id": "u" * 129}, "invalid_user_id"),
+        ("events", {"event_id": "e" * 129}, "invalid_event_id"),
+        ("events", {"session_id": "s\x1b[31m"}, "invalid_session_id"),
+        ("events", {"message_text": "m" * 4_097}, "invalid_message_text"),
+        ("customers", {"user_id": "-leading-dash"}, "invalid_user_id"),
+        ("reviews", {"user_id": "u/1"}, "invalid_user_id"),
+        ("listings", {"listing_id": "l" * 129}, "invalid_listing_id"),
         ("customers", {"age": "130"}, "age_out_of_range"),
         ("customers", {"age": "30.5"}, "invalid_age"),
         ("customers", {"premium": "maybe"}, "invalid_premium"),
@@ -142,7 +152,11 @@ def reference_event_reasons(rows: list[dict], now: dt.datetime, min_ts: dt.datet
         if reason is None:
             ts = _parse_ts(row["timestamp"])
             amount = None if _blank(row["amount"]) else _parse_amount(row["amount"])
-            if row["event_type"] not in EVENT_TYPES:
+            if len(row["event_id"]) > 128 or re.search(r"[\x00-\x1f\x7f]", row["event_id"]):
+                reason = "invalid_event_id"
+            elif not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}", row["user_id"]):
+                reason = "invalid_user_id"
+            elif row["event_type"] not in EVENT_TYPES:
                 reason = "unknown_event_type"
             elif ts > now:
                 reason = "timestamp_in_future"
@@ -173,7 +187,9 @@ timestamps = st.one_of(
 event_rows = st.lists(
     st.fixed_dictionaries({
         "event_id": st.sampled_from(["e1", "e2", "e3", "e4", "", " "]),
-        "user_id": st.sampled_from(["u1", "u2", "", "  "]),
+        "user_id": st.one_of(st.sampled_from(["u1", "u2", "", "  ", "../x", "u 1", "u1@x.io", "u" * 129]),
+                             st.text(st.characters(codec="utf-8", exclude_characters="\r\n\x00\"", exclude_categories=("Cs",)),
+                                     max_size=8).map(lambda t: "u" + t).filter(lambda t: t.strip() == t)),
         "event_type": st.sampled_from(["purchase", "page_view", "login", "teleport", ""]),
         "timestamp": timestamps,
         "amount": st.sampled_from(["", "0", "3.5", "-2", "abc", "1e3", "nan"]),
