@@ -19,6 +19,7 @@ DEFAULT_MAX_QUARANTINE_RATE = 0.05
 DEFAULT_CHURN_HORIZON_DAYS = 30
 DEFAULT_MODEL_AUC_FLOOR = 0.7
 DEFAULT_REDIS_PREFIX = "fp"
+DEFAULT_SENTINEL_MASTER = "mymaster"  # redis-sentinel's own example name
 DEFAULT_MAX_BATCH = 1_000
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # 1 MiB: a full batch of user ids is ~130 KB
 # DuckDB's memory while raw events are validated and landed; past it DuckDB spills to a temp folder.
@@ -49,6 +50,11 @@ class Settings:
     model_auc_floor: float = DEFAULT_MODEL_AUC_FLOOR
     redis_url: str | None = None  # None: the embedded redis-server under <data>/online/
     redis_cluster: bool = False
+    # FP_REDIS_SENTINELS `host:port,host:port`: Redis Sentinels to ask for the master named
+    # FP_REDIS_SENTINEL_MASTER; FP_REDIS_PASSWORD is the master's (and its replicas') password.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = DEFAULT_SENTINEL_MASTER
+    redis_password: str | None = field(default=None, repr=False)
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     # FP_API_KEYS, comma-separated entries `key` (every scope) or `key:scope+scope`; empty: loopback only.
     # Secrets stay out of repr (and so out of logs and tracebacks).
@@ -85,6 +91,9 @@ class Settings:
         if not 0.0 < self.drift_psi_warn <= self.drift_psi_fail:
             raise ConfigError(f"FP_DRIFT_PSI_WARN and FP_DRIFT_PSI_FAIL must satisfy 0 < warn <= fail, got "
                               f"{self.drift_psi_warn} and {self.drift_psi_fail}")
+        if self.redis_sentinels and self.redis_url:
+            raise ConfigError("set one of FP_REDIS_URL and FP_REDIS_SENTINELS, not both (with Sentinel the master's "
+                              "address comes from the sentinels; its password from FP_REDIS_PASSWORD)")
         api_key_scopes(self.api_keys)  # refuses a malformed FP_API_KEYS now, not at the first request
         if self.jwt_secret is not None and self.jwt_public_key is not None:
             raise ConfigError("set one of FP_JWT_SECRET (HS256) and FP_JWT_PUBLIC_KEY (RS256), not both")
@@ -97,6 +106,11 @@ class Settings:
         if self.audit_log_backups < 1:
             raise ConfigError(f"FP_AUDIT_LOG_BACKUPS must be >= 1 (0 would let the file grow without bound), "
                               f"got {self.audit_log_backups}")
+
+    @property
+    def embedded_redis(self) -> bool:
+        """Whether the online store is the embedded redis-server (no FP_REDIS_URL, no FP_REDIS_SENTINELS)."""
+        return not self.redis_url and not self.redis_sentinels
 
     @property
     def auth_configured(self) -> bool:
@@ -117,6 +131,9 @@ class Settings:
             model_auc_floor=_float(env, "FP_MODEL_AUC_FLOOR", DEFAULT_MODEL_AUC_FLOOR),
             redis_url=env.get("FP_REDIS_URL") or None,
             redis_cluster=_bool(env, "FP_REDIS_CLUSTER"),
+            redis_sentinels=_addresses(env, "FP_REDIS_SENTINELS"),
+            redis_sentinel_master=env.get("FP_REDIS_SENTINEL_MASTER") or DEFAULT_SENTINEL_MASTER,
+            redis_password=env.get("FP_REDIS_PASSWORD") or None,
             redis_prefix=env.get("FP_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
             api_keys=tuple(k.strip() for k in (env.get("FP_API_KEYS") or "").split(",") if k.strip()),
             jwt_secret=env.get("FP_JWT_SECRET") or None,
@@ -191,6 +208,23 @@ def _pem(env: Mapping[str, str], name: str) -> str | None:
         return Path(value).expanduser().read_text()
     except OSError as exc:
         raise ConfigError(f"{name} is neither PEM text nor a readable file: {exc}") from None
+
+
+def _addresses(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    return parse_addresses(env.get(name) or "", name)
+
+
+def parse_addresses(text: str, name: str = "FP_REDIS_SENTINELS") -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (an IPv6 host in brackets: ``[::1]:26379``); ``name`` is the setting's, for errors."""
+    found = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ConfigError(f"{name} must be comma-separated host:port entries, got {entry!r}")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

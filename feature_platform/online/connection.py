@@ -6,17 +6,21 @@ so `feature-platform serve` after `feature-platform run` serves what the run pus
 installed. With FP_REDIS_URL (``redis://``, ``rediss://`` for TLS, password in the URL) the same code
 talks to that server; FP_REDIS_CLUSTER=1, or a ``redis+cluster://`` / ``rediss+cluster://`` URL, treats
 it as a seed node of a Redis Cluster (keys spread over the nodes; each vector is one key, so every read
-and write of a vector stays on one node).
+and write of a vector stays on one node). With FP_REDIS_SENTINELS the master is whichever server the
+Redis Sentinels name for FP_REDIS_SENTINEL_MASTER: a connection to an old master (dead, or demoted to a
+replica after a failover) fails, and the next one asks the sentinels again.
 """
 
 from __future__ import annotations
 
 import atexit
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from feature_platform.config import Settings
 
@@ -28,6 +32,9 @@ CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 def connect(settings: Settings, **options: Any) -> redis.Redis | RedisCluster:
     """A client for the configured Redis; ``options`` go to redis-py (e.g. socket timeouts for serving)."""
+    if settings.redis_sentinels:
+        return sentinel_client(settings.redis_sentinels, settings.redis_sentinel_master, settings.redis_password,
+                               **options)
     if settings.redis_url:
         url, cluster = settings.redis_url, settings.redis_cluster
         if url.startswith(CLUSTER_SCHEMES):
@@ -36,6 +43,14 @@ def connect(settings: Settings, **options: Any) -> redis.Redis | RedisCluster:
             return RedisCluster.from_url(url, **options)
         return redis.Redis.from_url(url, **options)
     return embedded_client(settings.online_dir, **options)
+
+
+def sentinel_client(sentinels: Sequence[tuple[str, int]], master: str, password: str | None = None,
+                    **options: Any) -> redis.Redis:
+    """A client of the master the ``sentinels`` name ``master``; the socket timeouts in ``options`` also bound
+    each question to a sentinel (which asks them in turn until one answers)."""
+    asking = {k: v for k, v in options.items() if k.startswith("socket_")}
+    return Sentinel(list(sentinels), sentinel_kwargs=asking, **options).master_for(master, password=password)
 
 
 def embedded_client(online_dir: Path, **options: Any) -> redis.Redis:
@@ -63,6 +78,9 @@ def release(client: Any) -> None:
 
 def describe(settings: Settings) -> str:
     """Where the online store lives, without the password."""
+    if settings.redis_sentinels:
+        asked = ",".join(f"{host}:{port}" for host, port in settings.redis_sentinels)
+        return f"Redis Sentinel master {settings.redis_sentinel_master!r} (sentinels {asked})"
     if not settings.redis_url:
         return f"embedded redis-server, data file {settings.online_dir / EMBEDDED_DB}"
     cluster = settings.redis_cluster or settings.redis_url.startswith(CLUSTER_SCHEMES)

@@ -15,7 +15,7 @@ import redis
 from pydantic import Field
 from redis.cluster import RedisCluster
 
-from feature_platform.config import Settings
+from feature_platform.config import DEFAULT_SENTINEL_MASTER, Settings, parse_addresses
 from feature_platform.ml.model_store import ModelStore
 from feature_platform.offline.store import OfflineStore
 from feature_platform.online import connection
@@ -96,6 +96,25 @@ class RedisClusterResource(OnlineStoreResource):
         return connection.describe(Settings(data_dir=Path("."), redis_url=self.url, redis_cluster=True))
 
 
+class RedisSentinelResource(OnlineStoreResource):
+    """The master Redis Sentinels name: after a failover, writes and reads go to the new master."""
+
+    sentinels: str = Field(description="Sentinel addresses, host:port,host:port (FP_REDIS_SENTINELS).")
+    master: str = Field(default=DEFAULT_SENTINEL_MASTER, description="The master's name (FP_REDIS_SENTINEL_MASTER).")
+    password: str | None = Field(default=None, description="The master's password (FP_REDIS_PASSWORD).")
+
+    def _settings(self) -> Settings:
+        return Settings(data_dir=Path("."), redis_sentinels=parse_addresses(self.sentinels),
+                        redis_sentinel_master=self.master, redis_password=self.password)
+
+    def client(self) -> redis.Redis:
+        settings = self._settings()
+        return connection.sentinel_client(settings.redis_sentinels, self.master, self.password)
+
+    def describe(self) -> str:
+        return connection.describe(self._settings())
+
+
 class ModelStoreResource(dg.ConfigurableResource):
     """Trained models, their cards and the champion pointers."""
 
@@ -122,6 +141,12 @@ class ClockResource(dg.ConfigurableResource):
 def online_store_resource(settings: Settings, from_env: bool = False) -> OnlineStoreResource:
     """The one place that picks the online store's backend from the settings."""
     prefix = _env("FP_REDIS_PREFIX", settings.redis_prefix, from_env)
+    if settings.redis_sentinels:
+        sentinels = ",".join(f"{host}:{port}" for host, port in settings.redis_sentinels)
+        password = settings.redis_password and _env("FP_REDIS_PASSWORD", settings.redis_password, from_env)
+        return RedisSentinelResource(sentinels=_env("FP_REDIS_SENTINELS", sentinels, from_env),
+                                     master=_env("FP_REDIS_SENTINEL_MASTER", settings.redis_sentinel_master, from_env),
+                                     password=password, prefix=prefix)
     if not settings.redis_url:
         return EmbeddedRedisResource(data_dir=_env("FP_DATA_DIR", str(settings.data_dir), from_env), prefix=prefix)
     url = _env("FP_REDIS_URL", settings.redis_url, from_env)

@@ -72,7 +72,7 @@ def apply_retention(settings: Settings, today: dt.date) -> RetentionReport:
     removed = OfflineStore(settings.data_dir).prune_all(keep, today)
     report = RetentionReport(keep_days=keep, cutoff=(today - dt.timedelta(days=keep)).isoformat(),
                              offline_deleted={t: [p.stem for p in paths] for t, paths in removed.items()})
-    if not settings.redis_url and not settings.online_dir.is_dir():  # the embedded store was never started
+    if settings.embedded_redis and not settings.online_dir.is_dir():  # the embedded store was never started
         report.online_note = "nothing pushed online yet"
         return report
     online = OnlineStore(connect(settings), load_registry(), settings.redis_prefix)
