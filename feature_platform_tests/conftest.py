@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,6 +24,7 @@ from hypothesis import settings
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.resources import local_resources
 from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests import fault_tally
 from feature_platform_tests.helpers import build_once, materialize_range
 
 # Hypothesis profiles. `ci`, the default, is what `.venv/bin/pytest` runs: a quarter of hypothesis' usual example
@@ -35,6 +37,29 @@ settings.register_profile("thorough", max_examples=500, deadline=None, print_blo
 settings.load_profile(os.environ.get("FP_HYPOTHESIS_PROFILE", "ci"))  # --hypothesis-profile overrides this
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, 0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller names the fault tally's file before any xdist worker starts (they inherit it)."""
+    if not hasattr(config, "workerinput") and not os.environ.get(fault_tally.ENV):
+        folder = Path(tempfile.mkdtemp(prefix="fp-fault-tally-"))
+        os.environ[fault_tally.ENV] = str(folder / "tally.jsonl")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = os.environ.get(fault_tally.ENV)
+    if not hasattr(config, "workerinput") and path and Path(path).parent.name.startswith("fp-fault-tally-"):
+        shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    rows = fault_tally.read(Path(os.environ.get(fault_tally.ENV, "/nonexistent")))
+    if rows:
+        terminalreporter.section("fault suite")
+        for line in fault_tally.summary(rows):
+            terminalreporter.write_line(line)
 
 
 def _reachable(url: str) -> bool:
