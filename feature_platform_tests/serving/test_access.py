@@ -160,6 +160,14 @@ def test_a_bad_token_is_401_with_a_bearer_challenge(client, token):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+def test_a_bearer_token_sent_with_a_key_is_the_credential_checked(client):
+    expired = _token(expires_in=-60, scope="features:read")  # a valid key beside it does not rescue it
+    response = client.get("/features/u000001", headers={**_bearer(expired), "X-API-Key": READER})
+    assert response.status_code == 401 and "invalid bearer token" in response.json()["detail"]
+    narrow = client.get("/features/u000001", headers={**_bearer(_token(scope="predict")), "X-API-Key": READER})
+    assert narrow.status_code == 403 and "jwt:" in narrow.json()["detail"]
+
+
 def test_a_token_without_the_scope_is_403_naming_it(client):
     response = client.post("/events", json={"events": []}, headers=_bearer(_token(scope="features:read")))
     assert response.status_code == 403 and "'events:write'" in response.json()["detail"]
@@ -171,7 +179,7 @@ def test_audience_and_issuer_are_required_when_configured(served_data):
         good = _token(scope="features:read", aud="fp", iss="idp")
         assert c.get("/registry/features", headers=_bearer(good)).status_code == 200
         for bad in (_token(scope="features:read", aud="other", iss="idp"), _token(scope="features:read", iss="idp"),
-                    _token(scope="features:read", aud="fp")):
+                    _token(scope="features:read", aud="fp"), _token(scope="features:read", aud="fp", iss="evil")):
             assert c.get("/registry/features", headers=_bearer(bad)).status_code == 401
 
 
