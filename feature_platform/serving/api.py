@@ -36,6 +36,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from feature_platform.config import Settings
 from feature_platform.offline.store import connect as duckdb_connect
@@ -65,6 +67,11 @@ from feature_platform.sources.landing import LandingLog
 MAX_HISTORY = 365
 DEFAULT_RELOAD_SECONDS = 30.0
 REDIS_TIMEOUT_SECONDS = 0.5
+# One immediate retry, on a connection error only (a pooled connection to a restarted server, or to a
+# master the sentinels replaced); a timeout is not retried: the read falls back offline instead, and the
+# breaker (serving/retrieval.py) keeps the next requests from waiting. redis-py's default would retry 10
+# times with backoff, holding a request for seconds while Redis hangs.
+REDIS_RETRY = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
 
 
 def _problem(status: int, loc: list[str], msg: str) -> HTTPException:
@@ -113,7 +120,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     metrics = ServingMetrics()
     if online is None:
         client = redis_connect(settings, socket_timeout=REDIS_TIMEOUT_SECONDS,
-                               socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+                               socket_connect_timeout=REDIS_TIMEOUT_SECONDS, retry=REDIS_RETRY)
         online = OnlineStore(client, holder.state.registry, settings.redis_prefix)
     now: Callable[[], dt.datetime] = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     retriever = Retriever(online, metrics, now)

@@ -13,10 +13,18 @@ import pytest
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore, UnreadablePartitionError, parquet_problem
 from feature_platform.registry import load_registry
+from feature_platform_tests import fault_tally
 
 pytestmark = pytest.mark.faults
 
 TABLE = pa.table({"user_id": ["u1", "u2"], "x": [1, 2]})
+
+
+@pytest.fixture(autouse=True)
+def _tally():
+    """One fault-tally line per test: the fault it replays is its one input (no server answers here)."""
+    yield
+    fault_tally.record("offline: truncated partitions, temp files of killed writes", inputs=1)
 
 
 def _temp_file(folder, name: str, age_seconds: float):

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -15,6 +16,7 @@ from feature_platform.offline.store import OfflineStore
 from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
 from feature_platform.serving.api import create_app
+from feature_platform_tests import fault_tally
 from feature_platform_tests.helpers import copy_tree
 from feature_platform_tests.serving.conftest import END, REGISTRY, START
 
@@ -23,6 +25,29 @@ pytestmark = pytest.mark.faults
 NOW = dt.datetime(2025, 3, 13, 9, 0)
 LEAD = "features/lead_features"
 LEAD_FEATURE = REGISTRY.family("lead").features[0]
+
+
+@pytest.fixture(autouse=True)
+def _tally(monkeypatch):
+    """One fault-tally line per test: the requests it sent and the 5xx among the answers (but /health's 503, its
+    designed answer "down" for load balancers, counted apart)."""
+    statuses: list[int] = []
+    send = httpx.Client.send
+
+    def counted_send(self, request, *args, **kwargs):
+        try:
+            response = send(self, request, *args, **kwargs)
+        except Exception:
+            statuses.append(500)  # the TestClient raises what the app did not handle: a 500 on a real server
+            raise
+        down = request.url.path == "/health" and response.status_code == 503
+        statuses.append(0 if down else response.status_code)
+        return response
+
+    monkeypatch.setattr(httpx.Client, "send", counted_send)
+    yield
+    fault_tally.record("serving: damaged partitions, dangling pointer, /health", inputs=len(statuses),
+                       server_errors=sum(1 for s in statuses if s >= 500), health_down=statuses.count(0))
 
 
 @pytest.fixture

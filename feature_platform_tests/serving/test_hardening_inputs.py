@@ -11,11 +11,13 @@ import datetime as dt
 import http.client
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import uvicorn
@@ -26,6 +28,7 @@ from feature_platform.online.store import OnlineStore
 from feature_platform.serving.api import create_app
 from feature_platform.serving.schemas import MAX_AMOUNT, MAX_FEATURE_VALUE, MAX_TEXT
 from feature_platform.sources.landing import LandingLog
+from feature_platform_tests import fault_tally
 from feature_platform_tests.helpers import free_port, wait_until
 from feature_platform_tests.serving.conftest import REGISTRY
 
@@ -33,6 +36,40 @@ pytestmark = pytest.mark.faults
 
 NOW = dt.datetime(2025, 3, 13, 9, 0)
 LIMIT = 16_384  # FP_MAX_BODY_BYTES of these tests' servers
+
+
+@pytest.fixture(autouse=True)
+def _tally(monkeypatch):
+    """One fault-tally line per test: every request it sent (TestClient, http.client, raw socket) and the 5xx
+    among the answers."""
+    statuses: list[int] = []
+    send, getresponse, raw_exchange = httpx.Client.send, http.client.HTTPConnection.getresponse, _raw_exchange
+
+    def counted_send(self, *args, **kwargs):
+        try:
+            response = send(self, *args, **kwargs)
+        except Exception:
+            statuses.append(500)  # the TestClient raises what the app did not handle: a 500 on a real server
+            raise
+        statuses.append(response.status_code)
+        return response
+
+    def counted_getresponse(self):
+        response = getresponse(self)
+        statuses.append(response.status)
+        return response
+
+    def counted_raw_exchange(*args, **kwargs):
+        answer = raw_exchange(*args, **kwargs)
+        statuses.append(int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0)
+        return answer
+
+    monkeypatch.setattr(httpx.Client, "send", counted_send)
+    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", counted_getresponse)
+    monkeypatch.setattr(sys.modules[__name__], "_raw_exchange", counted_raw_exchange)
+    yield
+    fault_tally.record("serving: hostile request bodies", inputs=len(statuses),
+                       server_errors=sum(1 for s in statuses if s >= 500))
 
 
 def _strict_json(text: str) -> object:

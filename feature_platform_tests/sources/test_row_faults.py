@@ -16,6 +16,7 @@ from feature_platform.sources import ingest, loaders
 from feature_platform.sources.csv_dialect import sniff
 from feature_platform.sources.event_records import validate_event_records
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS
+from feature_platform_tests import fault_tally
 from feature_platform_tests.conftest import NOW
 
 pytestmark = pytest.mark.faults
@@ -23,6 +24,13 @@ pytestmark = pytest.mark.faults
 MIN_TS = dt.datetime(2020, 1, 1)
 DAY = "2025-02-01"
 HEADER = b"event_id,user_id,event_type,timestamp,amount\n"
+
+
+@pytest.fixture(autouse=True)
+def _tally():
+    """One fault-tally line per test: the fault it replays is its one input (no server answers here)."""
+    yield
+    fault_tally.record("sources: unreadable rows, numbers out of bounds", inputs=1)
 
 
 def _row(i: int, amount: str = "1.5") -> bytes:
