@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from feature_platform.cli_common import echo, iso_date, positive
+from feature_platform.cli_common import ProgressFormatter, echo, iso_date, positive
 from feature_platform.cli_common import settings_for as _settings
 from feature_platform.cli_generate import add_generate_command, generate_sample, generation_flags, generation_params
 from feature_platform.cli_serving import add_serving_commands
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(ProgressFormatter("%(message)s"))
     progress = logging.getLogger("feature_platform")
     progress.setLevel(logging.INFO)
     try:

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 
 from feature_platform.config import Settings
+
+
+class ProgressFormatter(logging.Formatter):
+    """A run's progress lines as the step wrote them, indented under the step's heading: Dagster's
+    ``job - run id - step -`` prefix belongs in the run's event log (the UI), not in a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, "dagster_meta", None)  # dagster._core.log_manager.LOG_RECORD_METADATA_ATTR
+        if isinstance(meta, dict) and meta.get("dagster_event") is None and meta.get("orig_message") is not None:
+            return f"    {meta['orig_message']}"
+        return super().format(record)
 
 
 def echo(message: str) -> None:

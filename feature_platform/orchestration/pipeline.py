@@ -182,7 +182,8 @@ def _describe(outcome: StepOutcome) -> str:
         parts = f", {outcome.partitions[key]} partitions" if outcome.partitions.get(key) else ""
         lines.append(f"    {key:<34} {outcome.rows[key]:>12,} rows{parts}")
     status = "ok" if outcome.success else "FAILED"
-    checks = f"{outcome.checks_passed} checks passed"
+    ran = outcome.checks_passed + len(outcome.checks_failed) + len(outcome.checks_warned)
+    checks = f"{outcome.checks_passed} of {ran} checks passed" if ran else "no checks on these assets"
     if outcome.checks_failed:
         checks += f", {len(outcome.checks_failed)} failed:" + "".join(f"\n      - {c}" for c in outcome.checks_failed)
     if outcome.checks_warned:
