@@ -15,6 +15,7 @@ from pathlib import Path
 from feature_platform.cli_common import ProgressFormatter, echo, iso_date, positive
 from feature_platform.cli_common import settings_for as _settings
 from feature_platform.cli_generate import add_generate_command, generate_sample, generation_flags, generation_params
+from feature_platform.cli_registry import add_registry_command
 from feature_platform.cli_serving import add_serving_commands
 from feature_platform.config import ConfigError, Settings
 from feature_platform.registry.registry import UnknownNameError
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feature-platform", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     add_generate_command(sub)
@@ -82,20 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="materialize up to this day (default: the events' last closed day)")
     run.set_defaults(handler=cmd_run)
 
-    reg = sub.add_parser("registry", help="list features, show one with its lineage, record fingerprints")
-    reg_sub = reg.add_subparsers(required=True, metavar="ACTION")
-    reg_list = reg_sub.add_parser("list", help="every feature: family, type, version")
-    reg_list.add_argument("--family")
-    reg_list.set_defaults(handler=cmd_registry_list)
-    reg_show = reg_sub.add_parser("show", help="one feature: definition, version, lineage")
-    reg_show.add_argument("name")
-    reg_show.set_defaults(handler=cmd_registry_show)
-    reg_sub.add_parser("check", help="fail when a family's computation changed without a version bump").set_defaults(
-        handler=cmd_registry_check)
-    reg_sub.add_parser("lock", help="record the fingerprint of new family versions").set_defaults(handler=cmd_registry_lock)
+    add_registry_command(sub)
 
     prune = sub.add_parser("prune", help="delete offline partitions older than the retention setting")
-    prune.add_argument("--data-dir", type=Path)
+    prune.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     prune.add_argument("--keep-days", type=positive, help="default FP_RETENTION_DAYS or 365")
     prune.set_defaults(handler=cmd_prune)
 
@@ -111,19 +104,30 @@ def _parser() -> argparse.ArgumentParser:
                                         "default: a temporary dagster dev on this data directory")
     backfill.add_argument("--wait", action="store_true",
                           help="with --url: follow the backfill until it is done (without --url it always waits)")
-    backfill.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS", help="give up waiting after")
-    backfill.add_argument("--data-dir", type=Path)
+    backfill.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                          help="give up waiting after this many seconds (default %(default)g)")
+    backfill.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     backfill.set_defaults(handler=cmd_backfill)
 
     add_serving_commands(sub)
 
     ui = sub.add_parser("ui", help="open the Dagster UI on this data directory (dagster dev)")
-    ui.add_argument("--data-dir", type=Path)
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
+    ui.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default %(default)s)")
+    ui.add_argument("--port", type=int, default=3000, help="port the UI listens on (default %(default)s)")
     ui.set_defaults(handler=cmd_ui)
 
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (setup.py's name), or a note when running from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("feature_platform")
+    except PackageNotFoundError:
+        return "(not installed: pip install -e .)"
 
 
 def _instance(settings: Settings):
@@ -187,7 +191,7 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
     from feature_platform.definitions import build_defs
     from feature_platform.offline.calendar import record_partitions_start
     from feature_platform.orchestration.constants import daily_partitions
-    from feature_platform.orchestration.pipeline import run_steps
+    from feature_platform.orchestration.pipeline import ONLINE_STEP, run_steps
     from feature_platform.orchestration.resources import platform_resources
     from feature_platform.sources.dates import EARLIEST_DAY, source_event_days
 
@@ -205,7 +209,11 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
                           f"nothing in {first or data_first} .. {last or data_last}")
     echo(f"data directory {settings.data_dir}; raw data {source} ({data_first} .. {data_last}); "
          f"partitions from {start}; this run {first_day} .. {last_day}")
-    resources = platform_resources(settings, raw_dir=source)
+    as_of = historical_as_of(data_last, yesterday)
+    if as_of is not None:
+        echo(f"historical data (it ends {data_last}): staleness and ingestion are judged as of {as_of} UTC, "
+             "the data's cut-off, not the wall clock")
+    resources = platform_resources(settings, raw_dir=source, now_utc=as_of)
     outcomes = run_steps(defs, steps, instance, resources, first_day, last_day, echo)
     ok = all(o.success for o in outcomes) and len(outcomes) == len(steps)
     passed = sum(o.checks_passed for o in outcomes)
@@ -216,9 +224,36 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
         f"{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s: {days} daily partitions "
         f"({first_day} .. {last_day}), {passed} checks passed, {failed} failed"
         f"{f', {warned} warned' if warned else ''}; "
-        f"runs recorded in {os.environ['DAGSTER_HOME']} (see them with `feature-platform ui`)"
+        f"runs recorded in {os.environ['DAGSTER_HOME']}"
     )
+    if ok and steps[-1] == ONLINE_STEP:
+        _next_steps(settings, last_day)
     return 0 if ok else 1
+
+
+def _next_steps(settings: Settings, day: str) -> None:
+    """What to try after a complete run, with a user id of the served snapshot."""
+    import pyarrow.compute as pc
+
+    from feature_platform.offline.store import OfflineStore
+    from feature_platform.orchestration import constants as C
+
+    table = "/".join(C.USER_ACTIVITY_FEATURES.path)
+    users = OfflineStore(settings.data_dir).read(table, day, day).column("user_id")
+    user = pc.min(users).as_py() if len(users) else "<user_id>"
+    data = f" --data-dir {settings.data_dir}"
+    echo("next:")
+    echo(f"    feature-platform serve{data}   # the feature server, http://127.0.0.1:8000/docs")
+    echo(f"    curl http://127.0.0.1:8000/features/{user}   # a user of snapshot {day}")
+    echo(f"    feature-platform ui{data}   # the asset graph, partitions, runs and checks in Dagster's UI")
+
+
+def historical_as_of(data_last: str, yesterday: str) -> str | None:
+    """'Now' for a run over data that ends before yesterday: the end of its last day (ISO, UTC). Judged by
+    the wall clock such data would be stale by design; None for current data (production's case)."""
+    if data_last >= yesterday:
+        return None
+    return (dt.date.fromisoformat(data_last) + dt.timedelta(days=1)).isoformat() + "T00:00:00"
 
 
 def _quiet_dagster_warnings() -> None:
@@ -249,54 +284,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     code = _materialize(settings, args.source.resolve(), (RAW_STEP,))
     echo(f"quarantined rows (with reasons) are under {settings.data_dir / 'quarantine'}")
     return code
-
-
-def cmd_registry_list(args: argparse.Namespace) -> int:
-    from feature_platform.registry import load_registry
-
-    registry = load_registry()
-    for feature in registry.list_features(args.family):
-        echo(f"{feature.family:<11} {feature.name:<32} {feature.type:<7} {feature.version}")
-    return 0
-
-
-def cmd_registry_show(args: argparse.Namespace) -> int:
-    from feature_platform.features.engine import has_tiles, tile_table
-    from feature_platform.registry import load_registry
-
-    registry = load_registry()
-    feature = registry.get_feature(args.name)
-    lineage = registry.lineage(args.name)
-    for key, value in feature.__dict__.items():
-        echo(f"{key:>22}: {value}")
-    echo(f"{'upstream features':>22}: {', '.join(lineage.upstream_features) or '-'}")
-    echo(f"{'raw sources':>22}: {', '.join(lineage.raw_sources)}")
-    echo(f"{'computed by asset':>22}: {lineage.asset}")
-    family = registry.family(feature.family)
-    echo(f"{'merged from tiles':>22}: {tile_table(family) if has_tiles(family) else '- (no daily tiles)'}")
-    echo(f"{'models':>22}: {', '.join(lineage.models) or '-'}")
-    return 0
-
-
-def cmd_registry_check(args: argparse.Namespace) -> int:
-    from feature_platform.registry.fingerprint import unlocked_changes
-
-    problems = unlocked_changes()
-    for problem in problems:
-        echo(f"error: {problem}")
-    if not problems:
-        echo("every family version matches its recorded fingerprint")
-    return 1 if problems else 0
-
-
-def cmd_registry_lock(args: argparse.Namespace) -> int:
-    from feature_platform.registry.fingerprint import LOCK_PATH, lock
-
-    added = lock()
-    for family, version in added.items():
-        echo(f"recorded {family} {version}")
-    echo(f"{LOCK_PATH}: {len(added)} new version(s) recorded")
-    return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ def add_generate_command(sub: argparse._SubParsersAction) -> None:
     gen = sub.add_parser("generate", help="write sample raw data (customers, events, reviews, listings)")
     generation_flags(gen)
     gen.add_argument("--out", type=Path, required=True, help="folder to write the files into")
-    gen.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    gen.add_argument("--format", choices=("parquet", "csv"), default="parquet",
+                     help="file format of the written files (default %(default)s)")
     gen.add_argument("--mode", choices=("sample", "btyd"), default="sample",
                      help="sample: the full product's data (profiles, events, reviews, listings); btyd: purchases "
                           "only, customers drawn from the BG/NBD process with spend, the true parameters in "

@@ -13,8 +13,9 @@ derived one: the lineage stays a one-way chain raw -> snapshot features -> model
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -55,6 +56,15 @@ class UnknownNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)`` with the known names closest to ``name``, or "" when none is close."""
+    by_lower = {k.lower(): k for k in known}  # TOTAL_EVENTS is total_events
+    quoted = [repr(by_lower[c]) for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3)]
+    if not quoted:
+        return ""
+    return f" (did you mean {quoted[0] if len(quoted) == 1 else ', '.join(quoted[:-1]) + ' or ' + quoted[-1]}?)"
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ class Registry:
 
     def list_features(self, family: str | None = None) -> list[Feature]:
         if family is not None and family not in self.families:
-            raise UnknownNameError(f"unknown family {family!r}; families: {sorted(self.families)}")
+            raise UnknownNameError(self._unknown_family(family))
         return [f for f in self.features.values() if family is None or f.family == family]
 
     def snapshot_features(self) -> list[str]:
@@ -144,7 +154,8 @@ class Registry:
         try:
             return self.features[name]
         except KeyError:
-            raise UnknownNameError(f"unknown feature {name!r}; see `feature-platform registry list`") from None
+            raise UnknownNameError(f"unknown feature {name!r}{did_you_mean(name, self.features)}; "
+                                   "see `feature-platform registry list`") from None
 
     def get_feature_version(self, name: str) -> str:
         return self.get_feature(name).version
@@ -153,7 +164,10 @@ class Registry:
         try:
             return self.families[name]
         except KeyError:
-            raise UnknownNameError(f"unknown family {name!r}; families: {sorted(self.families)}") from None
+            raise UnknownNameError(self._unknown_family(name)) from None
+
+    def _unknown_family(self, name: str) -> str:
+        return f"unknown family {name!r}{did_you_mean(name, self.families)}; families: {', '.join(sorted(self.families))}"
 
     def snapshot_schema(self, family: str) -> pa.Schema:
         """The exact columns of a family's snapshot partition: snapshot_date, user_id, then features."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from feature_platform.cli import historical_as_of
 from feature_platform_tests.e2e.sample_run import END, SHORT_HORIZON, cli
 from feature_platform_tests.e2e.transactions import write_transactions
 
@@ -76,6 +77,14 @@ def test_run_without_enough_history_for_the_label_horizon_says_so(tmp_path):
     assert "[4/7] training sets" in result.stdout and "FAILED" in result.stdout
     assert "has a full 30-day label horizon" in result.stdout  # the reason, not a stack trace
     assert "[5/7]" not in result.stdout
+    # data that ended long ago is judged as of its own cut-off, not by the wall clock
+    assert "historical data (it ends 2025-03-10): staleness and ingestion are judged as of 2025-03-11T00:00:00 UTC" \
+        in result.stdout
+
+
+def test_only_data_that_ends_before_yesterday_is_historical():
+    assert historical_as_of("2026-06-30", "2026-12-01") == "2026-07-01T00:00:00"
+    assert historical_as_of("2026-12-01", "2026-12-01") is None  # current data: the wall clock
 
 
 def test_a_run_can_be_limited_to_days_of_the_data(tmp_path):
@@ -141,10 +150,15 @@ def test_registry_commands_show_features_lineage_and_the_fingerprint_guard(tmp_p
     assert shown.returncode == 0, shown.stderr
     assert "computed by asset: features/engagement_features" in shown.stdout
     assert "merged from tiles: tiles/engagement" in shown.stdout
-    assert "upstream features: page_views_30d" in shown.stdout
+    assert "upstream features: page_views_30d, email_opens_30d" in shown.stdout
+    assert "staleness_tolerance: 2 days\n" in shown.stdout and "serving_location: offline, online\n" in shown.stdout
+    # no model trained in tmp_path/data: the models whose code reads the feature
+    assert f"used by models: churn, contact (no trained champion in {tmp_path / 'data' / 'models'}" in shown.stdout
     listed = cli("registry", "list", "--family", "profile", cwd=tmp_path)
     assert "gender__missing" in listed.stdout
     checked = cli("registry", "check", cwd=tmp_path)
     assert checked.returncode == 0 and "matches its recorded fingerprint" in checked.stdout
     unknown = cli("registry", "show", "nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown feature" in unknown.stdout
+    typo = cli("registry", "show", "engagment_score", cwd=tmp_path)
+    assert typo.returncode == 2 and "did you mean 'engagement_score'" in typo.stdout
