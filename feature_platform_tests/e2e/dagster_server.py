@@ -43,7 +43,7 @@ def scratch_database(postgres_url: str) -> Iterator[str]:
 
 
 def pg_env(database_url: str) -> dict[str, str]:
-    """The DAGSTER_PG_* variables the root dagster.yaml reads, for one database URL."""
+    """The DAGSTER_PG_* variables deploy/postgres/dagster.yaml reads, for one database URL."""
     url = urlparse(database_url)
     return {
         "DAGSTER_PG_HOST": url.hostname or "127.0.0.1",

@@ -29,7 +29,7 @@ def scratch_database(postgres_url):
 def test_cli_materialization_is_recorded_in_postgres(tmp_path, tiny_source, scratch_database):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

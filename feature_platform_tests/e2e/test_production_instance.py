@@ -41,7 +41,7 @@ def production(postgres_url, tmp_path_factory):
     generate(GeneratorConfig(users=60, days=5, end_date=END, seed=11), root / "src")
     home = root / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
     with scratch_database(postgres_url) as database:
         env = clean_env(DAGSTER_HOME=str(home), FP_DATA_DIR=str(root / "data"), FP_RAW_DIR=str(root / "src"),
                         **pg_env(database))
