@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import ipaddress
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -17,10 +21,10 @@ def add_serving_commands(sub: argparse._SubParsersAction) -> None:
     online = sub.add_parser("online", help="the Redis online store: what is served, roll back a push")
     online_sub = online.add_subparsers(required=True, metavar="ACTION")
     status = online_sub.add_parser("status", help="served snapshot, keys, memory, age, kept versions")
-    status.add_argument("--data-dir", type=Path)
+    status.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     status.set_defaults(handler=cmd_online_status)
     rollback = online_sub.add_parser("rollback", help="serve the previous snapshot again (one step back)")
-    rollback.add_argument("--data-dir", type=Path)
+    rollback.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     rollback.set_defaults(handler=cmd_online_rollback)
 
     # -- near-real-time events: `events push` lands them, `stream` applies them online ------------
@@ -31,8 +35,8 @@ def add_serving_commands(sub: argparse._SubParsersAction) -> None:
         description="Validate FILE (a JSON array, JSON lines, or CSV with the raw schema's field names) with the "
         "ingest's rules and append the accepted events durably to <data>/landing/. Prints accepted and rejected "
         "counts and each rejected record's reasons; exit code 1 when any record is rejected.")
-    push.add_argument("file", type=Path, metavar="FILE")
-    push.add_argument("--data-dir", type=Path)
+    push.add_argument("file", type=Path, metavar="FILE", help="raw events: a JSON array, JSON lines or CSV")
+    push.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     push.set_defaults(handler=cmd_events_push)
     stream = sub.add_parser(
         "stream", help="apply landed events to the online store as they arrive (the near-real-time updater)",
@@ -41,13 +45,15 @@ def add_serving_commands(sub: argparse._SubParsersAction) -> None:
     stream.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
                         help="seconds between looks at the landing log (default 2)")
     stream.add_argument("--once", action="store_true", help="apply what has landed, print one line and exit")
-    stream.add_argument("--data-dir", type=Path)
+    stream.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
     stream.set_defaults(handler=cmd_stream)
 
     serve = sub.add_parser("serve", help="the feature and prediction HTTP server (FastAPI; docs at /docs)")
-    serve.add_argument("--data-dir", type=Path)
-    serve.add_argument("--host", default="127.0.0.1", help="without FP_API_KEYS only a loopback address is used")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default %(default)s); without FP_API_KEYS or FP_JWT_* only a "
+                            "loopback address is used")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
     serve.add_argument("--reload-seconds", type=float, default=30.0,
                        help="how often to look for a new snapshot, champion or registry (0: never)")
     serve.set_defaults(handler=cmd_serve)
@@ -185,18 +191,63 @@ def cmd_stream(args: argparse.Namespace) -> int:
             return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or localhost): the only hosts served without keys or tokens."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """``host``:``port`` bound as uvicorn binds it (SO_REUSEADDR, IPv6 for a host with a colon), or an
+    OSError. The server is then given this socket: the port cannot be taken between the check and the start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError):
+        sock.close()
+        raise
+    return sock
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    host = args.host
+    rebound = not settings.auth_configured and not is_loopback(host)
+    if rebound:
+        host = "127.0.0.1"
+    # The port first, before any message or work (loading models, starting the embedded redis-server):
+    # a busy port is one line and exit 2, within a second.
+    try:
+        sock = listen_socket(host, args.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            echo(f"error: {host}:{args.port} is already in use; pick another with --port")
+        else:
+            echo(f"error: cannot listen on {host}:{args.port}: {exc.strerror or exc}")
+        return 2
+    except OverflowError:
+        echo(f"error: --port {args.port} is not a port (0-65535)")
+        return 2
+    with sock:
+        return _serve(args, settings, host, sock, rebound)
+
+
+def _serve(args: argparse.Namespace, settings: Settings, host: str, sock: socket.socket, rebound: bool) -> int:
     import uvicorn
 
     from feature_platform.online.connection import describe
-    from feature_platform.serving.api import create_app, is_loopback
+    from feature_platform.serving.api import create_app
 
-    settings = _settings(args)
-    host = args.host
-    if not settings.auth_configured and not is_loopback(host):
-        echo(f"no FP_API_KEYS or FP_JWT_* configured: binding to 127.0.0.1 instead of {host} (configure keys or "
-             "tokens to serve other hosts)")
-        host = "127.0.0.1"
+    if rebound:
+        echo(f"no FP_API_KEYS or FP_JWT_* configured: binding to 127.0.0.1 instead of {args.host} (configure keys "
+             "or tokens to serve other hosts)")
+    port = sock.getsockname()[1]  # --port 0: the one the kernel picked
     app = create_app(settings, reload_seconds=args.reload_seconds)
     state = app.state.holder.state
     echo(f"serving features from {describe(settings)}; offline fallback "
@@ -207,6 +258,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     echo("auth: " + (", ".join(methods) if methods else "no FP_API_KEYS or FP_JWT_* set: open, loopback only"))
     for problem in state.problems:
         echo(f"note: {problem}")
-    echo(f"listening on http://{host}:{args.port} (docs: http://{host}:{args.port}/docs)")
-    uvicorn.run(app, host=host, port=args.port, log_level="warning", access_log=False)
-    return 0
+    echo(f"listening on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    # uvicorn.run without its own bind: the server listens on ``sock``, bound before anything started.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop, as uvicorn.run has it
+        server.run(sockets=[sock])
+    return 0 if server.started else 3  # 3: uvicorn's exit code for a failed start (the app's startup failed)

@@ -9,9 +9,11 @@ serving/auth.py):
     GET  /features/{user_id}/history?feature=&limit=  a feature over the user's last N daily snapshots
     GET  /context/{user_id}                        the dense numeric context vector, fixed registry order
     GET  /registry/features, /registry/features/{name}  metadata, version, lineage
-    POST /predict/churn, /predict/contact          champion model predictions
+    POST /predict/churn, /predict/contact          champion model predictions, naming the features it imputed
     POST /events                                   raw events, validated and durably landed (202)
     GET  /metrics                                  Prometheus text format
+    GET  /docs, /redoc, /openapi.json              the API docs (Swagger UI, ReDoc) and spec: no key needed;
+                                                   their JS/CSS are served from /docs/static, no CDN
 
 Handlers are ``async`` and call Redis synchronously: a read is one sub-millisecond round trip, and
 skipping the thread pool hop is what keeps p99 low on one worker. Slow work (reloads) runs on a
@@ -21,7 +23,6 @@ background thread; handlers only read the current state reference.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import math
 from collections.abc import AsyncIterator, Callable
@@ -33,8 +34,10 @@ import redis
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -53,7 +56,9 @@ from feature_platform.serving.schemas import (
     NAME_PATTERN,
     BatchRequest,
     BatchResponse,
+    ChurnPrediction,
     ChurnRequest,
+    ContactPrediction,
     ContactRequest,
     EventsRequest,
     FeatureVector,
@@ -72,6 +77,11 @@ REDIS_TIMEOUT_SECONDS = 0.5
 # breaker (serving/retrieval.py) keeps the next requests from waiting. redis-py's default would retry 10
 # times with backoff, holding a request for seconds while Redis hangs.
 REDIS_RETRY = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+# The docs pages load Swagger UI's and ReDoc's JS/CSS from here, not from a CDN: /docs works without internet.
+# The files come with the fastapi-offline package (its static/ folder: swagger-ui-bundle.js, swagger-ui.css,
+# redoc.standalone.js, favicon.png); only its files are used, the app stays a plain FastAPI.
+DOCS_ASSETS = "/docs/static"
+DOCS_ASSETS_PACKAGE = ("fastapi_offline", "static")
 
 
 def _problem(status: int, loc: list[str], msg: str) -> HTTPException:
@@ -100,15 +110,6 @@ def _json(content: Any, status: int = 200) -> Response:
     if "NaN" in body or "Infinity" in body:
         body = json.dumps(_finite(content), separators=(",", ":"), default=str)
     return Response(body, status_code=status, media_type="application/json")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -144,7 +145,10 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         description="Features and predictions from the feature platform. Send `X-API-Key` (FP_API_KEYS) or "
                     "`Authorization: Bearer <JWT>` (FP_JWT_SECRET / FP_JWT_PUBLIC_KEY) with the route's scope.",
         lifespan=lifespan,
+        docs_url=None,  # both pages are declared below, with their assets served by this app (add_docs)
+        redoc_url=None,
     )
+    add_docs(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     protected: set[str] = set()  # templates of the routes needing a scope, filled once they are declared
     if audit is not None:
@@ -344,7 +348,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         feature = state.registry.get_feature(name)
         return _json({**_feature_json(feature), "lineage": asdict(state.registry.lineage(name))})
 
-    @app.post("/predict/churn", tags=["predictions"], dependencies=needs(PREDICT), responses=not_found)
+    @app.post("/predict/churn", tags=["predictions"], dependencies=needs(PREDICT),
+              responses={200: {"model": ChurnPrediction}, **not_found})
     async def predict_churn(body: ChurnRequest, request: Request) -> Response:
         request.state.users = 1
         state = current()
@@ -354,32 +359,35 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             values, source, snapshot = body.features, "request", None
         else:
             assert body.user_id is not None, "ChurnRequest.one_of: exactly one of user_id and features"
-            vector = one_vector(state, body.user_id, list(champion.feature_names))
+            vector = one_vector(state, body.user_id, list(champion.feature_names), defaults=body.defaults)
             values, source, snapshot = vector.values, vector.source, vector.version
         try:
-            probability = predict.predict_churn(champion, state.registry, values)
+            probability, imputed = predict.predict_churn(champion, state.registry, values)
         except (TypeError, ValueError, OverflowError) as exc:
             raise _problem(422, ["body", "features"], f"values do not fit the registry types: {exc}") from None
         metrics.predictions.labels(CHURN).inc()
         return _json({"user_id": body.user_id, "probability": probability, "model": CHURN,
-                      "model_version": champion.version, "feature_source": source, "snapshot_version": snapshot})
+                      "model_version": champion.version, "feature_source": source, "snapshot_version": snapshot,
+                      "imputed": imputed})
 
-    @app.post("/predict/contact", tags=["predictions"], dependencies=needs(PREDICT), responses=not_found)
+    @app.post("/predict/contact", tags=["predictions"], dependencies=needs(PREDICT),
+              responses={200: {"model": ContactPrediction}, **not_found})
     async def predict_contact(body: ContactRequest, request: Request) -> Response:
         request.state.users = 1
         state = current()
         champion = champion_of(state, CONTACT)
         check_batch(len(body.listing_ids), ["body", "listing_ids"])
         names = list(dict.fromkeys([*champion.feature_names, *predict.MATCH_FEATURES]))
-        vector = one_vector(state, body.user_id, names)
+        vector = one_vector(state, body.user_id, names, defaults=body.defaults)
         given = body.context.model_dump(exclude_none=True)
         context_values = predict.contact_context(given, state.devices.get(body.user_id), now())
         listings = [state.listings.get(listing) for listing in body.listing_ids]
-        probabilities = predict.predict_contact(champion, state.registry, vector.values, listings, context_values)
+        probabilities, imputed = predict.predict_contact(champion, state.registry, vector.values, listings,
+                                                         context_values)
         ranked = sorted(zip(body.listing_ids, probabilities, listings, strict=True), key=lambda r: (-r[1], r[0]))
         metrics.predictions.labels(CONTACT).inc()
         return _json({"user_id": body.user_id, "model": CONTACT, "model_version": champion.version,
-                      "context": context_values, "feature_source": vector.source,
+                      "context": context_values, "feature_source": vector.source, "imputed": imputed,
                       "listings": [{"listing_id": listing, "probability": p, "rank": i + 1, "known": row is not None}
                                    for i, (listing, p, row) in enumerate(ranked)]})
 
@@ -420,6 +428,38 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         return JSONResponse({"detail": f"online store error: {exc}"}, status_code=503)
 
     return app
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc whose scripts, styles and icon are files of this server (DOCS_ASSETS):
+    FastAPI's own pages load them from a CDN, so without internet they stay blank. Like /openapi.json
+    they need no key (no route dependency)."""
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[DOCS_ASSETS_PACKAGE]), name="docs-static")
+    openapi_url, redirect_url = app.openapi_url, app.swagger_ui_oauth2_redirect_url
+    assert openapi_url is not None and redirect_url is not None, "the docs pages need the spec's URL"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}", title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None})  # no badge from validator.swagger.io either
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
 def _feature_json(feature: Any) -> dict[str, Any]:

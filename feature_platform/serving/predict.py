@@ -40,14 +40,33 @@ def feature_table(registry: Registry, rows: Sequence[Mapping[str, Any]], names: 
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(rows))}).drop(["_"])
 
 
-def _probabilities(champion: Champion, table: pa.Table) -> np.ndarray:
+def _probabilities(champion: Champion, table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """The model's probabilities for the rows of ``table`` and the features it had to impute (imputed_features)."""
     matrix, _ = expand(table, champion.spec)
-    return champion.model.predict_proba(matrix)[:, 1]
+    return champion.model.predict_proba(matrix)[:, 1], imputed_features(champion, matrix)
 
 
-def predict_churn(champion: Champion, registry: Registry, values: Mapping[str, Any]) -> float:
-    """The churn probability of one user from their feature values (missing features are null)."""
-    return float(_probabilities(champion, feature_table(registry, [values], champion.feature_names))[0])
+def imputed_features(champion: Champion, matrix: np.ndarray) -> list[str]:
+    """The registry features the model reads (in its order) that reached it as NaN in some row: a null value
+    (status missing, or a registry default that is null), which the model's imputer fills (the training
+    pipeline's median or constant; XGBoost's learned default branch). A map whose fitted keys are merely
+    absent from the value is 0.0, not NaN (ml/expand.py), and a registry default that is a value (0) is
+    given to the model as that value: neither is listed."""
+    missing = np.isnan(matrix).any(axis=0)
+    reads, imputed, start = set(champion.feature_names), [], 0
+    for feature in champion.spec.features:
+        end = start + len(feature.columns)
+        if feature.name in reads and missing[start:end].any():
+            imputed.append(feature.name)
+        start = end
+    return imputed
+
+
+def predict_churn(champion: Champion, registry: Registry, values: Mapping[str, Any]) -> tuple[float, list[str]]:
+    """The churn probability of one user from their feature values (missing features are null), and the
+    features the model imputed."""
+    probabilities, imputed = _probabilities(champion, feature_table(registry, [values], champion.feature_names))
+    return float(probabilities[0]), imputed
 
 
 def contact_context(context: Mapping[str, Any], device: str | None, now: dt.datetime) -> dict[str, Any]:
@@ -60,8 +79,10 @@ def contact_context(context: Mapping[str, Any], device: str | None, now: dt.date
 
 
 def predict_contact(champion: Champion, registry: Registry, values: Mapping[str, Any],
-                    listings: Sequence[Mapping[str, Any] | None], context: Mapping[str, Any]) -> list[float]:
-    """Contact probability for each listing (a None listing: unknown to raw/listings, its inputs null)."""
+                    listings: Sequence[Mapping[str, Any] | None],
+                    context: Mapping[str, Any]) -> tuple[list[float], list[str]]:
+    """Contact probability for each listing (a None listing: unknown to raw/listings, its inputs null), and
+    the user's features the model imputed (the same for every listing: one vector)."""
     names = list(dict.fromkeys([*champion.feature_names, *MATCH_FEATURES]))
     table = feature_table(registry, [values] * len(listings), names)
     for column, kind in VIEW_INPUT_TYPES.items():
@@ -69,7 +90,8 @@ def predict_contact(champion: Champion, registry: Registry, values: Mapping[str,
             table = table.append_column(column, pa.array([context[column]] * len(listings), type=kind))
         else:
             table = table.append_column(column, pa.array([(row or {}).get(column) for row in listings], type=kind))
-    return [float(p) for p in _probabilities(champion, add_match_inputs(table))]
+    probabilities, imputed = _probabilities(champion, add_match_inputs(table))
+    return [float(p) for p in probabilities], imputed
 
 
 def context_vector(spec: ExpansionSpec, registry: Registry,

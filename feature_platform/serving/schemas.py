@@ -57,16 +57,28 @@ class BatchRequest(Strict):
     defaults: bool = Field(default=False, description="Unknown users get the registry defaults instead of found=false.")
 
 
+PREDICT_DEFAULTS = ("A user in no online or offline snapshot is scored on the registry defaults (feature_source "
+                    "`default`) instead of a 404.")
+IMPUTED = ("The model's features that reached it as null, in the model's order: missing from the served vector "
+           "(status `missing`), a registry default that is null (an unknown user served defaults), or left out of "
+           "`features`. The model's imputer filled them, so the prediction rests less on this user's data. A "
+           "default that is a value (e.g. 0) is given as that value and is not listed; `feature_source` says "
+           "where the values came from.")
+
+
 class ChurnRequest(Strict):
     user_id: UserId | None = None
     features: dict[Annotated[str, Field(pattern=NAME_PATTERN)], FeatureInput] | None = Field(
         default=None, description="Feature values to score instead of a stored user; missing ones are null. "
                                   f"Numbers finite within +-{MAX_FEATURE_VALUE:g}, texts at most {MAX_TEXT:,} characters.")
+    defaults: bool = Field(default=False, description=f"With user_id: {PREDICT_DEFAULTS}")
 
     @model_validator(mode="after")
     def one_of(self) -> ChurnRequest:
         if (self.user_id is None) == (self.features is None):
             raise ValueError("give exactly one of user_id or features")
+        if self.defaults and self.user_id is None:
+            raise ValueError("defaults applies to a user_id, not to given features (missing ones are null)")
         return self
 
 
@@ -80,6 +92,7 @@ class ContactRequest(Strict):
     user_id: UserId
     listing_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1)
     context: ContactContext = Field(default_factory=ContactContext)
+    defaults: bool = Field(default=False, description=PREDICT_DEFAULTS)
 
 
 class EventsRequest(Strict):
@@ -117,3 +130,36 @@ class BatchResponse(BaseModel):
 
 class Problem(BaseModel):
     detail: Any
+
+
+class ChurnPrediction(BaseModel):
+    user_id: str | None = Field(description="The user scored; null when `features` were given")
+    probability: float
+    model: str
+    model_version: str
+    feature_source: str = Field(description="online | offline | default | request")
+    snapshot_version: str | None
+    imputed: list[str] = Field(description=IMPUTED)
+
+
+class RankedListing(BaseModel):
+    listing_id: str
+    probability: float
+    rank: int
+    known: bool = Field(description="false: not in raw/listings, its inputs were null")
+
+
+class ViewContext(BaseModel):
+    device: str | None
+    hour: int
+    day_of_week: int
+
+
+class ContactPrediction(BaseModel):
+    user_id: str
+    model: str
+    model_version: str
+    context: ViewContext
+    feature_source: str = Field(description="online | offline | default")
+    imputed: list[str] = Field(description=IMPUTED)
+    listings: list[RankedListing] = Field(description="Highest probability first")
