@@ -21,6 +21,7 @@ from feature_platform.orchestration.models.assets import MODEL_ASSETS
 from feature_platform.orchestration.monitoring.freshness import with_freshness_policies
 from feature_platform.orchestration.online.assets import ONLINE_ASSETS
 from feature_platform.orchestration.online.checks import ONLINE_CHECKS
+from feature_platform.orchestration.pipeline import STEP_JOBS
 from feature_platform.orchestration.raw.assets import RAW_ASSETS
 from feature_platform.orchestration.resources import platform_resources
 from feature_platform.orchestration.tiles.assets import TILE_ASSETS
@@ -36,7 +37,7 @@ def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None 
             [*RAW_ASSETS, *TILE_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *DERIVED_ASSETS,
              *ONLINE_ASSETS]),
         asset_checks=[*FEATURE_CHECKS, *ONLINE_CHECKS],
-        jobs=JOBS,
+        jobs=[*JOBS, *STEP_JOBS],
         schedules=SCHEDULES,
         sensors=SENSORS,
         resources=platform_resources(settings or Settings.from_env(), from_env=settings is None),

@@ -12,7 +12,6 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import dagster as dg
 
@@ -40,6 +39,7 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 @dataclass(frozen=True)
 class Step:
     label: str
+    job: str  # the named job the step runs as: what the UI's Runs and Overview pages show
     selection: dg.AssetSelection
     latest_only: bool = False  # materialize only the last day of the range
     # A failed check here ends the run only when later steps depend on what it guards. A model that
@@ -63,14 +63,22 @@ class StepOutcome:
     notes: list[str] = field(default_factory=list)  # per model / push / skipped asset: what a person wants to know
 
 
-RAW_STEP = Step("raw inputs", dg.AssetSelection.groups(GROUP_RAW))
-TILES_STEP = Step("daily tiles", dg.AssetSelection.groups(GROUP_TILES))
-FEATURES_STEP = Step("feature snapshots", dg.AssetSelection.groups(GROUP_FEATURES))
-TRAINING_STEP = Step("training sets", dg.AssetSelection.groups(GROUP_TRAINING))
-MODELS_STEP = Step("models", dg.AssetSelection.groups(GROUP_MODELS), later_steps_proceed_on_failed_checks=True)
-SCORES_STEP = Step("model scores", dg.AssetSelection.groups(GROUP_DERIVED), latest_only=True)
-ONLINE_STEP = Step("online store", dg.AssetSelection.groups(GROUP_ONLINE), latest_only=True)
+RAW_STEP = Step("raw inputs", "ingest_raw_inputs", dg.AssetSelection.groups(GROUP_RAW))
+TILES_STEP = Step("daily tiles", "build_daily_tiles", dg.AssetSelection.groups(GROUP_TILES))
+FEATURES_STEP = Step("feature snapshots", "build_feature_snapshots", dg.AssetSelection.groups(GROUP_FEATURES))
+TRAINING_STEP = Step("training sets", "build_training_sets", dg.AssetSelection.groups(GROUP_TRAINING))
+MODELS_STEP = Step("models", "train_models", dg.AssetSelection.groups(GROUP_MODELS),
+                   later_steps_proceed_on_failed_checks=True)
+SCORES_STEP = Step("model scores", "score_users", dg.AssetSelection.groups(GROUP_DERIVED), latest_only=True)
+ONLINE_STEP = Step("online store", "push_online_store", dg.AssetSelection.groups(GROUP_ONLINE), latest_only=True)
 ALL_STEPS: tuple[Step, ...] = (RAW_STEP, TILES_STEP, FEATURES_STEP, TRAINING_STEP, MODELS_STEP, SCORES_STEP, ONLINE_STEP)
+
+# One job per step, in the definitions too, so the UI names what each `feature-platform run` run did (and a
+# step can be launched from it alone). In process, like the scheduled jobs: a step is one process's work.
+STEP_JOBS = [dg.define_asset_job(step.job, selection=step.selection, executor_def=dg.in_process_executor,
+                                 description=f"The `{step.label}` step of `feature-platform run`, over the run's "
+                                             "date range (tags dagster/asset_partition_range_start/end).")
+             for step in ALL_STEPS]
 
 
 def run_steps(
@@ -84,7 +92,9 @@ def run_steps(
 ) -> list[StepOutcome]:
     """Materialize ``steps`` in order over [first_day, last_day]; stop at the first failed step (a step
     whose only failures are checks and that lets later steps proceed does not stop the run)."""
-    every: list[Any] = [*(defs.assets or []), *(defs.asset_checks or [])]
+    runner = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
+                            jobs=[job for job in STEP_JOBS if job.name in {step.job for step in steps}],
+                            resources=dict(resources))
     for run_id, pid in fail_abandoned_runs(instance):
         echo(f"run {run_id[:8]} was left STARTED by process {pid}, which is gone: marked failed")
     owner = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
@@ -92,11 +102,8 @@ def run_steps(
     for index, step in enumerate(steps, start=1):
         echo(f"[{index}/{len(steps)}] {step.label} ...")
         started = time.monotonic()
-        result = dg.materialize(
-            every,
-            selection=step.selection,
+        result = runner.resolve_job_def(step.job).execute_in_process(
             instance=instance,
-            resources=resources,
             tags={RANGE_START_TAG: last_day if step.latest_only else first_day, RANGE_END_TAG: last_day, **owner},
             run_config=QUIET_CONSOLE,
             raise_on_error=False,

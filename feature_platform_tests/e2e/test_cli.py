@@ -35,7 +35,13 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     data = workdir / "data"
     partitions = sorted(p.name for p in (data / "raw" / "events").glob("*.parquet"))
     assert len(partitions) == 40 and partitions[-1] == f"{END}.parquet"
-    assert _runs(data / "dagster_home") == ["SUCCESS"] * 7  # one run per step
+    assert _runs(data / "dagster_home") == ["SUCCESS"] * 7  # one run per step, named by it (the UI's Runs page)
+    with sqlite3.connect(data / "dagster_home" / "history" / "runs.db") as db:
+        jobs = [row[0] for row in db.execute("SELECT pipeline_name FROM runs ORDER BY id")]
+    assert jobs == ["ingest_raw_inputs", "build_daily_tiles", "build_feature_snapshots", "build_training_sets",
+                    "train_models", "score_users", "push_online_store"]
+    assert "__ephemeral" not in first.stdout and " - RUN_" not in first.stdout  # progress lines, not Dagster's log
+    assert "next:" in first.stdout and "curl http://127.0.0.1:8000/features/u" in first.stdout
     snapshots = sorted(p.name for p in (data / "features" / "lead_features").glob("*.parquet"))
     assert snapshots == partitions
     # Each model prints its out-of-time metrics and the gate's decision, and is stored as its champion.
