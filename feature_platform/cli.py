@@ -152,9 +152,9 @@ def _written_by_us(text: str) -> bool:
 
 def _sample_source(settings: Settings, args: argparse.Namespace) -> Path:
     """Reuse the sample data when it matches the flags (or no flag was given), else (re)generate it."""
-    from feature_platform.sources.locate import recorded_source, remember_source
+    from feature_platform.sources.locate import SAMPLE_RECORD, recorded_source, remember_source
 
-    meta_path = settings.sample_dir / "_generation.json"
+    meta_path = settings.sample_dir / SAMPLE_RECORD
     asked = any(getattr(args, name) is not None for name in ("users", "days", "end_date", "seed"))
     wanted = generation_params(args)
     existing = json.loads(meta_path.read_text()) if meta_path.exists() else None
@@ -336,15 +336,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from feature_platform.cli_ui import run_ui
+
     settings = _settings(args)
     _instance(settings)
-    env = {**os.environ, "FP_DATA_DIR": str(settings.data_dir)}
-    # The dagster of this interpreter, so `.venv/bin/feature-platform ui` works without an activated venv.
-    command = [sys.executable, "-m", "dagster", "dev", "-m", "feature_platform.definitions", "-h", args.host,
-               "-p", str(args.port)]
-    echo(f"DAGSTER_HOME={env['DAGSTER_HOME']} {' '.join(command)}")
-    os.execve(command[0], command, env)
-    return 0
+    return run_ui(settings.data_dir, os.environ["DAGSTER_HOME"], args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -225,3 +225,15 @@ def test_version_of_the_installed_command():
     result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"feature-platform {version('feature_platform')}\n"
+
+
+def test_the_ui_output_drops_dagster_api_notices_and_keeps_the_rest():
+    from feature_platform.cli_ui import quiet_lines
+
+    lines = ["DAGSTER_HOME=/x dagster dev\n",
+             "/venv/click/core.py:911: SupersessionWarning: Function `dev_command` is superseded.\n",
+             "  return callback(*args, **kwargs)\n", "\n",
+             "2026-12-02 - dagster - INFO - Launching Dagster services...\n",
+             "/venv/x.py:1: BetaWarning: Parameter `pool` is currently in beta\n", "    pool=None,\n",
+             "Traceback (most recent call last):\n", "  File \"x.py\", line 1\n"]
+    assert list(quiet_lines(lines)) == [lines[0], lines[4], lines[7], lines[8]]  # a traceback stays whole

@@ -5,8 +5,12 @@ the asset's pages after a reload. Screenshots go to each test's tmp_path."""
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -110,3 +114,26 @@ def test_a_partition_materialized_over_graphql_shows_on_the_asset_pages(ui, brow
         wait.until(EC.presence_of_element_located(
             (By.XPATH, f"//*[@title='{check}']/following-sibling::*[normalize-space(.)='Succeeded']")))
     browser.save_screenshot(str(tmp_path / "lead_features_checks.png"))
+
+
+def test_sigterm_stops_the_ui_and_everything_it_started(ui):
+    """Last in this file: it stops the module's server. SIGTERM to `feature-platform ui` alone (as a process
+    manager or `kill` sends it), not to its group: no webserver, daemon or code server may outlive it."""
+    url, _, servers = ui
+    process = servers.processes["ui"]
+    home = str(Path(servers.log_dir) / "data" / "dagster_home")
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    stopped_in = time.monotonic() - started
+    left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"]) if _dagster_home(p) == home]
+    assert left == [], left
+    assert stopped_in < 30, f"stopping took {stopped_in:.0f} s"
+    assert "SupersessionWarning" not in servers.logs(100_000)
+
+
+def _dagster_home(process: psutil.Process) -> str | None:
+    try:
+        return process.environ().get("DAGSTER_HOME")
+    except (psutil.Error, OSError):
+        return None
