@@ -23,6 +23,19 @@ def recorded_source(settings: Settings) -> Path | None:
     return Path(json.loads(record.read_text())["raw_dir"])
 
 
+SAMPLE_RECORD = "_generation.json"  # in the sample folder: the parameters it was generated with
+
+
+def sample_last_day(settings: Settings) -> str | None:
+    """The last day of the generated sample data when that is the raw source (a try-out), else None: sample
+    data does not grow by itself, so days after it have no raw data (real sources are not judged here)."""
+    source = settings.raw_dir or recorded_source(settings)
+    meta = settings.sample_dir / SAMPLE_RECORD
+    if source is None or source.resolve() != settings.sample_dir.resolve() or not meta.exists():
+        return None
+    return str(json.loads(meta.read_text())["end_date"])
+
+
 def remember_source(settings: Settings, source_dir: Path, kind: str) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     record = settings.data_dir / SOURCE_RECORD

@@ -35,6 +35,7 @@ from feature_platform.orchestration.automation.sensors import (
 from feature_platform.orchestration.models.assets import registry_versions
 from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
+from feature_platform.sources.locate import SAMPLE_RECORD, remember_source
 
 REGISTRY = load_registry()
 UTC = dt.UTC
@@ -67,6 +68,33 @@ def test_a_tick_late_in_another_time_zone_still_targets_the_utc_day_before():
     # 01:30 on the 11th in UTC+2 is 23:30 UTC on the 10th: the UTC day before is the 9th
     scheduled = dt.datetime(2025, 3, 11, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert previous_day(scheduled) == "2025-03-09"
+
+
+def test_a_try_out_tick_after_the_sample_data_ends_skips_saying_why(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data)
+    (settings.sample_dir).mkdir(parents=True)
+    (settings.sample_dir / SAMPLE_RECORD).write_text('{"users": 10, "days": 5, "end_date": "2025-03-10", "seed": 7}')
+    remember_source(settings, settings.sample_dir, kind="sample")
+    monkeypatch.setenv("FP_DATA_DIR", str(data))
+    monkeypatch.delenv("FP_RAW_DIR", raising=False)
+    schedule = _schedule(DAILY_SCHEDULE)
+    from feature_platform.definitions import build_defs
+
+    repository = build_defs().get_repository_def()
+
+    def tick(day: int) -> dg.ScheduleExecutionData:
+        return schedule.evaluate_tick(dg.build_schedule_context(
+            scheduled_execution_time=dt.datetime(2025, 3, day, 3, 0, tzinfo=UTC), repository_def=repository))
+
+    assert [r.partition_key for r in tick(11).run_requests] == ["2025-03-10"]  # the sample's last day runs
+    late = tick(12)  # a UI left open overnight: no data for the 11th
+    assert late.run_requests == [] and "no raw data for 2025-03-11" in late.skip_message
+    assert "ends 2025-03-10" in late.skip_message and "FP_RAW_DIR" in late.skip_message
+    own = tmp_path / "own"
+    own.mkdir()
+    remember_source(settings, own, kind="external")  # a real source: production runs every day
+    assert [r.partition_key for r in tick(12).run_requests] == ["2025-03-11"]
 
 
 def test_the_crons_are_configurable_through_build_schedules():

@@ -10,7 +10,9 @@ import datetime as dt
 
 import dagster as dg
 
+from feature_platform.config import Settings
 from feature_platform.orchestration.automation.jobs import daily_snapshots_job, retention_job, retraining_job
+from feature_platform.sources.locate import sample_last_day
 
 DAILY_CRON = "0 3 * * *"  # 03:00 UTC: yesterday's partition, once the day is over and late files landed
 RETRAINING_CRON = "0 4 * * 1"  # Monday 04:00 UTC, after that day's snapshots
@@ -27,6 +29,17 @@ def previous_day(scheduled: dt.datetime) -> str:
     return (when.date() - dt.timedelta(days=1)).isoformat()
 
 
+def sample_ended(settings: Settings, day: str) -> dg.SkipReason | None:
+    """A try-out's tick for a day after its generated sample data skips, saying why, instead of running on
+    no data; a real source (FP_RAW_DIR, `feature-platform ingest`) is always run."""
+    last = sample_last_day(settings)
+    if last is None or day <= last:
+        return None
+    return dg.SkipReason(f"no raw data for {day}: the raw source is the generated sample data, which ends {last}. "
+                         "Generate newer data (`feature-platform run --end-date ...`) or point FP_RAW_DIR at real data "
+                         "(`feature-platform ingest --source DIR`).")
+
+
 def build_schedules(daily_cron: str = DAILY_CRON, retraining_cron: str = RETRAINING_CRON,
                     retention_cron: str = RETENTION_CRON) -> list[dg.ScheduleDefinition]:
     """The platform's schedules with the given crons (UTC)."""
@@ -35,8 +48,11 @@ def build_schedules(daily_cron: str = DAILY_CRON, retraining_cron: str = RETRAIN
                  default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Yesterday's partition of the snapshot path: raw inputs, feature snapshots and their "
                              "checks, model scores, online push (one run).")
-    def daily_snapshots(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    def daily_snapshots(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         key = previous_day(context.scheduled_execution_time)
+        skip = sample_ended(Settings.from_env(), key)
+        if skip is not None:
+            return skip
         return dg.RunRequest(run_key=key, partition_key=key)  # one run per day, even if a tick is re-evaluated
 
     retraining = dg.ScheduleDefinition(
