@@ -24,15 +24,16 @@ def table_schema(schema: pa.Schema, descriptions: Mapping[str, str] | None = Non
                                    for f in schema])
 
 
-def write_metadata(writes: Sequence[WriteResult]) -> dict[str, Any]:
-    """Row count, schema and location of one partition file, or range-level facts of many."""
+def write_metadata(writes: Sequence[WriteResult], descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Row count, schema (columns described by ``descriptions``: the UI shows the latest materialization's
+    schema, so it must carry them) and location of one partition file, or range-level facts of many."""
     if not writes:
         return {"dagster/row_count": 0}
     if len(writes) == 1:
         (write,) = writes
         return {
             "dagster/row_count": write.rows,
-            "dagster/column_schema": table_schema(write.schema),
+            "dagster/column_schema": table_schema(write.schema, descriptions),
             "path": dg.MetadataValue.path(str(write.path)),
             "files_written": 1,
             "bytes_written": write.bytes,

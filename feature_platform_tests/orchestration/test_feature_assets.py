@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import dagster as dg
 import pyarrow as pa
@@ -145,3 +146,19 @@ def test_feature_assets_read_tiles_over_their_lookback_and_tiles_read_one_raw_da
         C.DAILY_PARTITIONS.empty_subset().with_partition_keys(["2025-01-01"]), C.DAILY_PARTITIONS, C.DAILY_PARTITIONS,
     ).get_partition_keys()
     assert min(later) == "2025-01-01" and "2026-06-30" in later and "2024-12-31" not in later
+
+
+def test_every_feature_column_is_described_and_paths_render_as_code(landed_tiles):
+    """The UI shows the latest materialization's column schema: it carries the registry's descriptions; a
+    file pattern in a description is code (markdown would take ``<YYYY-MM-DD>`` for an HTML tag)."""
+    _, resources = landed_tiles
+    result = _features_run(resources, "2025-03-20", "2025-03-20")
+    registry = load_registry()
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    for key in FAMILY_KEYS:
+        (mat,) = [m.materialization for m in result.get_asset_materialization_events() if m.asset_key == key]
+        described = {c.name: c.description for c in mat.metadata["dagster/column_schema"].schema.columns}
+        features = {n: registry.get_feature(n).description for n in described if n in registry.features}
+        assert features and all(features.values()) and all(described[n] == d for n, d in features.items())
+        prose = re.sub(r"`[^`]*`", "", specs[key].description)  # outside code spans, no tag-like text
+        assert "`features/" in specs[key].description and "<" not in prose

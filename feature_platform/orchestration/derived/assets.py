@@ -87,7 +87,7 @@ def churn_risk_scores(context: dg.AssetExecutionContext, offline: OfflineStoreRe
               if scores.get("mean") is not None else "")
     return dg.MaterializeResult(
         metadata={
-            **write_metadata(writes),
+            **write_metadata(writes, {f.name: f.description for f in registry.list_features(family.name)}),
             **summary(status + spread),
             "status": status,
             "model": "/".join(CHURN_MODEL.path),

@@ -53,7 +53,7 @@ def _family_asset(family: Family) -> dg.AssetsDefinition:
     merged = f"merged from tiles/{family.name}" if has_tiles(family) else "from the customers table"
     description = (
         f"{family.description}\n\nOne row per user known at D, {merged}, one Parquet file per day "
-        f"(features/{family.asset}/<YYYY-MM-DD>.parquet). Features: {', '.join(f.name for f in features)}."
+        f"(`features/{family.asset}/<YYYY-MM-DD>.parquet`). Features: {', '.join(f.name for f in features)}."
     )
 
     @dg.asset(
@@ -88,7 +88,7 @@ def _family_asset(family: Family) -> dg.AssetsDefinition:
         summary = summarize(last, features)
         return dg.MaterializeResult(
             metadata={
-                **write_metadata(writes),
+                **write_metadata(writes, {f.name: f.description for f in features}),
                 "family_version": family.version,
                 "computation_fingerprint": family_fingerprint(family),
                 "feature_summary": dg.MetadataValue.md(f"Snapshot {days[-1]}:\n\n{summary_markdown(summary)}"),

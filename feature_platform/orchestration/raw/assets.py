@@ -106,7 +106,7 @@ raw_listings = _unpartitioned_raw_asset(RAW_LISTINGS, LISTINGS)
 )
 def raw_events(context: dg.AssetExecutionContext, offline: OfflineStoreResource, raw: RawSourceResource,
                clock: ClockResource) -> dg.MaterializeResult:
-    """User events landed as one Parquet file per UTC day (raw/events/<YYYY-MM-DD>.parquet).
+    """User events landed as one Parquet file per UTC day (`raw/events/<YYYY-MM-DD>.parquet`).
 
     Every row of the input is validated (types, required columns, known event types, timestamps not
     in the future, amounts >= 0, duplicate event ids); refused rows go to quarantine/events/ with a

@@ -61,7 +61,7 @@ def _tile_asset(family: Family) -> dg.AssetsDefinition:
     deps: list[dg.AssetDep | dg.AssetKey] = [dg.AssetDep(RAW_EVENTS), *(k for k in map(source_key, family.sources) if k in _UNPARTITIONED_INPUTS)]
     description = (
         f"Daily partial aggregates of the {family.name} family: one row per user with data that day, "
-        f"computed from that day's raw data only (tiles/{family.name}/<YYYY-MM-DD>.parquet). The "
+        f"computed from that day's raw data only (`tiles/{family.name}/<YYYY-MM-DD>.parquet`). The "
         f"features/{family.asset} snapshots merge them over their windows."
     )
 
