@@ -18,12 +18,22 @@ Binning rules (fixed, so a value means the same from day to day):
     epsilon      a bin's share is floored at :data:`EPSILON` in both samples (not renormalized), so an
                  empty bin contributes a large but finite term instead of an infinite one.
 An empty sample has no distribution: the column is skipped with the reason, never reported as 0.
+
+What a snapshot is compared with (so that a large PSI means the population changed, not the calendar):
+    weekday      the sample data and real users have a weekly rhythm (weekend activity, Tuesday campaigns),
+                 so snapshot D is compared with D-7, the same weekday a week before, when that partition
+                 exists, else with D-1 (the label says which: ``D-7 (<date>)`` or ``D-1 (<date>)``). The
+                 churn champion's training rows (weekly dates, one weekday) are a reference on that weekday only.
+    ageing       :data:`AGEING_FEATURES` count days since a user's first event or purchase: the anchor never
+                 moves, so every value grows by exactly one per day. Before binning, the reference's values
+                 are aged by the days between the two snapshots (:func:`age_values`); a value aged past the
+                 registry range's upper bound becomes null, as the current snapshot would have it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +52,16 @@ QUANTILES = tuple(i / 10 for i in range(1, 10))
 MISSING = "missing"
 CHURN_MODEL_NAME = "churn"
 TRAINING_TABLE = "training/training_dataset"
+WEEK = 7
+
+AGEING_FEATURES = frozenset({"tenure_days", "first_purchase_days", "btyd_age_days"})
+"""Features that are ``D - <day of the user's first event or purchase>`` (registry computation ``D - min(..)``).
+
+Only these are aged. The recency features (``last_active_days``, ``recency_days``, ``days_since_last_purchase``,
+``last_purchase_days``: ``D - max(..)``) also grow by one a day, but an event resets them to 0, so in a steady
+population their distribution does not move from week to week; ageing their reference would read every user
+active since then as drift. A test holds this list to the registry's computations.
+"""
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,7 @@ class ColumnDrift:
 
 @dataclass
 class DriftReport:
-    """Per-column PSI of one comparison (e.g. snapshot D against D-1), worst first."""
+    """Per-column PSI of one comparison (e.g. snapshot D against D-7), worst first."""
 
     reference: str
     current: str
@@ -73,6 +93,8 @@ class DriftReport:
     skipped: dict[str, str] = field(default_factory=dict)  # column or feature -> why no PSI
     reference_rows: int = 0
     current_rows: int = 0
+    age_days: int = 0  # days the reference's AGEING_FEATURES were aged by
+    aged: tuple[str, ...] = ()  # the features aged
 
     @property
     def worst(self) -> ColumnDrift | None:
@@ -133,14 +155,38 @@ def column_psi(reference: np.ndarray, current: np.ndarray, epsilon: float = EPSI
     return psi_from_shares(binned.reference, binned.current, epsilon)
 
 
+def age_values(values: np.ndarray, days: int, cap: float | None = None) -> np.ndarray:
+    """``values`` (days since an anchor that never moves; NaN = null) as they read ``days`` later.
+
+    Each grows by ``days``; one past ``cap`` (the registry range's upper bound) becomes null, as a snapshot
+    nulls a value outside the window it covers. A user whose anchor falls between the two snapshots is new in
+    the later one and has no reference value to age.
+    """
+    if days < 0:
+        raise ValueError(f"a reference cannot be later than the snapshot it is compared with (days={days})")
+    aged = np.asarray(values, dtype=np.float64) + days
+    if cap is not None:
+        aged[aged > cap] = np.nan
+    return aged
+
+
 def expanded_columns(
-    reference: pa.Table, current: pa.Table, features: Sequence[str], registry: Registry
+    reference: pa.Table, current: pa.Table, features: Sequence[str], registry: Registry, age_days: int = 0
 ) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
-    """``[(column, feature)]`` and the two float matrices, expanded by a spec fitted on the reference."""
+    """``[(column, feature)]`` and the two float matrices, expanded by a spec fitted on the reference.
+
+    ``age_days``: the days from the reference's snapshot to the current one; the reference's
+    :data:`AGEING_FEATURES` are aged by that many days (:func:`age_values`).
+    """
     spec = fit_expansion(reference, features, registry)
     ref, _ = expand(reference, spec)
     cur, _ = expand(current, spec)
-    return [(column, f.name) for f in spec.features for column in f.columns], ref, cur
+    owners = [(column, f.name) for f in spec.features for column in f.columns]
+    for i, (_, feature) in enumerate(owners):
+        if age_days and feature in AGEING_FEATURES:
+            bounds = registry.get_feature(feature).value_range
+            ref[:, i] = age_values(ref[:, i], age_days, bounds[1] if bounds else None)
+    return owners, ref, cur
 
 
 def drift_report(
@@ -150,11 +196,16 @@ def drift_report(
     registry: Registry,
     reference_label: str,
     current_label: str,
+    age_days: int = 0,
 ) -> DriftReport:
-    """PSI of every column of ``features`` (registry names present in both tables), worst first."""
-    report = DriftReport(reference_label, current_label, reference_rows=reference.num_rows,
-                         current_rows=current.num_rows)
+    """PSI of every column of ``features`` (registry names present in both tables), worst first.
+
+    ``age_days``: days from the reference's snapshot to the current one (see :func:`expanded_columns`).
+    """
     present = [f for f in features if f in reference.column_names and f in current.column_names]
+    report = DriftReport(reference_label, current_label, reference_rows=reference.num_rows,
+                         current_rows=current.num_rows, age_days=age_days,
+                         aged=tuple(f for f in present if f in AGEING_FEATURES) if age_days else ())
     for name in features:
         if name not in present:
             report.skipped[name] = f"not a column of both {reference_label} and {current_label}"
@@ -162,7 +213,7 @@ def drift_report(
         empty = reference_label if reference.num_rows == 0 else current_label
         report.skipped.update({name: f"{empty} has no rows" for name in present})
         return report
-    owners, ref, cur = expanded_columns(reference, current, present, registry)
+    owners, ref, cur = expanded_columns(reference, current, present, registry, age_days)
     for name in present:
         if registry.get_feature(name).type == "map" and not any(f == name for _, f in owners):
             report.skipped[name] = f"the map has no key in {reference_label}"
@@ -174,9 +225,10 @@ def drift_report(
     return report
 
 
-def column_bins(reference: pa.Table, current: pa.Table, feature: str, column: str, registry: Registry) -> Binned:
-    """The bins of one expanded column of ``feature`` (to plot the worst one)."""
-    owners, ref, cur = expanded_columns(reference, current, [feature], registry)
+def column_bins(reference: pa.Table, current: pa.Table, feature: str, column: str, registry: Registry,
+                age_days: int = 0) -> Binned:
+    """The bins of one expanded column of ``feature`` (to plot the worst one), the reference aged as compared."""
+    owners, ref, cur = expanded_columns(reference, current, [feature], registry, age_days)
     index = [c for c, _ in owners].index(column)
     return bin_column(ref[:, index], cur[:, index])
 
@@ -196,28 +248,42 @@ def worst_markdown(reports: Sequence[DriftReport], warn: float, fail: float, top
 
 @dataclass(frozen=True)
 class Reference:
-    """A sample to compare a snapshot with, or why there is none."""
+    """A sample to compare a snapshot with (``age_days`` before it), or why there is none (``note``)."""
 
     label: str
     table: pa.Table | None
     note: str = ""
+    age_days: int = 0
 
 
-def previous_snapshot(store: OfflineStore, table: str, day: dt.date) -> Reference:
-    """Snapshot D-1 of ``table`` (``features/<asset>``)."""
-    previous = (day - dt.timedelta(days=1)).isoformat()
-    if previous not in store.partitions(table):
-        return Reference(f"D-1 ({previous})", None, f"no {table} partition {previous} to compare with")
-    return Reference(f"D-1 ({previous})", store.read(table, previous, previous))
+def reference_day(day: dt.date, stored: Collection[str]) -> dt.date | None:
+    """D-7 (the same weekday) when ``stored`` (ISO dates) holds it, else D-1 when it holds that, else None."""
+    for back in (WEEK, 1):
+        candidate = day - dt.timedelta(days=back)
+        if candidate.isoformat() in stored:
+            return candidate
+    return None
 
 
-def champion_training_rows(store: OfflineStore, models: ModelStore) -> Reference:
-    """The newest labelled rows of the churn training set the serving churn champion was trained on.
+def weekday_reference(store: OfflineStore, table: str, day: dt.date) -> Reference:
+    """Snapshot D-7 of ``table`` (``features/<asset>``), else D-1; labelled ``D-7 (<date>)`` / ``D-1 (<date>)``."""
+    week_ago, previous = day - dt.timedelta(days=WEEK), day - dt.timedelta(days=1)
+    found = reference_day(day, set(store.partitions(table)))
+    if found is None:
+        return Reference(f"D-7 ({week_ago})", None, f"no {table} partition {week_ago} or {previous} to compare with")
+    back = (day - found).days
+    note = "" if back == WEEK else (f"no {table} partition {week_ago}: compared with D-1, another weekday, so the "
+                                    "weekly rhythm counts as drift")
+    return Reference(f"D-{back} ({found})", store.read(table, found.isoformat(), found.isoformat()), note, back)
 
-    Only the latest labelled snapshot date is taken: the set spans many weeks, and features that
-    accumulate or count days (review totals, recency) differ between old and new rows by construction,
-    which would read as drift on every day. The newest population the model learnt from is the fair
-    reference for today's.
+
+def champion_training_rows(store: OfflineStore, models: ModelStore, day: dt.date) -> Reference:
+    """The churn champion's newest labelled training rows on D's weekday, to compare snapshot D with.
+
+    Only one snapshot date is taken: the set spans many weeks, and the newest population the model learnt
+    from is the fair reference for today's. Its dates are weekly, so they share one weekday; on another
+    weekday there is no reference (said in the note), as the weekly rhythm would read as drift. The rows
+    are ``age_days`` = D - their date old, which the ageing features are aged by.
 
     The training set on disk is used only when its fingerprint equals the one in the champion's manifest:
     a set rebuilt since (new dates, new features) is not what the champion saw, and there is no
@@ -234,13 +300,24 @@ def champion_training_rows(store: OfflineStore, models: ModelStore) -> Reference
     if training_fingerprint(table) != champion.manifest.get("training_fingerprint"):
         return Reference(label, None, f"{TRAINING_TABLE} was rebuilt after {champion.version} was trained "
                                       "(its fingerprint differs from the model's manifest)")
+    if "snapshot_date" not in table.column_names:
+        return Reference(label, None, f"{TRAINING_TABLE} has no snapshot_date: the rows' weekday and age are unknown")
     if "labelled" in table.column_names:
         table = table.filter(pc.fill_null(table.column("labelled"), False))
-    if "snapshot_date" in table.column_names and table.num_rows:
-        newest = pc.max(table.column("snapshot_date"))
-        table = table.filter(pc.equal(table.column("snapshot_date"), newest))
-        label = f"{label}, rows of {newest.as_py()}"
-    return Reference(label, table)
+    dates = set(table.column("snapshot_date").to_pylist())
+    found = same_weekday(day, dates)
+    if found is None:
+        newest = max(dates, default=None)
+        why = (f"its newest labelled rows ({newest}) are a {newest:%A} and D a {day:%A}: the training rows are a "
+               "reference on their own weekday only") if newest else f"{TRAINING_TABLE} has no labelled rows"
+        return Reference(label, None, why)
+    table = table.filter(pc.equal(table.column("snapshot_date"), pa.scalar(found, pa.date32())))
+    return Reference(f"{label}, rows of {found}", table, age_days=(day - found).days)
+
+
+def same_weekday(day: dt.date, dates: Collection[dt.date]) -> dt.date | None:
+    """The newest of ``dates`` on or before ``day`` that falls on ``day``'s weekday, else None."""
+    return max((d for d in dates if d <= day and (day - d).days % WEEK == 0), default=None)
 
 
 def _fmt(value: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -11,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_platform.ml import drift
+from feature_platform.ml.model_store import training_fingerprint
+from feature_platform.offline.store import OfflineStore
 from feature_platform.registry import load_registry
 from feature_platform_tests.helpers import examples
 
@@ -148,3 +151,128 @@ def test_an_empty_snapshot_is_skipped_with_a_reason_not_reported_as_stable():
     table = pa.table({"total_events": pa.array([1, 2], pa.int64())})
     report = drift.drift_report(table, table.slice(0, 0), ["total_events"], REGISTRY, "D-1", "D")
     assert report.columns == [] and report.skipped == {"total_events": "D has no rows"}
+
+
+# -- what a snapshot is compared with: the same weekday, and the ageing features aged ------------------------
+WED = dt.date(2025, 3, 12)  # a Wednesday
+
+
+@pytest.mark.parametrize(("stored", "expected"), [
+    # D-7 (the Wednesday before) wins over D-1 (a Tuesday)
+    (["2025-03-05", "2025-03-11"], dt.date(2025, 3, 5)),
+    (["2025-03-05"], dt.date(2025, 3, 5)),
+    # no D-7: D-1, another weekday
+    (["2025-03-10", "2025-03-11"], dt.date(2025, 3, 11)),
+    # D-2, D-6, D-8, D-14 and D itself are never taken
+    (["2025-02-26", "2025-03-04", "2025-03-06", "2025-03-10", "2025-03-12"], None),
+    ([], None),
+])
+def test_the_reference_day_is_d_minus_7_else_d_minus_1(stored, expected):
+    assert drift.reference_day(WED, stored) == expected
+
+
+@pytest.mark.parametrize(("day", "dates", "expected"), [
+    # training dates are weekly (Sundays here): on a Sunday the newest one on or before D
+    (dt.date(2026, 11, 29), [dt.date(2026, 10, 25), dt.date(2026, 11, 1), dt.date(2026, 11, 8)], dt.date(2026, 11, 8)),
+    # on a Tuesday none matches
+    (dt.date(2026, 12, 1), [dt.date(2026, 10, 25), dt.date(2026, 11, 1), dt.date(2026, 11, 8)], None),
+    # a date after D is not a reference for D
+    (dt.date(2026, 11, 1), [dt.date(2026, 11, 1), dt.date(2026, 11, 8)], dt.date(2026, 11, 1)),
+    (dt.date(2026, 10, 31), [dt.date(2026, 11, 7)], None),
+    (dt.date(2026, 11, 1), [], None),
+])
+def test_training_rows_are_taken_on_ds_weekday_only(day, dates, expected):
+    assert drift.same_weekday(day, dates) == expected
+
+
+@pytest.mark.parametrize(("values", "days", "cap", "expected"), [
+    # 7 days later every anchored count is 7 more; null stays null
+    ([0, 5, np.nan, 86], 7, None, [7, 12, np.nan, 93]),
+    # with a range of [0, 89]: 86 + 7 = 93 is past the window, so null (as the later snapshot has it); 82 + 7 = 89 stays
+    ([0, 82, np.nan, 86], 7, 89, [7, 89, np.nan, np.nan]),
+    # a D-1 reference ages by one
+    ([3, 10], 1, None, [4, 11]),
+    ([3, 10], 0, 89, [3, 10]),
+])
+def test_age_values_adds_the_days_between_the_snapshots_and_nulls_what_ages_past_the_cap(values, days, cap, expected):
+    np.testing.assert_array_equal(drift.age_values(np.array(values, dtype=float), days, cap), np.array(expected))
+
+
+def test_a_reference_after_the_snapshot_cannot_be_aged():
+    with pytest.raises(ValueError, match="later than the snapshot"):
+        drift.age_values(np.array([1.0]), -1)
+
+
+def test_the_ageing_features_are_the_registry_features_counted_from_a_first_day():
+    """The list in drift.py is the registry's ``D - min(..)`` features: ints >= 0 that no event resets. The
+    ``D - max(..)`` recency features reset on an event and are compared unaged."""
+    anchored = {f.name for f in REGISTRY.features.values() if f.computation.startswith("D - min(")}
+    recency = {f.name for f in REGISTRY.features.values() if f.computation.startswith(("D - max(", "D - date(max("))}
+    assert drift.AGEING_FEATURES == anchored == {"tenure_days", "first_purchase_days", "btyd_age_days"}
+    assert recency == {"last_active_days", "recency_days", "days_since_last_purchase", "last_purchase_days"}
+    assert all(REGISTRY.get_feature(name).type == "int" for name in anchored)
+
+
+def test_drift_report_ages_the_anchored_features_of_the_reference_only():
+    # tenure_days {10, 20} a week later is {17, 27}: aged, the same distribution (PSI 0).
+    # last_active_days is a recency (reset by any event): {0, 3} -> {0, 3} is compared as it is (PSI 0), not aged.
+    reference = pa.table({"tenure_days": pa.array([10, 20], pa.int64()), "last_active_days": pa.array([0, 3], pa.int64())})
+    current = pa.table({"tenure_days": pa.array([17, 27], pa.int64()), "last_active_days": pa.array([0, 3], pa.int64())})
+    aged = drift.drift_report(reference, current, ["tenure_days", "last_active_days"], REGISTRY, "D-7", "D", age_days=7)
+    assert aged.psi_by_column() == {"tenure_days": 0.0, "last_active_days": 0.0}
+    assert (aged.age_days, aged.aged) == (7, ("tenure_days",))
+    # unaged, the four values are four categories, each empty (eps) on one side:
+    # 4 * (0.5 - eps) * ln(0.5 / eps) = 4 * 0.4999 * 8.517193 = 17.030975
+    plain = drift.drift_report(reference, current, ["tenure_days", "last_active_days"], REGISTRY, "D-7", "D")
+    assert plain.psi_by_column()["tenure_days"] == pytest.approx(4 * (0.5 - EPS) * math.log(0.5 / EPS), abs=1e-6)
+    assert plain.aged == ()
+    # a real shift on top of the ageing is still seen: {17, 27} + 7 days more is {24, 34}
+    late = current.set_column(0, "tenure_days", pa.array([24, 34], pa.int64()))
+    assert drift.drift_report(reference, late, ["tenure_days"], REGISTRY, "D-7", "D", 7).max_psi == pytest.approx(
+        4 * (0.5 - EPS) * math.log(0.5 / EPS), abs=1e-6)
+    bins = drift.column_bins(reference, current, "tenure_days", "tenure_days", REGISTRY, age_days=7)
+    assert bins.labels == ("17", "27", drift.MISSING) and list(bins.reference) == list(bins.current) == [0.5, 0.5, 0.0]
+
+
+def slow_age(values: list[float], days: int, cap: float | None) -> list[float]:
+    return [math.nan if math.isnan(v) or (cap is not None and v + days > cap) else v + days for v in values]
+
+
+ages = st.lists(st.one_of(st.integers(0, 120).map(float), st.just(math.nan)), min_size=1, max_size=60)
+
+
+@settings(max_examples=examples(100))
+@given(ages, ages, st.integers(0, 40), st.one_of(st.none(), st.integers(0, 130).map(float)))
+def test_aged_psi_equals_the_slow_reference_and_ageing_a_sample_by_its_own_shift_gives_zero(reference, current, days,
+                                                                                            cap):
+    aged = drift.age_values(np.array(reference), days, cap)
+    assert drift.column_psi(aged, np.array(current)) == pytest.approx(
+        slow_psi(slow_age(reference, days, cap), current), rel=1e-9, abs=1e-12)
+    assert drift.column_psi(aged, np.array(slow_age(reference, days, cap))) == 0.0
+
+
+class _Champion:
+    """A model store stub whose churn champion was trained on ``table`` (only what the reference reads)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.version = "v1"
+        self.manifest = {"training_fingerprint": training_fingerprint(table)}
+
+    def champion(self, name: str) -> _Champion:
+        return self
+
+
+def test_the_champions_training_rows_are_the_newest_labelled_ones_on_ds_weekday_aged_to_d(tmp_path):
+    sundays = [dt.date(2026, 11, 1), dt.date(2026, 11, 8), dt.date(2026, 11, 15)]
+    table = pa.table({
+        "snapshot_date": pa.array([d for d in sundays for _ in range(2)], pa.date32()),
+        "tenure_days": pa.array([10, 20, 17, 27, 24, 34], pa.int64()),
+        "labelled": pa.array([True, True, True, True, False, False]),  # 11-15 is not labelled yet
+    })
+    store = OfflineStore(tmp_path)
+    store.write(drift.TRAINING_TABLE, table)
+    sunday = drift.champion_training_rows(store, _Champion(table), dt.date(2026, 11, 29))
+    assert sunday.label == "champion training set (churn v1), rows of 2026-11-08" and sunday.age_days == 21
+    assert sunday.table.column("tenure_days").to_pylist() == [17, 27]
+    tuesday = drift.champion_training_rows(store, _Champion(table), dt.date(2026, 12, 1))
+    assert tuesday.table is None and "(2026-11-08) are a Sunday and D a Tuesday" in tuesday.note

@@ -111,7 +111,9 @@ def test_drift_checks_pass_on_unchanged_data_and_name_the_comparison(snapshots):
     meta = {k: v.value for k, v in evaluation.metadata.items()}
     assert evaluation.passed, evaluation.description
     assert meta["snapshot_date"] == END.isoformat() and meta["drift_level"] == "ok"
+    # the sample world has no snapshot of 2025-03-05 (D-7): D-1, and the note says why
     assert set(meta["psi_per_feature"]) == {"D-1 (2025-03-11)"}
+    assert "no features/profile_features partition 2025-03-05" in meta["reference_notes"]["D-1 (2025-03-11)"]
     assert "no churn champion yet" in meta["references_skipped"]["champion training set"]
     assert meta["plot_worst_feature"].startswith("![") and "data:image/png;base64," in meta["plot_worst_feature"]
 

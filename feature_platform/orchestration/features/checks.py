@@ -3,7 +3,8 @@
 The family asset evaluates the blocking registry checks over every partition it wrote in the run (a
 backfill writes many), so their specs are declared on the asset and these functions turn snapshots
 into check results. Drift is a check of its own per family (:func:`drift_checks`): it reads the
-snapshot back and compares it with D-1 and with the churn champion's training rows (ml/drift.py).
+snapshot back and compares it with D-7 (else D-1) and with the churn champion's training rows of D's
+weekday, the features that count days since a first event aged to D (ml/drift.py).
 """
 
 import datetime as dt
@@ -87,9 +88,13 @@ def _drift_check(family: Family) -> dg.AssetChecksDefinition:
     # downstream assets only with ERROR severity, which it has only when that setting is on.
     @dg.asset_check(
         asset=key, name=CHECK_FEATURE_DRIFT, blocking=True,
-        description="Population stability index per feature of snapshot D against D-1 and against the rows the "
-                    "churn champion was trained on. Warns from FP_DRIFT_PSI_WARN (0.1), fails from FP_DRIFT_PSI_FAIL "
-                    "(0.25); a failure blocks the online push only with FP_DRIFT_BLOCKS_PUSH=1.",
+        description="Population stability index per feature of snapshot D against D-7, the same weekday a week "
+                    "before (D-1 when there is no D-7 partition; the label says which), and against the churn "
+                    "champion's newest training rows when they fall on D's weekday. Features that count days since "
+                    "a user's first event or purchase (tenure_days, first_purchase_days, btyd_age_days) are compared "
+                    "with the reference aged by the days between the two snapshots. Warns from FP_DRIFT_PSI_WARN "
+                    "(0.1), fails from FP_DRIFT_PSI_FAIL (0.25); a failure blocks the online push only with "
+                    "FP_DRIFT_BLOCKS_PUSH=1.",
     )
     def _check(context: dg.AssetCheckExecutionContext, offline: OfflineStoreResource) -> dg.AssetCheckResult:
         settings, registry, store = offline.settings(), load_registry(), offline.store()
@@ -99,9 +104,10 @@ def _drift_check(family: Family) -> dg.AssetChecksDefinition:
             return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
                                        description=f"no {table} partition to check: materialize one")
         current = store.read(table, day.isoformat(), day.isoformat())
-        references = [drift.previous_snapshot(store, table, day),
-                      drift.champion_training_rows(store, ModelStore(settings.models_dir))]
-        reports = [drift.drift_report(ref.table, current, list(family.features), registry, ref.label, f"D ({day})")
+        references = [drift.weekday_reference(store, table, day),
+                      drift.champion_training_rows(store, ModelStore(settings.models_dir), day)]
+        reports = [drift.drift_report(ref.table, current, list(family.features), registry, ref.label, f"D ({day})",
+                                      ref.age_days)
                    for ref in references if ref.table is not None]
         skipped = {ref.label: ref.note for ref in references if ref.table is None}
         warn, fail = settings.drift_psi_warn, settings.drift_psi_fail
@@ -137,7 +143,7 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
     assert worst is not None  # a report with columns has a worst one
     level = drift.drift_level(worst.psi, warn, fail)
     reference = next(ref for ref in references if ref.label == worst_report.reference)
-    bins = drift.column_bins(reference.table, current, worst.feature, worst.column, registry)
+    bins = drift.column_bins(reference.table, current, worst.feature, worst.column, registry, reference.age_days)
     png = distribution_png(bins.labels, bins.reference, bins.current, worst_report.reference, worst_report.current,
                            f"{worst.column}: PSI {worst.psi:.3f} ({bins.method})")
     consequence = ("it blocks the online push (FP_DRIFT_BLOCKS_PUSH=1)" if blocks and level == "fail"
@@ -160,6 +166,10 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
             "psi_per_feature": dg.MetadataValue.json({r.reference: r.psi_by_column() for r in reports}),
             "columns_skipped": dg.MetadataValue.json({r.reference: r.skipped for r in reports if r.skipped}),
             "references_skipped": dg.MetadataValue.json(skipped),
+            "reference_notes": dg.MetadataValue.json({ref.label: ref.note for ref in references
+                                                      if ref.table is not None and ref.note}),
+            "aged_features": dg.MetadataValue.json({r.reference: {"days": r.age_days, "features": list(r.aged)}
+                                                    for r in reports if r.aged}),
             "plot_worst_feature": dg.MetadataValue.md(markdown_image(png, f"{worst.column} distribution")),
         },
     )
