@@ -1,19 +1,18 @@
-"""The real `feature-platform` command, as a user runs it."""
+"""The real `feature-platform` command, as a user runs it: the default run, input errors, the registry.
+
+Runs over parts of the data are in test_cli_history.py, a real-shaped purchase history in
+test_cli_transactions.py: separate files, so the test workers run them side by side."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import sqlite3
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from feature_platform.cli import historical_as_of
 from feature_platform_tests.e2e.sample_run import END, SHORT_HORIZON, cli
-from feature_platform_tests.e2e.transactions import write_transactions
 
 pytestmark = pytest.mark.e2e
 
@@ -75,65 +74,6 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
     assert "sample data: reusing" in second.stdout
     assert {p.name: p.read_bytes() for p in (data / "raw" / "events").glob("*.parquet")} == before
     assert _runs(data / "dagster_home") == ["SUCCESS"] * 14
-
-
-def test_run_without_enough_history_for_the_label_horizon_says_so(tmp_path):
-    result = cli("run", "--users", "50", "--days", "10", "--end-date", END, cwd=tmp_path)
-    assert result.returncode == 1
-    assert "[4/7] training sets" in result.stdout and "FAILED" in result.stdout
-    assert "has a full 30-day label horizon" in result.stdout  # the reason, not a stack trace
-    assert "[5/7]" not in result.stdout
-    # data that ended long ago is judged as of its own cut-off, not by the wall clock
-    assert "historical data (it ends 2025-03-10): staleness and ingestion are judged as of 2025-03-11T00:00:00 UTC" \
-        in result.stdout
-
-
-def test_only_data_that_ends_before_yesterday_is_historical():
-    assert historical_as_of("2026-06-30", "2026-12-01") == "2026-07-01T00:00:00"
-    assert historical_as_of("2026-12-01", "2026-12-01") is None  # current data: the wall clock
-
-
-def test_a_run_can_be_limited_to_days_of_the_data(tmp_path):
-    result = cli("run", "--users", "30", "--days", "10", "--end-date", END, "--first-day", "2025-03-05",
-                 "--last-day", "2025-03-07", "--data-dir", "d", cwd=tmp_path)
-    assert "raw data" in result.stdout and "(2025-03-01 .. 2025-03-10); partitions from 2025-03-01; " \
-        "this run 2025-03-05 .. 2025-03-07" in result.stdout, result.stdout
-    assert re.search(r"raw/events +[0-9,]+ rows, 3 partitions", result.stdout)
-    assert sorted(p.name for p in (tmp_path / "d" / "raw" / "events").glob("*.parquet")) == [
-        "2025-03-05.parquet", "2025-03-06.parquet", "2025-03-07.parquet"]
-    outside = cli("run", "--first-day", "2025-04-01", "--data-dir", "d", cwd=tmp_path)
-    assert outside.returncode == 2
-    assert "error: the events of" in outside.stdout and "nothing in 2025-04-01 .. 2025-03-10" in outside.stdout
-
-
-def test_a_transactions_only_export_gives_a_churn_champion_without_code_changes(tmp_path):
-    """A late-1990s purchase history in the shape of the classic CD-store data set (a simulation the platform
-    did not make: space-aligned customer_id, YYYYMMDD date, n_items, dollar_value), ingested as is: the
-    partitions start where the data does, the money is the amount, the unused column is named."""
-    src = tmp_path / "shop"
-    src.mkdir()
-    rows = write_transactions(src / "events.csv", customers=500, days=120, end=dt.date(1998, 6, 30), shape="cdnow")
-    assert rows > 3000
-    ingest = cli("ingest", "--source", str(src), "--data-dir", "d", cwd=tmp_path)
-    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    assert "raw/customers" in ingest.stdout
-    assert "partitions from 1998-03-04; this run 1998-03-04 .. 1998-06-30" in ingest.stdout
-    assert "events.csv: column(s) n_items map to nothing and are not read" in ingest.stdout
-    assert "events.csv: timestamp read as YYYYMMDD" in ingest.stdout
-    assert pq.read_table(tmp_path / "d" / "raw" / "events" / "1998-06-30.parquet").column("amount").null_count == 0
-    assert json.loads((tmp_path / "d" / "partitions.json").read_text()) == {"start": "1998-03-04"}
-    run = cli("run", "--data-dir", "d", cwd=tmp_path, env_extra={"FP_CHURN_HORIZON_DAYS": "30"})
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert f"raw data: {src}" in run.stdout and "generating" not in run.stdout
-    churn = next(line for line in run.stdout.splitlines() if line.strip().startswith("models/churn_model"))
-    assert "; promoted;" in churn, run.stdout
-    auc, baseline = (float(x) for x in re.search(r"ROC-AUC ([0-9.]+) \(baseline ([0-9.]+)", churn).groups())
-    assert auc >= 0.75 and auc > baseline
-    # No listing views in a shop's transactions: the contact model is skipped with a warning, not an error.
-    assert "models/contact_model" in run.stdout and "skipped: the data has no listing views" in run.stdout
-    assert "1 warned" in run.stdout
-    training = pq.read_table(tmp_path / "d" / "training" / "training_dataset.parquet")
-    assert training.column("labelled").to_pylist() == [True] * training.num_rows
 
 
 def test_unreadable_input_fails_with_the_file_named(tmp_path):

@@ -76,3 +76,36 @@ def test_the_churn_model_page_shows_its_metrics_plots_and_gate(ui, browser, tmp_
     assert "blocking" in checks and "Passed" in checks and re.search(r"beats the baseline baseline_(recency|bg_nbd)",
                                                                      checks)
     browser.save_screenshot(str(tmp_path / "churn_model_checks.png"))
+
+
+def test_after_a_default_run_a_person_sees_filled_partitions_named_runs_and_described_columns(ui, browser, tmp_path):
+    """What a newcomer looks at after `feature-platform run`: the Runs page names each step's job, a feature's
+    partitions are all filled (they start on the data's first day), its checks passed, its columns described."""
+    from feature_platform.registry import load_registry
+
+    wait = WebDriverWait(browser, 90)
+    browser.get(f"{ui}/runs")
+    for job in ("ingest_raw_inputs", "build_feature_snapshots", "train_models", "push_online_store"):
+        wait.until(EC.presence_of_element_located((By.XPATH, f"//*[normalize-space(text())='{job}']")))
+    assert "__ephemeral_asset_job__" not in browser.find_element(By.TAG_NAME, "body").text
+    browser.save_screenshot(str(tmp_path / "runs.png"))
+
+    browser.get(f"{ui}/assets/features/lead_features?view=partitions")
+    wait.until(EC.presence_of_element_located((By.XPATH, "//*[normalize-space(.)='Materialized (40)']")))
+    assert not browser.find_elements(By.XPATH, "//*[starts-with(normalize-space(.), 'Missing (') and "
+                                               "not(normalize-space(.)='Missing (0)')]")
+    browser.save_screenshot(str(tmp_path / "lead_features_partitions.png"))
+
+    browser.get(f"{ui}/assets/features/lead_features?view=checks")
+    wait.until(EC.presence_of_element_located((By.XPATH, "//*[@title='feature_drift_psi']")))
+    time.sleep(2)  # the statuses render after the names
+    assert "Failed" not in browser.find_element(By.TAG_NAME, "body").text
+    browser.save_screenshot(str(tmp_path / "lead_features_checks_after_run.png"))
+
+    feature = load_registry().list_features("lead")[0]
+    browser.get(f"{ui}/assets/features/lead_features")
+    wait.until(EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), {feature.description[:40]!r})]")))
+    browser.save_screenshot(str(tmp_path / "lead_features_columns.png"))
+    browser.get(f"{ui}/assets")
+    wait.until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'lead_features')]")))
+    browser.save_screenshot(str(tmp_path / "catalog.png"))

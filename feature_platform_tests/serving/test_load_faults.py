@@ -303,6 +303,7 @@ class Readers(Clients):
         users = self.live.users
         with httpx.Client(timeout=60) as client:
             while not self.stop.is_set():
+                time.sleep(0.003)  # some hundreds of requests a second in all: load, without starving the server
                 phase, base = self.phase, self.live.server.base
                 started = time.perf_counter()
                 try:

@@ -117,6 +117,7 @@ def test_killing_the_master_mid_load_fails_over_with_reads_answering_and_pushes_
                 with httpx.Client(base_url=base, timeout=10) as client:
                     while not stop.is_set():
                         for user in users:
+                            time.sleep(0.002)  # a few hundred reads a second per reader: load, not a CPU test
                             response = client.get(f"/features/{user}")
                             statuses.append(response.status_code)
                             if response.status_code == 200:
@@ -132,6 +133,7 @@ def test_killing_the_master_mid_load_fails_over_with_reads_answering_and_pushes_
                         result = pusher.push(snapshots[k % 2], END, batch=10)
                         pushes.append((time.monotonic(), result.served, result.version))
                         k += 1
+                        time.sleep(0.05)  # a push every ~0.1 s: steady writes without taking both cores
                     except (redis.RedisError, OSError) as exc:
                         pushes.append((time.monotonic(), False, type(exc).__name__))
                         time.sleep(0.1)

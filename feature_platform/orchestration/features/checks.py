@@ -146,8 +146,10 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
     bins = drift.column_bins(reference.table, current, worst.feature, worst.column, registry, reference.age_days)
     png = distribution_png(bins.labels, bins.reference, bins.current, worst_report.reference, worst_report.current,
                            f"{worst.column}: PSI {worst.psi:.3f} ({bins.method})")
-    consequence = ("it blocks the online push (FP_DRIFT_BLOCKS_PUSH=1)" if blocks and level == "fail"
-                   else "not blocking")
+    # The check is declared blocking (the UI says so); whether a failure blocks is its severity, said here
+    # in the same words the CLI prints and the README uses.
+    consequence = ("ERROR: it blocks the online push (FP_DRIFT_BLOCKS_PUSH=1)" if blocks and level == "fail"
+                   else "WARN: the online push goes ahead (FP_DRIFT_BLOCKS_PUSH=1 makes a failure block it)")
     return dg.AssetCheckResult(
         passed=level == "ok",
         severity=dg.AssetCheckSeverity.ERROR if blocks and level == "fail" else dg.AssetCheckSeverity.WARN,
