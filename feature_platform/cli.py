@@ -189,7 +189,7 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
     """Run ``steps`` over the days of ``source``'s events (narrowed to [first, last] when given); the
     partitions start on the data's first day (recorded in the data directory for every Dagster process)."""
     from feature_platform.definitions import build_defs
-    from feature_platform.offline.calendar import record_partitions_start
+    from feature_platform.offline.calendar import record_partitions
     from feature_platform.orchestration.constants import daily_partitions
     from feature_platform.orchestration.pipeline import ONLINE_STEP, run_steps
     from feature_platform.orchestration.resources import platform_resources
@@ -200,16 +200,16 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
     yesterday = daily_partitions(EARLIEST_DAY).get_last_partition_key()
     assert yesterday is not None  # a daily calendar from 1970 has a last closed day
     data_first, data_last = source_event_days(source, EARLIEST_DAY, yesterday)
-    start = record_partitions_start(settings.data_dir, data_first)
-    defs = build_defs(start)
+    as_of = historical_as_of(data_last, yesterday)
+    start, end = record_partitions(settings.data_dir, data_first, data_last if as_of else None)
+    defs = build_defs(start, end=end)
     first_day = max(data_first, first.isoformat()) if first else data_first
     last_day = min(data_last, last.isoformat()) if last else data_last
     if first_day > last_day:
         raise SourceError(f"the events of {source} cover {data_first} .. {data_last}; "
                           f"nothing in {first or data_first} .. {last or data_last}")
     echo(f"data directory {settings.data_dir}; raw data {source} ({data_first} .. {data_last}); "
-         f"partitions from {start}; this run {first_day} .. {last_day}")
-    as_of = historical_as_of(data_last, yesterday)
+         f"partitions from {start}{f' to {end}' if end else ''}; this run {first_day} .. {last_day}")
     if as_of is not None:
         echo(f"historical data (it ends {data_last}): staleness and ingestion are judged as of {as_of} UTC, "
              "the data's cut-off, not the wall clock")

@@ -11,7 +11,7 @@ resolve their other settings at run time.
 import dagster as dg
 
 from feature_platform.config import Settings
-from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, partitions_start
+from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, partitions_range
 from feature_platform.orchestration.automation import JOBS, SCHEDULES, SENSORS
 from feature_platform.orchestration.constants import daily_partitions
 from feature_platform.orchestration.derived.assets import DERIVED_ASSETS
@@ -28,9 +28,11 @@ from feature_platform.orchestration.tiles.assets import TILE_ASSETS
 from feature_platform.orchestration.training.assets import TRAINING_ASSETS
 
 
-def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None = None) -> dg.Definitions:
-    """The platform's definitions with daily partitions from ``start`` (ISO date) to yesterday; resources
-    from ``settings`` (default: the FP_* variables, as ``EnvVar`` where one is set)."""
+def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None = None,
+               end: str | None = None) -> dg.Definitions:
+    """The platform's definitions with daily partitions from ``start`` (ISO date) to ``end`` (historical
+    data's last day), else to yesterday; resources from ``settings`` (default: the FP_* variables, as
+    ``EnvVar`` where one is set)."""
     defs = dg.Definitions(
         # Global policy: every asset's freshness policy follows from the registry (monitoring/freshness.py).
         assets=with_freshness_policies(
@@ -42,13 +44,14 @@ def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None 
         sensors=SENSORS,
         resources=platform_resources(settings or Settings.from_env(), from_env=settings is None),
     )
-    if start == DEFAULT_PARTITIONS_START:
+    if start == DEFAULT_PARTITIONS_START and end is None:
         return defs
-    partitions = daily_partitions(start)
+    partitions = daily_partitions(start, end)
     return defs.map_asset_specs(
         func=lambda spec: spec if spec.partitions_def is None else spec.replace_attributes(partitions_def=partitions))
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_defs(partitions_start(Settings.from_env().data_dir))
+    start, end = partitions_range(Settings.from_env().data_dir)
+    return build_defs(start, end=end)

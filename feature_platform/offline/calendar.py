@@ -6,6 +6,11 @@ CLI's ``ingest`` and ``run``) records that day in ``<data>/partitions.json`` bef
 process that builds the definitions for the data directory (the CLI, ``dagster dev``, the daemon, a
 run worker) reads the same file, so they agree on the partitions. The start only ever moves earlier:
 landing older data extends the partitions, newer data never shrinks them.
+
+Data that ended before yesterday (a historical export) also records its last day as the partitions'
+``end``, so the days between it and today do not show as years of "missing" partitions either; data
+that reaches yesterday leaves the end open (the partitions grow a day a day). An end only moves later,
+and once open stays open.
 """
 
 from __future__ import annotations
@@ -27,16 +32,24 @@ class CalendarError(ConfigError):
     """The recorded partitions start is unreadable; the message names the file."""
 
 
-def recorded_partitions_start(data_dir: Path) -> str | None:
-    """The recorded first partition (ISO date), or None when nothing was ingested yet."""
+def recorded_partitions(data_dir: Path) -> tuple[str, str | None] | None:
+    """The recorded (first partition, last partition or None: open), or None when nothing was ingested yet."""
     record = Path(data_dir) / PARTITIONS_RECORD
     try:
-        start = json.loads(record.read_text())["start"]
-        return dt.date.fromisoformat(start).isoformat()
+        recorded = json.loads(record.read_text())
+        start = dt.date.fromisoformat(recorded["start"]).isoformat()
+        end = recorded.get("end")
+        return start, dt.date.fromisoformat(end).isoformat() if end is not None else None
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CalendarError(f"{record}: not a partitions record ({error}); delete it and ingest again") from error
+
+
+def recorded_partitions_start(data_dir: Path) -> str | None:
+    """The recorded first partition (ISO date), or None when nothing was ingested yet."""
+    recorded = recorded_partitions(data_dir)
+    return recorded[0] if recorded else None
 
 
 def partitions_start(data_dir: Path) -> str:
@@ -44,14 +57,36 @@ def partitions_start(data_dir: Path) -> str:
     return recorded_partitions_start(data_dir) or DEFAULT_PARTITIONS_START
 
 
-def record_partitions_start(data_dir: Path, first_day: str | dt.date) -> str:
-    """Record that data starts on ``first_day``; returns the start in force (the earlier of it and the
-    recorded one)."""
-    day = first_day if isinstance(first_day, str) else first_day.isoformat()
-    day = dt.date.fromisoformat(day).isoformat()
-    recorded = recorded_partitions_start(data_dir)
-    if recorded is not None and recorded <= day:
-        return recorded
+def partitions_range(data_dir: Path) -> tuple[str, str | None]:
+    """The first and last partition (None: up to yesterday) the definitions of this data directory use."""
+    return recorded_partitions(data_dir) or (DEFAULT_PARTITIONS_START, None)
+
+
+def record_partitions(data_dir: Path, first_day: str | dt.date, last_day: str | dt.date | None = None
+                      ) -> tuple[str, str | None]:
+    """Record that data covers ``first_day`` .. ``last_day`` (None: it reaches yesterday, open-ended);
+    returns the range in force: the start never moves later, the end never earlier, an open end stays open."""
+    first = _iso(first_day)
+    last = _iso(last_day) if last_day is not None else None
+    recorded = recorded_partitions(data_dir)
+    if recorded is None:
+        start, end = first, last
+    else:
+        start = min(recorded[0], first)
+        end = None if recorded[1] is None or last is None else max(recorded[1], last)
+        if (start, end) == recorded:
+            return recorded
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(Path(data_dir) / PARTITIONS_RECORD, (json.dumps({"start": day}, indent=2) + "\n").encode())
-    return day
+    record = {"start": start, **({"end": end} if end is not None else {})}
+    atomic_write_bytes(Path(data_dir) / PARTITIONS_RECORD, (json.dumps(record, indent=2) + "\n").encode())
+    return start, end
+
+
+def record_partitions_start(data_dir: Path, first_day: str | dt.date) -> str:
+    """Record that data starts on ``first_day`` (the end left as recorded, or open); returns the start in force."""
+    recorded = recorded_partitions(data_dir)
+    return record_partitions(data_dir, first_day, recorded[1] if recorded else None)[0]
+
+
+def _iso(day: str | dt.date) -> str:
+    return dt.date.fromisoformat(day if isinstance(day, str) else day.isoformat()).isoformat()

@@ -5,6 +5,8 @@ Import these; never re-spell a key or a group name as a string elsewhere.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
 from feature_platform.features.engine import tile_table
@@ -14,11 +16,12 @@ from feature_platform.registry.registry import load_registry
 _REGISTRY = load_registry()  # families name their snapshot assets; keys follow from it
 
 
-def daily_partitions(start: str) -> dg.DailyPartitionsDefinition:
-    """UTC days from ``start`` (the data's first day, offline/calendar.py) to yesterday: a day is
-    materialized once it is over. Events before ``start`` are quarantined with the reason
-    timestamp_before_partitions_start (nothing is dropped)."""
-    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=0)
+def daily_partitions(start: str, end: str | None = None) -> dg.DailyPartitionsDefinition:
+    """UTC days from ``start`` (the data's first day, offline/calendar.py) to ``end`` (historical data's
+    last day), else to yesterday: a day is materialized once it is over. Events before ``start`` are
+    quarantined with the reason timestamp_before_partitions_start (nothing is dropped)."""
+    end_date = (dt.date.fromisoformat(end) + dt.timedelta(days=1)).isoformat() if end else None  # exclusive
+    return dg.DailyPartitionsDefinition(start_date=start, end_date=end_date, timezone="UTC", end_offset=0)
 
 
 # The partitions the assets are declared with; `build_defs` (definitions.py) gives every partitioned asset

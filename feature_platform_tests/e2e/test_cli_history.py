@@ -31,7 +31,7 @@ def test_only_data_that_ends_before_yesterday_is_historical():
 def test_a_run_can_be_limited_to_days_of_the_data(tmp_path):
     result = cli("run", "--users", "30", "--days", "10", "--end-date", END, "--first-day", "2025-03-05",
                  "--last-day", "2025-03-07", "--data-dir", "d", cwd=tmp_path)
-    assert "raw data" in result.stdout and "(2025-03-01 .. 2025-03-10); partitions from 2025-03-01; " \
+    assert "raw data" in result.stdout and "(2025-03-01 .. 2025-03-10); partitions from 2025-03-01 to 2025-03-10; " \
         "this run 2025-03-05 .. 2025-03-07" in result.stdout, result.stdout
     assert re.search(r"raw/events +[0-9,]+ rows, 3 partitions", result.stdout)
     assert sorted(p.name for p in (tmp_path / "d" / "raw" / "events").glob("*.parquet")) == [

@@ -26,11 +26,11 @@ def test_a_transactions_only_export_gives_a_churn_champion_without_code_changes(
     ingest = cli("ingest", "--source", str(src), "--data-dir", "d", cwd=tmp_path)
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
     assert "raw/customers" in ingest.stdout
-    assert "partitions from 1998-03-04; this run 1998-03-04 .. 1998-06-30" in ingest.stdout
+    assert "partitions from 1998-03-04 to 1998-06-30; this run 1998-03-04 .. 1998-06-30" in ingest.stdout
     assert "events.csv: column(s) n_items map to nothing and are not read" in ingest.stdout
     assert "events.csv: timestamp read as YYYYMMDD" in ingest.stdout
     assert pq.read_table(tmp_path / "d" / "raw" / "events" / "1998-06-30.parquet").column("amount").null_count == 0
-    assert json.loads((tmp_path / "d" / "partitions.json").read_text()) == {"start": "1998-03-04"}
+    assert json.loads((tmp_path / "d" / "partitions.json").read_text()) == {"start": "1998-03-04", "end": "1998-06-30"}
     run = cli("run", "--data-dir", "d", cwd=tmp_path, env_extra={"FP_CHURN_HORIZON_DAYS": "30"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"raw data: {src}" in run.stdout and "generating" not in run.stdout

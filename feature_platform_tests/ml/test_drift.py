@@ -276,3 +276,24 @@ def test_the_champions_training_rows_are_the_newest_labelled_ones_on_ds_weekday_
     assert sunday.table.column("tenure_days").to_pylist() == [17, 27]
     tuesday = drift.champion_training_rows(store, _Champion(table), dt.date(2026, 12, 1))
     assert tuesday.table is None and "(2026-11-08) are a Sunday and D a Tuesday" in tuesday.note
+
+
+def test_the_noise_floor_is_the_expected_psi_of_two_samples_of_one_distribution():
+    assert drift.noise_floor(10, 2_000, 2_000) == pytest.approx(9 * (1 / 2_000 + 1 / 2_000))  # 0.009
+    assert drift.noise_floor(10, 150, 150) == pytest.approx(0.12)
+    assert drift.noise_floor(5, 0, 10) == 0.0
+    rng = np.random.default_rng(7)  # the mean PSI of many same-distribution pairs is close to the floor
+    psis = []
+    for _ in range(300):
+        a, b = rng.integers(0, 10, 150).astype(float), rng.integers(0, 10, 150).astype(float)
+        binned = drift.bin_column(a, b)
+        psis.append(drift.psi_from_shares(binned.reference, binned.current))
+    assert np.mean(psis) == pytest.approx(drift.noise_floor(10, 150, 150), rel=0.15)
+
+
+def test_a_small_population_is_judged_above_its_noise_floor():
+    column = drift.ColumnDrift("x", "x", psi=0.30, method="quantiles", bins=10, noise=0.12)
+    report = drift.DriftReport("D-7", "D", columns=[column], reference_rows=150, current_rows=150)
+    assert column.excess == pytest.approx(0.18) and report.level(0.1, 0.25) == "warn"
+    big = drift.ColumnDrift("y", "y", psi=0.30, method="quantiles", bins=10, noise=0.009)
+    assert drift.DriftReport("D-7", "D", columns=[column, big]).worst_judged is big

@@ -10,7 +10,9 @@ from feature_platform.offline.calendar import (
     DEFAULT_PARTITIONS_START,
     PARTITIONS_RECORD,
     CalendarError,
+    partitions_range,
     partitions_start,
+    record_partitions,
     record_partitions_start,
     recorded_partitions_start,
 )
@@ -39,3 +41,21 @@ def test_a_bad_day_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError):
         record_partitions_start(tmp_path, "1997-13-01")
     assert not (tmp_path / PARTITIONS_RECORD).exists()
+
+
+def test_historical_data_records_its_last_day_which_only_moves_later_and_current_data_leaves_it_open(tmp_path):
+    assert partitions_range(tmp_path) == (DEFAULT_PARTITIONS_START, None)
+    assert record_partitions(tmp_path, "1997-01-01", "1998-06-30") == ("1997-01-01", "1998-06-30")
+    assert record_partitions(tmp_path, "1997-03-01", "1998-01-31") == ("1997-01-01", "1998-06-30")  # never shrinks
+    assert record_partitions(tmp_path, "1997-01-01", "1998-07-31") == ("1997-01-01", "1998-07-31")
+    assert record_partitions_start(tmp_path, "1996-12-31") == "1996-12-31"  # the end stays as recorded
+    assert partitions_range(tmp_path) == ("1996-12-31", "1998-07-31")
+    assert record_partitions(tmp_path, "1997-01-01", None) == ("1996-12-31", None)  # data up to yesterday: open
+    assert record_partitions(tmp_path, "1997-01-01", "1998-06-30") == ("1996-12-31", None)  # and open it stays
+
+
+def test_historical_partitions_end_on_the_data_s_last_day():
+    from feature_platform.orchestration.constants import daily_partitions
+
+    keys = daily_partitions("1998-06-28", "1998-06-30").get_partition_keys()
+    assert keys == ["1998-06-28", "1998-06-29", "1998-06-30"]

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from feature_platform.config import Settings
+from feature_platform.offline.calendar import record_partitions
 from feature_platform.offline.store import OfflineStore
 from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
@@ -95,6 +96,9 @@ def test_a_try_out_tick_after_the_sample_data_ends_skips_saying_why(tmp_path, mo
     own.mkdir()
     remember_source(settings, own, kind="external")  # a real source: production runs every day
     assert [r.partition_key for r in tick(12).run_requests] == ["2025-03-11"]
+    record_partitions(data, "2025-03-01", "2025-03-10")  # ... unless it is a historical data set, ended
+    historical = tick(12)
+    assert historical.run_requests == [] and "the data set ends 2025-03-10" in historical.skip_message
 
 
 def test_the_crons_are_configurable_through_build_schedules():

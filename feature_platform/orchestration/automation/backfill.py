@@ -36,7 +36,7 @@ import requests
 
 from feature_platform.features.base import family_module
 from feature_platform.features.engine import ALL_HISTORY, has_tiles, tile_table
-from feature_platform.offline.calendar import partitions_start
+from feature_platform.offline.calendar import partitions_range
 from feature_platform.offline.store import OfflineStore
 from feature_platform.orchestration.constants import FEATURE_SNAPSHOTS, ONLINE_PUSH, RAW_EVENTS, TILE_KEYS
 from feature_platform.registry.registry import load_registry
@@ -271,7 +271,8 @@ def run_backfill(start: dt.date, end: dt.date, assets: Sequence[str] | None = No
     from feature_platform.config import Settings
     from feature_platform.definitions import build_defs
 
-    defs = build_defs(partitions_start(data_dir if data_dir is not None else Settings.from_env().data_dir))
+    partitions = partitions_range(data_dir if data_dir is not None else Settings.from_env().data_dir)
+    defs = build_defs(partitions[0], end=partitions[1])
     targets = backfill_targets(assets, defs)
     check_range(start, end, defs)
     echo(f"backfill {start} .. {end} of {len(targets)} assets: {', '.join(k.to_user_string() for k in targets)}")

@@ -11,6 +11,7 @@ import datetime as dt
 import dagster as dg
 
 from feature_platform.config import Settings
+from feature_platform.offline.calendar import recorded_partitions
 from feature_platform.orchestration.automation.jobs import daily_snapshots_job, retention_job, retraining_job
 from feature_platform.sources.locate import sample_last_day
 
@@ -30,14 +31,19 @@ def previous_day(scheduled: dt.datetime) -> str:
 
 
 def sample_ended(settings: Settings, day: str) -> dg.SkipReason | None:
-    """A try-out's tick for a day after its generated sample data skips, saying why, instead of running on
-    no data; a real source (FP_RAW_DIR, `feature-platform ingest`) is always run."""
+    """A tick for a day after the data skips, saying why, instead of running on no data: after generated
+    sample data (a try-out), or after a historical data set (whose partitions end on its last day). A
+    source that reaches yesterday (production) is always run."""
     last = sample_last_day(settings)
-    if last is None or day <= last:
-        return None
-    return dg.SkipReason(f"no raw data for {day}: the raw source is the generated sample data, which ends {last}. "
-                         "Generate newer data (`feature-platform run --end-date ...`) or point FP_RAW_DIR at real data "
-                         "(`feature-platform ingest --source DIR`).")
+    if last is not None and day > last:
+        return dg.SkipReason(f"no raw data for {day}: the raw source is the generated sample data, which ends {last}. "
+                             "Generate newer data (`feature-platform run --end-date ...`) or point FP_RAW_DIR at real "
+                             "data (`feature-platform ingest --source DIR`).")
+    recorded = recorded_partitions(settings.data_dir)
+    if recorded is not None and recorded[1] is not None and day > recorded[1]:
+        return dg.SkipReason(f"no raw data for {day}: the data set ends {recorded[1]} (historical data: its "
+                             "partitions end there). Ingest newer data with `feature-platform ingest --source DIR`.")
+    return None
 
 
 def build_schedules(daily_cron: str = DAILY_CRON, retraining_cron: str = RETRAINING_CRON,

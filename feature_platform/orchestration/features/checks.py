@@ -138,10 +138,12 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
         return dg.AssetCheckResult(
             passed=True, description=f"snapshot {day}: nothing to compare with ({'; '.join(skipped.values())})",
             metadata={"snapshot_date": day.isoformat(), "references_skipped": dg.MetadataValue.json(skipped)})
-    worst_report = max(compared, key=lambda r: r.max_psi)
-    worst = worst_report.worst
+    worst_report = max(compared, key=lambda r: (r.max_excess, r.max_psi))
+    worst = worst_report.worst_judged
     assert worst is not None  # a report with columns has a worst one
-    level = drift.drift_level(worst.psi, warn, fail)
+    level = drift.drift_level(worst.excess, warn, fail)
+    floor = f", noise floor {worst.noise:.3f} at {worst_report.reference_rows:,}/{worst_report.current_rows:,} rows" \
+        if worst.noise >= 0.005 else ""
     reference = next(ref for ref in references if ref.label == worst_report.reference)
     bins = drift.column_bins(reference.table, current, worst.feature, worst.column, registry, reference.age_days)
     png = distribution_png(bins.labels, bins.reference, bins.current, worst_report.reference, worst_report.current,
@@ -153,12 +155,13 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
     return dg.AssetCheckResult(
         passed=level == "ok",
         severity=dg.AssetCheckSeverity.ERROR if blocks and level == "fail" else dg.AssetCheckSeverity.WARN,
-        description=f"snapshot {day}: worst PSI {worst.psi:.3f} ({worst.column} vs {worst_report.reference}): "
+        description=f"snapshot {day}: worst PSI {worst.psi:.3f} ({worst.column} vs {worst_report.reference}{floor}): "
                     f"{level}" + ("" if level == "ok" else f"; {consequence}"),
         metadata={
             "snapshot_date": day.isoformat(),
             "drift_level": level,
             "max_psi": round(worst.psi, 6),
+            "noise_floor": round(worst.noise, 6),  # judged: PSI minus this (ml/drift.py noise_floor)
             "worst_column": worst.column,
             "worst_compared_with": worst_report.reference,
             "psi_warn": warn,
