@@ -34,10 +34,8 @@ import redis
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -49,6 +47,7 @@ from feature_platform.online.connection import release
 from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.serving import predict
 from feature_platform.serving.auth import ADMIN, EVENTS_WRITE, FEATURES_READ, PREDICT, Access, AuditLog, AuditMiddleware
+from feature_platform.serving.docs import add_docs
 from feature_platform.serving.limits import BodyLimitMiddleware, event_problems
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
 from feature_platform.serving.retrieval import REDIS, REDIS_ERRORS, Retriever, ServedVector
@@ -77,11 +76,6 @@ REDIS_TIMEOUT_SECONDS = 0.5
 # breaker (serving/retrieval.py) keeps the next requests from waiting. redis-py's default would retry 10
 # times with backoff, holding a request for seconds while Redis hangs.
 REDIS_RETRY = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
-# The docs pages load Swagger UI's and ReDoc's JS/CSS from here, not from a CDN: /docs works without internet.
-# The files come with the fastapi-offline package (its static/ folder: swagger-ui-bundle.js, swagger-ui.css,
-# redoc.standalone.js, favicon.png); only its files are used, the app stays a plain FastAPI.
-DOCS_ASSETS = "/docs/static"
-DOCS_ASSETS_PACKAGE = ("fastapi_offline", "static")
 
 
 def _problem(status: int, loc: list[str], msg: str) -> HTTPException:
@@ -428,38 +422,6 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         return JSONResponse({"detail": f"online store error: {exc}"}, status_code=503)
 
     return app
-
-
-def add_docs(app: FastAPI) -> None:
-    """/docs (Swagger UI) and /redoc whose scripts, styles and icon are files of this server (DOCS_ASSETS):
-    FastAPI's own pages load them from a CDN, so without internet they stay blank. Like /openapi.json
-    they need no key (no route dependency)."""
-    app.mount(DOCS_ASSETS, StaticFiles(packages=[DOCS_ASSETS_PACKAGE]), name="docs-static")
-    openapi_url, redirect_url = app.openapi_url, app.swagger_ui_oauth2_redirect_url
-    assert openapi_url is not None and redirect_url is not None, "the docs pages need the spec's URL"
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}", title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}{redirect_url}",
-            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
-            swagger_ui_parameters={"validatorUrl": None})  # no badge from validator.swagger.io either
-
-    @app.get(redirect_url, include_in_schema=False)
-    async def swagger_ui_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}{openapi_url}", title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
 def _feature_json(feature: Any) -> dict[str, Any]:
