@@ -46,17 +46,6 @@ def recorded_partitions(data_dir: Path) -> tuple[str, str | None] | None:
         raise CalendarError(f"{record}: not a partitions record ({error}); delete it and ingest again") from error
 
 
-def recorded_partitions_start(data_dir: Path) -> str | None:
-    """The recorded first partition (ISO date), or None when nothing was ingested yet."""
-    recorded = recorded_partitions(data_dir)
-    return recorded[0] if recorded else None
-
-
-def partitions_start(data_dir: Path) -> str:
-    """The first partition the definitions of this data directory use."""
-    return recorded_partitions_start(data_dir) or DEFAULT_PARTITIONS_START
-
-
 def partitions_range(data_dir: Path) -> tuple[str, str | None]:
     """The first and last partition (None: up to yesterday) the definitions of this data directory use."""
     return recorded_partitions(data_dir) or (DEFAULT_PARTITIONS_START, None)
@@ -80,12 +69,6 @@ def record_partitions(data_dir: Path, first_day: str | dt.date, last_day: str | 
     record = {"start": start, **({"end": end} if end is not None else {})}
     atomic_write_bytes(Path(data_dir) / PARTITIONS_RECORD, (json.dumps(record, indent=2) + "\n").encode())
     return start, end
-
-
-def record_partitions_start(data_dir: Path, first_day: str | dt.date) -> str:
-    """Record that data starts on ``first_day`` (the end left as recorded, or open); returns the start in force."""
-    recorded = recorded_partitions(data_dir)
-    return record_partitions(data_dir, first_day, recorded[1] if recorded else None)[0]
 
 
 def _iso(day: str | dt.date) -> str:

@@ -116,11 +116,11 @@ def test_what_dagster_loads_takes_its_partitions_from_the_data_directorys_record
     """Every process that loads the code location (webserver, daemon, run worker) builds the same partitions:
     the first day recorded in FP_DATA_DIR, or the default before anything was ingested."""
     from feature_platform import definitions
-    from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, record_partitions_start
+    from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, record_partitions
 
     monkeypatch.setenv("FP_DATA_DIR", str(tmp_path))
     first = definitions.defs().resolve_asset_graph().get(C.RAW_EVENTS).partitions_def.get_first_partition_key()
     assert first == DEFAULT_PARTITIONS_START
-    record_partitions_start(tmp_path, "1997-01-01")
+    record_partitions(tmp_path, "1997-01-01")
     for key in (C.RAW_EVENTS, C.TILES_LIFETIME, C.LIFETIME_FEATURES, C.ONLINE_PUSH):
         assert definitions.defs().resolve_asset_graph().get(key).partitions_def.get_first_partition_key() == "1997-01-01"
