@@ -28,11 +28,20 @@ What a snapshot is compared with (so that a large PSI means the population chang
                  moves, so every value grows by exactly one per day. Before binning, the reference's values
                  are aged by the days between the two snapshots (:func:`age_values`); a value aged past the
                  registry range's upper bound becomes null, as the current snapshot would have it.
+    filling      a feature's registry ``window`` (30d, 90d, all) covers fewer days on a young history: 33 days
+                 of data give a 90-day count 33 days, a week later 40. Its values grow with the window, not
+                 with the population, so when D's value covers over :data:`FILLING_TOLERANCE` more days than
+                 the reference's, the column's PSI is reported but not judged (``filling``; the aged features
+                 excepted). Against D-7, a 30-day window is judged from the 35th day of data on, a 90-day one
+                 and ``all`` from the 77th.
+    noise        small samples differ by chance: the level is judged on the PSI above :func:`noise_floor`,
+                 the PSI two samples of these sizes stay under about 49 times in 50 when nothing changed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -44,7 +53,7 @@ from numpy.typing import ArrayLike
 from feature_platform.ml.expand import expand, fit_expansion
 from feature_platform.ml.model_store import ModelStore, training_fingerprint
 from feature_platform.offline.store import OfflineStore
-from feature_platform.registry.registry import Registry
+from feature_platform.registry.registry import Feature, Registry
 
 EPSILON = 1e-4
 MAX_CATEGORIES = 10
@@ -53,6 +62,7 @@ MISSING = "missing"
 CHURN_MODEL_NAME = "churn"
 TRAINING_TABLE = "training/training_dataset"
 WEEK = 7
+FILLING_TOLERANCE = 0.1  # judged once D's window covers at most 10% more days than the reference's
 
 AGEING_FEATURES = frozenset({"tenure_days", "first_purchase_days", "btyd_age_days"})
 """Features that are ``D - <day of the user's first event or purchase>`` (registry computation ``D - min(..)``).
@@ -81,21 +91,40 @@ class ColumnDrift:
     psi: float
     method: str
     bins: int
-    noise: float = 0.0  # the PSI samples of these sizes show with no change at all (noise_floor)
+    noise: float = 0.0  # the PSI samples of these sizes stay under with no change at all (noise_floor)
+    filling: str = ""  # why the column is not judged: its window covers more days on D than on the reference
 
     @property
     def excess(self) -> float:
-        """PSI above the noise floor: what the warn and fail thresholds judge."""
-        return max(0.0, self.psi - self.noise)
+        """PSI above the noise floor: what the warn and fail thresholds judge (0 for a filling window)."""
+        return 0.0 if self.filling else max(0.0, self.psi - self.noise)
 
 
 def noise_floor(bins: int, reference_rows: int, current_rows: int) -> float:
-    """The PSI two samples of these sizes drawn from one distribution show on average: (bins - 1) *
-    (1/n_ref + 1/n_cur), the expectation of PSI's chi-square approximation under no change. 0.009 for
-    2,000 rows in 10 bins, 0.12 for 150: a small population is not alerted on its sampling noise."""
-    if reference_rows < 1 or current_rows < 1:
+    """The PSI two samples of these sizes drawn from one distribution stay under about 49 times in 50.
+
+    Under no change, PSI * n_ref * n_cur / (n_ref + n_cur) is about chi-square with bins - 1 degrees of
+    freedom (mean bins - 1, variance 2 (bins - 1)); the floor is its mean plus two standard deviations,
+    times (1/n_ref + 1/n_cur). 0.019 for 2,000 rows in 10 bins, 0.23 for 150: a small population is not
+    alerted on its sampling noise, a large one is judged almost on its raw PSI.
+    """
+    if reference_rows < 1 or current_rows < 1 or bins < 2:
         return 0.0
-    return (bins - 1) * (1.0 / reference_rows + 1.0 / current_rows)
+    dof = bins - 1
+    return (dof + 2.0 * math.sqrt(2.0 * dof)) * (1.0 / reference_rows + 1.0 / current_rows)
+
+
+def filling_reason(feature: Feature, history_days: int | None, age_days: int) -> str:
+    """Why ``feature`` is not judged when D has ``history_days`` of data and the reference ``age_days`` fewer
+    ("" when it is judged: no window, an aged feature, an unknown history, or spans within the tolerance)."""
+    if history_days is None or feature.name in AGEING_FEATURES:
+        return ""
+    current = feature.days_covered(history_days)
+    reference = feature.days_covered(max(history_days - age_days, 0))
+    if current is None or reference is None or current <= reference * (1 + FILLING_TOLERANCE):
+        return ""
+    return (f"window {feature.window} still filling: it covers {reference} days of data on the reference "
+            f"and {current} on D")
 
 
 @dataclass
@@ -110,6 +139,7 @@ class DriftReport:
     current_rows: int = 0
     age_days: int = 0  # days the reference's AGEING_FEATURES were aged by
     aged: tuple[str, ...] = ()  # the features aged
+    filling: dict[str, str] = field(default_factory=dict)  # feature -> why its columns are not judged
 
     @property
     def worst(self) -> ColumnDrift | None:
@@ -122,7 +152,7 @@ class DriftReport:
     @property
     def worst_judged(self) -> ColumnDrift | None:
         """The column furthest above its noise floor: the one the level is judged on."""
-        return max(self.columns, key=lambda c: (c.excess, c.psi)) if self.columns else None
+        return max(self.columns, key=lambda c: (c.excess, not c.filling, c.psi)) if self.columns else None
 
     @property
     def max_excess(self) -> float:
@@ -222,10 +252,13 @@ def drift_report(
     reference_label: str,
     current_label: str,
     age_days: int = 0,
+    history_days: int | None = None,
 ) -> DriftReport:
     """PSI of every column of ``features`` (registry names present in both tables), worst first.
 
     ``age_days``: days from the reference's snapshot to the current one (see :func:`expanded_columns`).
+    ``history_days``: days of data up to and including D (from the data's first day); with it, features
+    whose window is still filling are reported but not judged (:func:`filling_reason`).
     """
     present = [f for f in features if f in reference.column_names and f in current.column_names]
     report = DriftReport(reference_label, current_label, reference_rows=reference.num_rows,
@@ -242,11 +275,14 @@ def drift_report(
     for name in present:
         if registry.get_feature(name).type == "map" and not any(f == name for _, f in owners):
             report.skipped[name] = f"the map has no key in {reference_label}"
+        if why := filling_reason(registry.get_feature(name), history_days, age_days):
+            report.filling[name] = why
     for i, (column, feature) in enumerate(owners):
         binned = bin_column(ref[:, i], cur[:, i])
         report.columns.append(ColumnDrift(column, feature, psi_from_shares(binned.reference, binned.current),
                                           binned.method, len(binned.labels),
-                                          noise_floor(len(binned.labels), ref.shape[0], cur.shape[0])))
+                                          noise_floor(len(binned.labels), ref.shape[0], cur.shape[0]),
+                                          report.filling.get(feature, "")))
     report.columns.sort(key=lambda c: (-c.psi, c.column))
     return report
 
@@ -264,8 +300,9 @@ def worst_markdown(reports: Sequence[DriftReport], warn: float, fail: float, top
     lines = ["| compared with | column | feature | PSI | level | bins |", "| --- | --- | --- | --- | --- | --- |"]
     for report in reports:
         for c in report.columns[:top]:
+            level = "not judged (window filling)" if c.filling else drift_level(c.excess, warn, fail)
             lines.append(f"| {report.reference} | {c.column} | {c.feature} | {c.psi:.4f} | "
-                         f"{drift_level(c.excess, warn, fail)} | {c.bins} ({c.method}) |")
+                         f"{level} | {c.bins} ({c.method}) |")
         if not report.columns:
             why = next(iter(report.skipped.values()), "nothing to compare")
             lines.append(f"| {report.reference} | - | - | - | skipped | {why} |")

@@ -32,7 +32,8 @@ REQUIRED_FEATURE_KEYS = (
     "name", "family", "type", "description", "owner", "version", "source", "computation", "dependencies",
     "staleness_tolerance", "computation_frequency", "serving_location", "default", "created_at", "updated_at",
 )
-OPTIONAL_FEATURE_KEYS = ("range", "nullable", "event_types", "length", "for_each")
+OPTIONAL_FEATURE_KEYS = ("range", "nullable", "event_types", "length", "for_each", "window")
+WINDOW = re.compile(r"^([1-9]\d*)d$|^all$")  # `30d`: the 30 days D-29 .. D; `all`: the whole history up to D
 FAMILY_KEYS = ("version", "asset", "module", "sources", "description", "config")
 OPTIONAL_FAMILY_KEYS = ("kind",)
 FAMILY_KINDS = ("snapshot", "derived")
@@ -88,6 +89,13 @@ class Feature:
     nullable: bool = True
     event_types: tuple[str, ...] = ()  # raw event types whose arrival changes the value
     length: int | None = None  # vectors
+    window: str | None = None  # `30d`, `90d`, `all`; None: not an aggregate over time (attributes, model outputs)
+
+    def days_covered(self, history_days: int) -> int | None:
+        """Days of data the value of a day covers when ``history_days`` of data end on it (None: no window)."""
+        if self.window is None:
+            return None
+        return history_days if self.window == "all" else min(int(self.window[:-1]), history_days)
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -321,6 +329,9 @@ def _feature(spec: Mapping[str, Any], families: Mapping[str, Family], vocabulari
     unknown = set(event_types) - set(vocabularies.get("event_type", ()))
     if unknown:
         raise RegistryError(f"{where}: unknown event types {sorted(unknown)}")
+    window = spec.get("window")
+    if window is not None and not WINDOW.match(str(window)):
+        raise RegistryError(f"{where}: window is a number of days (`30d`) or `all`, got {window!r}")
     _check_default(spec, where)
     return Feature(
         name=str(spec["name"]), family=str(spec["family"]), type=str(spec["type"]),
@@ -331,6 +342,7 @@ def _feature(spec: Mapping[str, Any], families: Mapping[str, Family], vocabulari
         default=spec["default"], created_at=spec["created_at"], updated_at=spec["updated_at"],
         value_range=tuple(value_range) if value_range is not None else None,
         nullable=bool(spec.get("nullable", True)), event_types=tuple(event_types), length=spec.get("length"),
+        window=None if window is None else str(window),
     )
 
 

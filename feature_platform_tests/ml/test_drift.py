@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 
@@ -278,17 +279,20 @@ def test_the_champions_training_rows_are_the_newest_labelled_ones_on_ds_weekday_
     assert tuesday.table is None and "(2026-11-08) are a Sunday and D a Tuesday" in tuesday.note
 
 
-def test_the_noise_floor_is_the_expected_psi_of_two_samples_of_one_distribution():
-    assert drift.noise_floor(10, 2_000, 2_000) == pytest.approx(9 * (1 / 2_000 + 1 / 2_000))  # 0.009
-    assert drift.noise_floor(10, 150, 150) == pytest.approx(0.12)
-    assert drift.noise_floor(5, 0, 10) == 0.0
-    rng = np.random.default_rng(7)  # the mean PSI of many same-distribution pairs is close to the floor
+def test_the_noise_floor_is_what_two_samples_of_one_distribution_stay_under_49_times_in_50():
+    # (dof + 2 sqrt(2 dof)) (1/n_ref + 1/n_cur), dof = bins - 1 = 9: (9 + 2 * sqrt(18)) * 2/2000 = 0.017485
+    assert drift.noise_floor(10, 2_000, 2_000) == pytest.approx((9 + 2 * math.sqrt(18)) * (2 / 2_000))
+    assert drift.noise_floor(10, 150, 150) == pytest.approx(0.233137, abs=1e-6)  # 17.4853 * 2/150
+    assert drift.noise_floor(5, 0, 10) == 0.0 and drift.noise_floor(1, 10, 10) == 0.0
+    rng = np.random.default_rng(7)  # many same-distribution pairs: PSI's mean is dof * (..), its tail the floor
     psis = []
-    for _ in range(300):
+    for _ in range(1_000):
         a, b = rng.integers(0, 10, 150).astype(float), rng.integers(0, 10, 150).astype(float)
         binned = drift.bin_column(a, b)
         psis.append(drift.psi_from_shares(binned.reference, binned.current))
-    assert np.mean(psis) == pytest.approx(drift.noise_floor(10, 150, 150), rel=0.15)
+    floor = drift.noise_floor(11, 150, 150)  # ten values and the (empty) missing bin
+    assert np.mean(psis) == pytest.approx(9 * (2 / 150), rel=0.15)
+    assert 0.005 <= np.mean(np.array(psis) > floor) <= 0.05
 
 
 def test_a_small_population_is_judged_above_its_noise_floor():
@@ -297,3 +301,42 @@ def test_a_small_population_is_judged_above_its_noise_floor():
     assert column.excess == pytest.approx(0.18) and report.level(0.1, 0.25) == "warn"
     big = drift.ColumnDrift("y", "y", psi=0.30, method="quantiles", bins=10, noise=0.009)
     assert drift.DriftReport("D-7", "D", columns=[column, big]).worst_judged is big
+
+
+def _feature(window: str | None):
+    return dataclasses.replace(REGISTRY.get_feature("total_events"), name="x", window=window)
+
+
+@pytest.mark.parametrize(("window", "history", "age", "filling"), [
+    ("30d", 40, 7, False),   # 30 days covered on both
+    ("30d", 33, 7, True),    # 30 days on D, 26 on D-7: 30 > 26 * 1.1
+    ("30d", 35, 7, False),   # 30 vs 28: 30 <= 30.8
+    ("90d", 40, 7, True),    # 40 vs 33
+    ("90d", 77, 7, False),   # 77 vs 70: 77 <= 77
+    ("90d", 76, 7, True),    # 76 vs 69: 76 > 75.9
+    ("all", 40, 7, True),
+    ("all", 540, 7, False),  # 18 months: a week adds 1.3%
+    ("all", 40, 1, False),   # D-1: 40 vs 39
+    (None, 3, 7, False),     # an attribute has no window
+    ("90d", None, 7, False),  # an unknown history judges everything
+])
+def test_a_window_is_filling_while_d_covers_over_a_tenth_more_days_than_the_reference(window, history, age, filling):
+    assert bool(drift.filling_reason(_feature(window), history, age)) is filling
+
+
+def test_a_filling_window_is_reported_but_not_judged_and_the_aged_features_are_never_filling():
+    # lifetime_purchases on 40 days of data doubles from D-7 to D: a large PSI, reported, not judged;
+    # tenure_days (aged to D) is judged on any history.
+    reference = pa.table({"lifetime_purchases": pa.array([1, 2, 3, 4] * 10, pa.int64()),
+                          "tenure_days": pa.array([10, 20] * 20, pa.int64())})
+    current = pa.table({"lifetime_purchases": pa.array([2, 4, 6, 8] * 10, pa.int64()),
+                        "tenure_days": pa.array([17, 27] * 20, pa.int64())})
+    features = ["lifetime_purchases", "tenure_days"]
+    report = drift.drift_report(reference, current, features, REGISTRY, "D-7", "D", age_days=7, history_days=40)
+    growing = next(c for c in report.columns if c.feature == "lifetime_purchases")
+    assert growing.psi > 1 and growing.excess == 0.0 and "window all still filling" in growing.filling
+    assert list(report.filling) == ["lifetime_purchases"] and report.level(0.1, 0.25) == "ok"
+    assert report.worst_judged is not None and report.worst_judged.feature == "tenure_days"
+    assert "not judged (window filling)" in drift.worst_markdown([report], 0.1, 0.25)
+    mature = drift.drift_report(reference, current, features, REGISTRY, "D-7", "D", age_days=7, history_days=400)
+    assert mature.filling == {} and mature.level(0.1, 0.25) == "fail"  # on a long history the doubling is drift

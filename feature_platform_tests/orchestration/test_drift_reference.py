@@ -2,9 +2,10 @@
 a real shift fails, and the weekday and ageing rules are what make the difference.
 
 The shared ``sample_world`` has 12 days of events: its D-7 snapshot saw 5 days of them and D 12, so every
-windowed count grows by construction between the two. This module's world has 60 days (D-7 saw 53, more
-than the 30-day windows) and is computed through the tile engine's in-memory path (the daily assets' code)
-straight into an offline store, which takes seconds instead of a Dagster backfill.
+windowed count grows by construction between the two. This module's world has 84 days (D-7 saw 77: every
+window covers within 10% of D's days, so none is still filling) and is computed through the tile engine's
+in-memory path (the daily assets' code) straight into an offline store, which takes seconds instead of a
+Dagster backfill. Its raw/events partition of the first day tells the check where the history starts.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ EVERY = [*defs.assets, *defs.asset_checks]
 REGISTRY = load_registry()
 END = dt.date(2025, 3, 12)  # a Wednesday
 WEEK_AGO, DAY_BEFORE = END - dt.timedelta(days=7), END - dt.timedelta(days=1)
+DAYS = 84
+FIRST_DAY = END - dt.timedelta(days=DAYS - 1)
 FAMILIES = ("activity", "lead", "affinity", "lifetime")  # the four whose checks failed on untouched data
 
 
 def _build(root: Path) -> None:
-    generate(GeneratorConfig(users=600, days=60, end_date=END, seed=5), root / "src")
+    generate(GeneratorConfig(users=600, days=DAYS, end_date=END, seed=5), root / "src")
     raw = {name: pq.read_table(root / "src" / f"{name}.parquet") for name in ("customers", "events", "listings",
                                                                                "reviews")}
     store = OfflineStore(root / "data")
+    first = raw["events"].filter(pc.less(raw["events"].column("timestamp"), pa.scalar(dt.datetime.combine(
+        FIRST_DAY + dt.timedelta(days=1), dt.time()), raw["events"].schema.field("timestamp").type)))
+    store.write("raw/events", first, FIRST_DAY.isoformat())
     for name in FAMILIES:
         family = REGISTRY.family(name)
         for day, snapshot, _ in snapshots_from_tables(REGISTRY, family, [WEEK_AGO, DAY_BEFORE, END], raw["events"],
@@ -52,7 +58,7 @@ def _build(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    """600 users x 60 days of generated events; snapshots D-7, D-1 and D of the four families. Read-only."""
+    """600 users x 84 days of generated events; snapshots D-7, D-1 and D of the four families. Read-only."""
     root = tmp_path_factory.mktemp("drift_world")
     _build(root)
     return root
@@ -156,3 +162,21 @@ def test_without_a_d_minus_7_partition_the_check_compares_with_d_minus_1_and_say
     meta = _meta(_check(copy, "lead"))
     assert set(meta["psi_per_feature"]) == {f"D-1 ({DAY_BEFORE})"}
     assert f"no features/lead_features partition {WEEK_AGO}" in meta["reference_notes"][f"D-1 ({DAY_BEFORE})"]
+
+
+def test_on_a_young_history_the_filling_windows_are_reported_not_judged(copy):
+    """Had the data begun 40 days before D, a 90-day total covers 33 days on D-7 and 40 on D: it grows with the
+    window. The check reads the history from the raw partitions; the 90-day features are reported, not
+    judged, so even the tripled prices pass; the 30-day ones are judged as before."""
+    store = OfflineStore(copy / "data")
+    store.partition_path("raw/events", FIRST_DAY.isoformat()).unlink()
+    young = END - dt.timedelta(days=39)
+    store.write("raw/events", _snapshot(copy, "lead", END).slice(0, 0), young.isoformat())
+    _rewrite(copy, "lead", "monetary_total", _prices_tripled(_snapshot(copy, "lead", END)))
+    evaluation = _check(copy, "lead")
+    filling = _meta(evaluation)["not_judged_window_filling"][f"D-7 ({WEEK_AGO})"]
+    assert evaluation.passed, evaluation.description
+    assert "monetary_total" in filling and "covers 33 days of data on the reference and 40 on D" in \
+        filling["monetary_total"]
+    assert {f for f in filling if REGISTRY.get_feature(f).window == "30d"} == set()
+    assert "not judged, their window still filling" in evaluation.description

@@ -111,11 +111,34 @@ def test_event_types_map_to_the_features_they_touch():
         (lambda r: r["features"][0].update(dependencies="model_inputs"), "is for features of derived families"),
         (lambda r: r["features"][0].update(dependencies="purchase_count"), "dependencies is a list of feature names"),
         (lambda r: r["features"][0].update(dependencies=["churn_risk_score"]), "a model would learn from its own output"),
+        (lambda r: r["features"][0].update(window="a month"), "window is a number of days"),
+        (lambda r: r["features"][0].update(window="0d"), "window is a number of days"),
     ],
 )
 def test_invalid_registries_fail_with_a_clear_error(mutate, message):
     with pytest.raises(RegistryError, match=message):
         parse_registry(_broken(mutate))
+
+
+def test_each_feature_window_is_the_one_its_computation_reads():
+    """The `window` the drift check relies on says what the computation text says (`in 30d`, `D-29 <= day`,
+    `in 90d`); where the text names none, the family's lookback: lead and affinity 90 days (their modules'
+    LOOKBACK), the engagement score its 30-day inputs, whole-history families `all`, attributes none."""
+    registry = load_registry()
+    unnamed = {"engagement_score": "30d", "form_submit_conversion_rate": "30d",
+               "avg_response_time_seconds": "90d", "conversation_to_purchase_rate": "90d",
+               "campaign_ignored": "90d", "category_affinity": "90d", "city_affinity": "90d",
+               "price_sensitivity": "90d", "activity_score": "90d"}
+    for feature in registry.features.values():
+        text = feature.computation
+        expected = ("30d" if "in 30d" in text or "D-29 <= day" in text else "90d" if "in 90d" in text
+                    else "all" if feature.family in ("lifetime", "review")
+                    else None if feature.family in ("profile", "derived") else unnamed.get(feature.name, "?"))
+        assert feature.window == expected, feature.name
+    assert load_registry().get_feature("total_events").days_covered(12) == 12
+    assert load_registry().get_feature("total_events").days_covered(400) == 30
+    assert load_registry().get_feature("lifetime_spend").days_covered(400) == 400
+    assert load_registry().get_feature("age").days_covered(400) is None
 
 
 @pytest.mark.parametrize(("text", "expected"), [("36h", dt.timedelta(hours=36)), ("2d", dt.timedelta(days=2)),

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from feature_platform.ml import drift
 from feature_platform.ml.model_store import ModelStore
 from feature_platform.ml.plots import distribution_png, markdown_image
-from feature_platform.offline.store import WriteResult
+from feature_platform.offline.store import OfflineStore, WriteResult
 from feature_platform.orchestration.constants import (
     CHECK_FEATURE_DRIFT,
     CHECK_SNAPSHOT_ROWS,
@@ -92,9 +92,11 @@ def _drift_check(family: Family) -> dg.AssetChecksDefinition:
                     "before (D-1 when there is no D-7 partition; the label says which), and against the churn "
                     "champion's newest training rows when they fall on D's weekday. Features that count days since "
                     "a user's first event or purchase (tenure_days, first_purchase_days, btyd_age_days) are compared "
-                    "with the reference aged by the days between the two snapshots. Warns from FP_DRIFT_PSI_WARN "
-                    "(0.1), fails from FP_DRIFT_PSI_FAIL (0.25); a failure blocks the online push only with "
-                    "FP_DRIFT_BLOCKS_PUSH=1.",
+                    "with the reference aged by the days between the two snapshots; a feature whose window (30d, "
+                    "90d, all) covers more days on D than on the reference (a history younger than the window) is "
+                    "reported but not judged. The PSI is judged above what the two sample sizes show by chance: "
+                    "warns from FP_DRIFT_PSI_WARN (0.1), fails from FP_DRIFT_PSI_FAIL (0.25); a failure blocks the "
+                    "online push only with FP_DRIFT_BLOCKS_PUSH=1.",
     )
     def _check(context: dg.AssetCheckExecutionContext, offline: OfflineStoreResource) -> dg.AssetCheckResult:
         settings, registry, store = offline.settings(), load_registry(), offline.store()
@@ -106,8 +108,9 @@ def _drift_check(family: Family) -> dg.AssetChecksDefinition:
         current = store.read(table, day.isoformat(), day.isoformat())
         references = [drift.weekday_reference(store, table, day),
                       drift.champion_training_rows(store, ModelStore(settings.models_dir), day)]
+        history = _history_days(store, family, day)
         reports = [drift.drift_report(ref.table, current, list(family.features), registry, ref.label, f"D ({day})",
-                                      ref.age_days)
+                                      ref.age_days, history)
                    for ref in references if ref.table is not None]
         skipped = {ref.label: ref.note for ref in references if ref.table is None}
         warn, fail = settings.drift_psi_warn, settings.drift_psi_fail
@@ -115,6 +118,13 @@ def _drift_check(family: Family) -> dg.AssetChecksDefinition:
                              registry)
 
     return _check
+
+
+def _history_days(store: OfflineStore, family: Family, day: dt.date) -> int | None:
+    """Days of raw data up to and including ``day``: from the first stored partition of the family's raw
+    sources (what its windows could see), None when it has none (then no window counts as filling)."""
+    firsts = [parts[0] for source in family.sources if source.startswith("raw/") and (parts := store.partitions(source))]
+    return (day - dt.date.fromisoformat(min(firsts))).days + 1 if firsts else None
 
 
 def _evaluated_day(context: dg.AssetCheckExecutionContext, stored: list[str]) -> dt.date | None:
@@ -143,7 +153,8 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
     assert worst is not None  # a report with columns has a worst one
     level = drift.drift_level(worst.excess, warn, fail)
     floor = f", noise floor {worst.noise:.3f} at {worst_report.reference_rows:,}/{worst_report.current_rows:,} rows" \
-        if worst.noise >= 0.005 else ""
+        if worst.noise >= 0.005 and not worst.filling else ", not judged: its window is still filling" \
+        if worst.filling else ""
     reference = next(ref for ref in references if ref.label == worst_report.reference)
     bins = drift.column_bins(reference.table, current, worst.feature, worst.column, registry, reference.age_days)
     png = distribution_png(bins.labels, bins.reference, bins.current, worst_report.reference, worst_report.current,
@@ -152,11 +163,14 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
     # in the same words the CLI prints and the README uses.
     consequence = ("ERROR: it blocks the online push (FP_DRIFT_BLOCKS_PUSH=1)" if blocks and level == "fail"
                    else "WARN: the online push goes ahead (FP_DRIFT_BLOCKS_PUSH=1 makes a failure block it)")
+    filling = sorted({feature for r in reports for feature in r.filling})
+    unjudged = f"; {len(filling)} features not judged, their window still filling ({', '.join(filling[:3])}" \
+        f"{', ..' if len(filling) > 3 else ''})" if filling else ""
     return dg.AssetCheckResult(
         passed=level == "ok",
         severity=dg.AssetCheckSeverity.ERROR if blocks and level == "fail" else dg.AssetCheckSeverity.WARN,
         description=f"snapshot {day}: worst PSI {worst.psi:.3f} ({worst.column} vs {worst_report.reference}{floor}): "
-                    f"{level}" + ("" if level == "ok" else f"; {consequence}"),
+                    f"{level}" + ("" if level == "ok" else f"; {consequence}") + unjudged,
         metadata={
             "snapshot_date": day.isoformat(),
             "drift_level": level,
@@ -173,6 +187,8 @@ def _drift_result(day: dt.date, reports: list[drift.DriftReport], skipped: dict[
             "references_skipped": dg.MetadataValue.json(skipped),
             "reference_notes": dg.MetadataValue.json({ref.label: ref.note for ref in references
                                                       if ref.table is not None and ref.note}),
+            "not_judged_window_filling": dg.MetadataValue.json({r.reference: r.filling for r in reports
+                                                                if r.filling}),
             "aged_features": dg.MetadataValue.json({r.reference: {"days": r.age_days, "features": list(r.aged)}
                                                     for r in reports if r.aged}),
             "plot_worst_feature": dg.MetadataValue.md(markdown_image(png, f"{worst.column} distribution")),
