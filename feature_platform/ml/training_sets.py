@@ -70,8 +70,9 @@ def churn_training_set(
     ``snapshot_dates`` defaults to :func:`default_churn_dates` (one date every ``every_days``).
     ``feature_names`` defaults to :func:`training_features`; a derived feature (the churn model's own
     score) is refused. Columns: user_id, snapshot_date, the features, per family
-    ``<family>_snapshot_date`` / ``<family>_snapshot_missing``, churned (int64, null when unlabelled),
-    labelled (bool). Rows are ordered by snapshot_date, user_id.
+    ``<family>_snapshot_date`` / ``<family>_snapshot_missing`` / ``<family>_user_present`` (flags, not
+    model inputs), churned (int64, null when unlabelled), labelled (bool). Rows are ordered by
+    snapshot_date, user_id.
     """
     if horizon_days < 1:
         raise ValueError(f"horizon_days must be at least 1, got {horizon_days}")

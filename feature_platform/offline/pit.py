@@ -10,11 +10,22 @@ Per family this is two DuckDB joins, not a Python loop:
 1. ``ASOF LEFT JOIN`` of the rows to the family's snapshot dates (the partition keys): which
    snapshot each row sees. No snapshot early enough -> null date, ``<family>_snapshot_missing``.
 2. ``LEFT JOIN`` of (user_id, chosen date) to the snapshot files actually chosen, reading only the
-   requested columns. A user absent from the chosen snapshot gets nulls with the flag false: the
-   snapshot existed, the user was not in it (not yet a known customer). Joining ASOF on
-   (user_id, time) over the data instead would wrongly fall back to an older snapshot for that user.
+   requested columns and a constant TRUE that marks a matched user. A user absent from the chosen
+   snapshot gets nulls and no fallback to an older snapshot: the snapshot existed, the user was not in
+   it (not yet a known customer). Joining ASOF on (user_id, time) over the data instead would wrongly
+   fall back to an older snapshot for that user.
 
-The input rows come back unchanged, once each, in input order, with the features appended.
+So a null feature has one of three causes, told apart by the per-family flags:
+
+    the row's case                        <family>_user_present   <family>_snapshot_missing
+    user in the snapshot used             true                    false   (a null is the value)
+    user absent from the snapshot used    false                   false
+    no snapshot early enough              null                    true
+
+The rows' ids join in their canonical text form (:func:`feature_platform.sources.entity_ids.canonical_ids`),
+the form the snapshots store: ``42``, ``42.0`` and ``" 42 "`` all find user ``"42"``. A column that cannot
+hold ids (bools), a fractional float, a null or an empty id raises ``EntityIdError`` before any join.
+The input rows come back unchanged (user_id as given), once each, in input order, with the features appended.
 """
 
 from __future__ import annotations
@@ -29,9 +40,12 @@ import pyarrow.compute as pc
 
 from feature_platform.offline.store import OfflineStore, connect
 from feature_platform.registry.registry import Registry, UnknownNameError, load_registry
+from feature_platform.sources.entity_ids import canonical_ids
 
 ROW = "__pit_row"
 TS = "__pit_ts"
+PRESENT = "__pit_present"
+FLAGS = ("snapshot_date", "snapshot_missing", "user_present")
 
 
 def get_historical_features(
@@ -42,10 +56,14 @@ def get_historical_features(
 ) -> pa.Table:
     """Append the requested features, point-in-time correct, to ``entity_rows``.
 
-    ``entity_rows`` needs ``user_id`` and ``timestamp`` (naive UTC; tz-aware is converted to UTC);
-    other columns pass through untouched. Output columns: the input's, then the features in the
-    requested order (registry Arrow types), then per family ``<family>_snapshot_date`` (date32, the
-    snapshot used, null if none) and ``<family>_snapshot_missing`` (bool).
+    ``entity_rows`` needs ``user_id`` (text, integers or whole floats, joined in canonical form) and
+    ``timestamp`` (naive UTC; tz-aware is converted to UTC); other columns pass through untouched.
+    Output columns: the input's, then the features in the requested order (registry Arrow types), then
+    per family ``<family>_snapshot_date`` (date32, the snapshot used, null if none),
+    ``<family>_snapshot_missing`` (bool, no snapshot early enough) and ``<family>_user_present`` (bool:
+    the user has a row in the snapshot used; false when that snapshot lacks the user, null when there
+    is no snapshot). An id with no canonical form raises ``EntityIdError`` (a ValueError)
+    naming the row, before any join.
     """
     if isinstance(feature_names, str):
         raise TypeError(f"feature_names is a list of names; got the string {feature_names!r}")
@@ -61,7 +79,7 @@ def get_historical_features(
     entities = entity_rows if isinstance(entity_rows, pa.Table) else pa.Table.from_pandas(
         entity_rows, preserve_index=False)
     keys = _join_keys(entities)
-    added = names + [c for fam in by_family for c in (f"{fam}_snapshot_date", f"{fam}_snapshot_missing")]
+    added = names + [f"{fam}_{flag}" for fam in by_family for flag in FLAGS]
     clash = sorted(set(added) & set(entities.column_names))
     if clash:
         raise ValueError(f"entity_rows already has output column(s) {clash}; rename or drop them first")
@@ -78,7 +96,7 @@ def get_historical_features(
 
 
 def _join_keys(entities: pa.Table) -> pa.Table:
-    """Row number, user_id as string and the timestamp as naive UTC microseconds (floored)."""
+    """Row number, user_id as canonical id text and the timestamp as naive UTC microseconds (floored)."""
     missing = [c for c in ("user_id", "timestamp") if c not in entities.column_names]
     if missing:
         raise ValueError(f"entity_rows needs columns {missing}; got {entities.column_names}")
@@ -92,7 +110,7 @@ def _join_keys(entities: pa.Table) -> pa.Table:
         ts = pc.floor_temporal(ts, unit="microsecond")  # floor: 1 ns before midnight stays before it
     return pa.table({
         ROW: pa.array(range(entities.num_rows), pa.int64()),
-        "user_id": entities.column("user_id").cast(pa.string()),
+        "user_id": canonical_ids(entities.column("user_id"), "entity_rows.user_id"),
         TS: ts.cast(pa.timestamp("us")),
     })
 
@@ -127,9 +145,11 @@ def _join_family(
         files = [str(store.partition_path(table, d.isoformat())) for d in sorted(used)]
         result = con.sql(
             f"""
-            SELECT c.snapshot_date, {", ".join(f"s.{_ident(f)}" for f in features)}
+            SELECT c.snapshot_date, {", ".join(f"s.{_ident(f)}" for f in features)},
+                   CASE WHEN c.snapshot_date IS NOT NULL THEN s.{PRESENT} IS NOT NULL END AS {PRESENT}
             FROM pit_chosen AS c
-            LEFT JOIN (SELECT snapshot_date, user_id, {quoted} FROM read_parquet($files, union_by_name = true)) AS s
+            LEFT JOIN (SELECT snapshot_date, user_id, TRUE AS {PRESENT}, {quoted}
+                       FROM read_parquet($files, union_by_name = true)) AS s
               ON s.user_id = c.user_id AND s.snapshot_date = c.snapshot_date
             ORDER BY c.{ROW}
             """,
@@ -140,13 +160,16 @@ def _join_family(
                              "(its one-row-per-user check should have failed)")
         snapshot_date = result.column("snapshot_date").cast(pa.date32())
         values = {f: result.column(f).cast(schema.field(f).type) for f in features}
+        present = result.column(PRESENT).cast(pa.bool_())
     else:  # no snapshot files, or none early enough for any row
         snapshot_date = pa.chunked_array([pa.nulls(rows, pa.date32())])
         values = {f: pa.chunked_array([pa.nulls(rows, schema.field(f).type)]) for f in features}
+        present = pa.chunked_array([pa.nulls(rows, pa.bool_())])
     return {
         **values,
         f"{family}_snapshot_date": snapshot_date,
         f"{family}_snapshot_missing": pc.is_null(snapshot_date),
+        f"{family}_user_present": present,
     }
 
 

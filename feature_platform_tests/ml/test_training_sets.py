@@ -124,7 +124,7 @@ def test_churn_has_one_row_per_known_user_and_date(churn_store):
     assert sorted(churn(churn_store)) == sorted(
         [("u1", day(3)), ("u3", day(3))] + [(u, d) for d in DATES[1:] for u in ("u1", "u2", "u3")])
     assert table.column_names == ["user_id", "snapshot_date", *FEATURES, "activity_snapshot_date",
-                                  "activity_snapshot_missing", "churned", "labelled"]
+                                  "activity_snapshot_missing", "activity_user_present", "churned", "labelled"]
     assert table.schema.field("churned").type == pa.int64()
 
 
@@ -137,6 +137,9 @@ def test_churn_features_come_from_snapshot_d(churn_store):
         ("u1", day(18)): (118, day(18)), ("u2", day(18)): (None, day(18)), ("u3", day(18)): (None, day(18)),
     }
     assert not any(r["activity_snapshot_missing"] for r in rows.values())
+    # snapshots 03-17 and 03-18 hold only u1: u2 and u3 are absent from them, not users with null values
+    absent = {("u2", day(17)), ("u3", day(17)), ("u2", day(18)), ("u3", day(18))}
+    assert {k: r["activity_user_present"] for k, r in rows.items()} == {k: k not in absent for k in rows}
 
 
 def test_churn_default_dates_are_weekly_back_from_the_last_labelable_snapshot(churn_store):
@@ -248,7 +251,8 @@ def test_contact_keeps_every_view_and_impression_once_in_time_order(contact_stor
     assert table.column_names == [
         "event_id", "user_id", "event_type", "listing_id", "session_id", "timestamp",
         "category_id", "city", "price", "is_premium", "image_count", "price_rank", "day_of_week", "hour", "device",
-        *FEATURES, "activity_snapshot_date", "activity_snapshot_missing", "contacted", "labelled"]
+        *FEATURES, "activity_snapshot_date", "activity_snapshot_missing", "activity_user_present", "contacted",
+        "labelled"]
 
 
 def test_contact_listing_and_context_columns(contact_store):
@@ -271,7 +275,7 @@ def test_contact_features_come_from_the_latest_snapshot_before_the_event(contact
         "c": (60, day(6)), "d": (60, day(6)), "e": (6, day(6)), "f": (6, day(6)),
         "g": (60, day(6)), "h": (6, day(6)),
     }
-    assert rows["a"]["activity_snapshot_missing"] is True
+    assert rows["a"]["activity_snapshot_missing"] is True and rows["a"]["activity_user_present"] is None
 
 
 def test_contact_defaults_to_the_snapshot_features_without_model_scores(contact_store):

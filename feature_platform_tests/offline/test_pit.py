@@ -1,4 +1,5 @@
-"""Point-in-time joins: hand-computed cases, a leakage property against a slow reference, row keeping."""
+"""Point-in-time joins: hand-computed cases, presence flags, id types, a leakage property against a slow
+reference, row keeping."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from feature_platform.offline import pit as pit_module
 from feature_platform.offline.pit import get_historical_features
 from feature_platform.offline.store import OfflineStore
 from feature_platform.registry import load_registry
+from feature_platform.sources.entity_ids import EntityIdError
 from feature_platform_tests.helpers import examples
 
 REGISTRY = load_registry()
@@ -49,7 +52,7 @@ def entities(rows: list[tuple[str, dt.datetime]], **extra: list) -> pd.DataFrame
     })
 
 
-D1, D2, D3, D5 = dt.date(2025, 3, 1), dt.date(2025, 3, 2), dt.date(2025, 3, 3), dt.date(2025, 3, 5)
+D1, D2, D3, D5, D6 = (dt.date(2025, 3, d) for d in (1, 2, 3, 5, 6))
 
 
 @pytest.fixture
@@ -81,6 +84,7 @@ def test_row_gets_the_latest_snapshot_available_at_its_time(offline_store, ts, e
     assert out["engagement_snapshot_date"].tolist() == [expected_date]
     assert out["page_views_30d"].tolist() == [expected_value]
     assert out["engagement_snapshot_missing"].tolist() == [False]
+    assert out["engagement_user_present"].tolist() == [True]
 
 
 @pytest.mark.parametrize("ts", [at(D2) - US, at(D1, 12), at(dt.date(2020, 1, 1))])
@@ -90,16 +94,35 @@ def test_row_before_any_snapshot_gets_nulls_and_the_flag(offline_store, ts):
     assert out.column("engagement_score").to_pylist() == [None]
     assert out.column("engagement_snapshot_date").to_pylist() == [None]
     assert out.column("engagement_snapshot_missing").to_pylist() == [True]
+    assert out.column("engagement_user_present").to_pylist() == [None]
 
 
-def test_user_missing_from_the_chosen_snapshot_gets_nulls_without_the_flag(offline_store):
+def test_user_missing_from_the_chosen_snapshot_gets_nulls_and_is_not_present(offline_store):
     # u2 is in D2 but not in D5: after D5 is available u2 gets nulls, not D2's value (no fallback to
-    # an older snapshot), and the flag stays false because the snapshot itself exists.
-    out = pit(offline_store, entities([("u2", at(D3)), ("u2", at(dt.date(2025, 3, 6))), ("u9", at(D3))]), ["page_views_30d"])
+    # an older snapshot); snapshot_missing stays false because the snapshot exists, user_present is false.
+    out = pit(offline_store, entities([("u2", at(D3)), ("u2", at(D6)), ("u9", at(D3))]), ["page_views_30d"])
     assert out["page_views_30d"].tolist()[0] == 22
     assert pd.isna(out["page_views_30d"].iloc[1]) and pd.isna(out["page_views_30d"].iloc[2])
     assert out["engagement_snapshot_date"].tolist() == [D2, D5, D2]
     assert out["engagement_snapshot_missing"].tolist() == [False, False, False]
+    assert out["engagement_user_present"].tolist() == [True, False, False]
+
+
+def test_a_null_feature_has_three_causes_told_apart_by_the_flags(offline_store):
+    # engagement_score is null for u2 in every snapshot that holds u2 (D1, D2); u1 has 0.5 in D2.
+    rows = entities([
+        ("u2", at(D3)),      # D2 holds u2, whose score is null: a null value
+        ("u2", at(D6)),      # D5 is chosen and lacks u2: absent, no fallback to D2
+        ("u2", at(D1, 12)),  # before D1's data is available: no snapshot at all
+        ("u1", at(D3)),      # D2 holds u1 with a score
+    ])
+    out = get_historical_features(rows, ["engagement_score"], offline_store, REGISTRY)
+    assert out.column("engagement_score").to_pylist() == [None, None, None, 0.5]
+    assert out.column("engagement_snapshot_date").to_pylist() == [D2, D5, None, D2]
+    assert out.column("engagement_user_present").to_pylist() == [True, False, None, True]
+    assert out.column("engagement_snapshot_missing").to_pylist() == [False, False, True, False]
+    assert out.schema.field("engagement_user_present").type == pa.bool_()
+    assert out.select(["user_id", "timestamp"]).equals(pa.Table.from_pandas(rows, preserve_index=False))
 
 
 def test_model_scores_join_point_in_time_where_only_some_days_were_scored(offline_store):
@@ -111,6 +134,7 @@ def test_model_scores_join_point_in_time_where_only_some_days_were_scored(offlin
     assert pd.isna(out["churn_risk_score"].iloc[0]) and out["churn_risk_score"].iloc[1] == 0.25
     assert pd.isna(out["churn_risk_score"].iloc[2])  # u2 not scored on D2
     assert out["derived_snapshot_missing"].tolist() == [True, False, False]
+    assert out["derived_user_present"].tolist() == [None, True, False]
     assert out["page_views_30d"].tolist() == [11, 21, 22]
 
 
@@ -122,7 +146,7 @@ def test_input_order_extra_columns_and_duplicates_are_kept(offline_store):
     out = pit(offline_store, rows, ["engagement_score", "page_views_30d"])
     assert out.columns.tolist() == [
         "user_id", "timestamp", "label", "note", "engagement_score", "page_views_30d",
-        "engagement_snapshot_date", "engagement_snapshot_missing",
+        "engagement_snapshot_date", "engagement_snapshot_missing", "engagement_user_present",
     ]
     pd.testing.assert_frame_equal(out[rows.columns], rows)
     assert out["page_views_30d"].tolist()[:3] == [22, 11, 11] and pd.isna(out["page_views_30d"].iloc[3])
@@ -139,10 +163,13 @@ def test_two_families_map_types_and_a_family_without_files(offline_store):
     assert out.schema.field("engagement_snapshot_date").type == pa.date32()
     assert out.column("category_affinity").to_pylist() == [[("books", 0.75), ("games", 0.25)], None]
     assert out.column("affinity_snapshot_missing").to_pylist() == [False, True]
+    assert out.column("affinity_user_present").to_pylist() == [True, None]
     # review has no snapshot files at all: nulls and the flag, not an error
     assert out.column("avg_rating").to_pylist() == [None, None]
     assert out.column("topic_vector").to_pylist() == [None, None]
     assert out.column("review_snapshot_missing").to_pylist() == [True, True]
+    assert out.column("review_user_present").to_pylist() == [None, None]
+    assert out.column_names[-3:] == ["review_snapshot_date", "review_snapshot_missing", "review_user_present"]
 
 
 def test_unknown_features_raise_a_key_error_naming_them(offline_store):
@@ -169,6 +196,70 @@ def test_empty_input_gives_an_empty_typed_output(offline_store):
     assert out.num_rows == 0 and out.schema.field("page_views_30d").type == pa.int64()
 
 
+# -- entity ids: any type a raw file carries joins the snapshots' text ids ---------------------------
+
+@pytest.fixture
+def numeric_id_store(tmp_path: Path) -> OfflineStore:
+    """Engagement snapshots of users "7" and "42" (ids as the ingest stores them: text): D1 both, D2 only 42."""
+    offline_store = OfflineStore(tmp_path)
+    write_snapshot(offline_store, "engagement", D1, {"7": {"page_views_30d": 107}, "42": {"page_views_30d": 142}})
+    write_snapshot(offline_store, "engagement", D2, {"42": {"page_views_30d": 242}})
+    return offline_store
+
+
+ID_TIMES = [at(D2), at(D3), at(D3), at(D1)]  # D1, D2, D2, before any snapshot
+
+
+def id_rows(ids: pa.Array | pd.Series) -> pa.Table | pd.DataFrame:
+    if isinstance(ids, pd.Series):
+        return pd.DataFrame({"user_id": ids, "timestamp": pd.Series(ID_TIMES, dtype="datetime64[us]")})
+    return pa.table({"user_id": ids, "timestamp": pa.array(ID_TIMES, pa.timestamp("us"))})
+
+
+@pytest.mark.parametrize("ids", [
+    pytest.param(pa.array(["42", "7", "42", "7"]), id="text"),
+    pytest.param(pa.array([" 42", "7\t", "42 ", "7"]), id="text-with-whitespace"),
+    pytest.param(pa.array(["42", "7", "42", "7"]).dictionary_encode(), id="dictionary-text"),
+    pytest.param(pa.array([42, 7, 42, 7], pa.int64()), id="int64"),
+    pytest.param(pa.array([42, 7, 42, 7], pa.uint16()), id="uint16"),
+    pytest.param(pa.array([42.0, 7.0, 42.0, 7.0], pa.float64()), id="whole-float64"),
+    pytest.param(pd.Series([42, 7, 42, 7]), id="pandas-int"),
+    pytest.param(pd.Series([42.0, 7.0, 42.0, 7.0]), id="pandas-whole-float"),
+    pytest.param(pd.Series([42, 7, 42, 7], dtype="Int64"), id="pandas-nullable-int"),
+    pytest.param(pd.Series(["42", "7", "42", "7"], dtype="category"), id="pandas-category"),
+])
+def test_ids_of_any_raw_type_join_the_text_ids_and_come_back_as_given(numeric_id_store, ids):
+    rows = id_rows(ids)
+    out = get_historical_features(rows, ["page_views_30d"], numeric_id_store, REGISTRY)
+    assert out.column("page_views_30d").to_pylist() == [142, None, 242, None]  # 7 is not in D2
+    assert out.column("engagement_snapshot_date").to_pylist() == [D1, D2, D2, None]
+    assert out.column("engagement_user_present").to_pylist() == [True, False, True, None]
+    if isinstance(rows, pd.DataFrame):
+        pd.testing.assert_series_equal(out.to_pandas()["user_id"], rows["user_id"])
+    else:
+        assert out.column("user_id").equals(rows.column("user_id"))
+
+
+@pytest.mark.parametrize(("ids", "message"), [
+    pytest.param(pa.array([True, False, True, False]), "a column of bool cannot hold ids", id="bool"),
+    pytest.param(pa.array([D1, D1, D1, D1], pa.date32()), "cannot hold ids", id="date"),
+    pytest.param(pa.array([42.0, 7.5, 42.0, 7.0]), "7.5 at row 1 is not an id .*whole number", id="fractional-float"),
+    pytest.param(pa.array([42.0, 7.0, float("inf"), 7.0]), "inf at row 2 is not an id", id="infinite-float"),
+    pytest.param(pa.array(["42", "7", None, "7"]), "null at row 2", id="null-text"),
+    pytest.param(pa.array([None, 7, 42, 7], pa.int64()), "null at row 0", id="null-int"),
+    pytest.param(pd.Series([42.0, 7.0, 42.0, float("nan")]), "null at row 3", id="pandas-float-with-a-missing-id"),
+    pytest.param(pa.array(["42", " ", "42", "7"]), "empty id at row 1", id="blank-text"),
+])
+def test_a_bad_id_raises_before_any_duckdb_work(numeric_id_store, monkeypatch, ids, message):
+    def no_duckdb():
+        raise AssertionError("DuckDB was opened before the ids were checked")
+
+    monkeypatch.setattr(pit_module, "connect", no_duckdb)
+    with pytest.raises(EntityIdError, match=f"entity_rows.user_id: .*{message}"):
+        get_historical_features(id_rows(ids), ["page_views_30d"], numeric_id_store, REGISTRY)
+    assert issubclass(EntityIdError, ValueError)
+
+
 # -- leakage property: compare with a slow reference ------------------------------------------------
 
 BASE = dt.date(2025, 1, 1)
@@ -179,20 +270,24 @@ instants = st.one_of(
     days.map(lambda d: at(d) - US),
     st.datetimes(min_value=at(BASE) - dt.timedelta(days=1), max_value=at(BASE + dt.timedelta(days=11))),
 )
-snapshot_values = st.dictionaries(
-    days, st.dictionaries(st.sampled_from(USERS), st.integers(0, 1000), max_size=len(USERS)), max_size=6)
+snapshot_values = st.dictionaries(  # a user held with a null value is present; one not held is absent
+    days, st.dictionaries(st.sampled_from(USERS), st.none() | st.integers(0, 1000), max_size=len(USERS)), max_size=6)
 entity_lists = st.lists(st.tuples(st.sampled_from([*USERS, "u_unknown"]), instants), max_size=30)
 
 
-def reference(snapshots: dict[dt.date, dict[str, int]], rows: list[tuple[str, dt.datetime]]):
-    """For each row: the max snapshot date with date + 1 day <= ts, and that snapshot's value for the user."""
+def reference(snapshots: dict[dt.date, dict[str, int | None]], rows: list[tuple[str, dt.datetime]]):
+    """For each row: the max snapshot date with date + 1 day <= ts, that snapshot's value for the user, and
+    whether that snapshot holds the user (None when there is no such snapshot)."""
     out = []
     for user, ts in rows:
         chosen = None
         for day in snapshots:
             if at(day + dt.timedelta(days=1)) <= ts and (chosen is None or day > chosen):
                 chosen = day
-        out.append((chosen, None if chosen is None else snapshots[chosen].get(user)))
+        if chosen is None:
+            out.append((None, None, None))
+        else:
+            out.append((chosen, snapshots[chosen].get(user), user in snapshots[chosen]))
     return out
 
 
@@ -209,20 +304,24 @@ def test_no_leakage_against_a_slow_reference(snapshots, rows):
         out = get_historical_features(entities(rows), ["page_views_30d"], offline_store, REGISTRY)
 
     got = list(zip(out.column("engagement_snapshot_date").to_pylist(), out.column("page_views_30d").to_pylist(),
-                   strict=True))
+                   out.column("engagement_user_present").to_pylist(), strict=True))
     assert got == reference(snapshots, rows)
     assert SENTINEL not in out.column("page_views_30d").to_pylist()
-    assert out.column("engagement_snapshot_missing").to_pylist() == [d is None for d, _ in got]
+    assert out.column("engagement_snapshot_missing").to_pylist() == [d is None for d, _, _ in got]
+
+
+padded_ids = st.text(st.sampled_from("u0 é\t"), min_size=1, max_size=4).filter(lambda text: text.strip(" \t"))
 
 
 @settings(max_examples=examples(40))
-@given(rows=st.lists(st.tuples(st.text(max_size=3), st.one_of(st.none(), instants)), max_size=40))
+@given(rows=st.lists(st.tuples(padded_ids, st.one_of(st.none(), instants)), max_size=40))
 def test_every_input_row_is_kept_once_in_order(rows):
     with tempfile.TemporaryDirectory() as folder:
         offline_store = OfflineStore(Path(folder))
-        write_snapshot(offline_store, "engagement", BASE, {"u0": {"page_views_30d": 1}, "": {"page_views_30d": 2}})
+        write_snapshot(offline_store, "engagement", BASE, {"u0": {"page_views_30d": 1}, "é": {"page_views_30d": 2}})
         frame = pd.DataFrame({"user_id": [u for u, _ in rows], "timestamp": pd.to_datetime([t for _, t in rows]),
                               "position": range(len(rows))})
         out = get_historical_features(frame, ["page_views_30d", "category_affinity"], offline_store, REGISTRY)
     assert out.num_rows == len(rows)
     assert out.column("position").to_pylist() == list(range(len(rows)))
+    assert out.column("user_id").to_pylist() == [u for u, _ in rows]  # as given, whitespace and all
