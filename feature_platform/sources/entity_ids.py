@@ -67,6 +67,10 @@ def canonical_ids(values: pa.Array | pa.ChunkedArray, what: str = "user_id") -> 
     kind = column.type
     if pa.types.is_dictionary(kind):
         column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_null(kind):  # no value at all: fine when there are no rows
+        if len(column):
+            raise EntityIdError(f"{what}: null at row 0 (every row needs an id)")
+        return pa.chunked_array([], pa.string())
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         text = pc.utf8_trim_whitespace(column.cast(pa.string()))
     elif pa.types.is_integer(kind):
