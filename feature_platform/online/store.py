@@ -6,7 +6,8 @@ Layout (``<p>`` is the key prefix, FP_REDIS_PREFIX, default ``fp``)::
                                            the version it names (each push and rollback sets its TTL)
     <p>:version:<version>            hash  snapshot_date, computed_at, layout (JSON feature names),
                                            status (writing|complete), keys, bytes, ttl, pushed_at
-    <p>:<version>:u:<user_id>        string, the user's whole vector (see codec.py), with a TTL
+    <p>:<version>:u:<user_id>        string, the user's whole vector (see codec.py), with a TTL; ``<user_id>``
+                                     is the id's canonical text (sources/entity_ids.py: 42, 42.0, "42" -> 42)
     <p>:<version>:e:<user_id>        hash, the event overlay: fields recomputed from events that arrived
                                      after the version's cut-off (online/updates.py); ``@as_of`` plus
                                      one field per feature (a one-value codec array); expires with the
@@ -44,18 +45,32 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 
 from feature_platform.online import codec
+from feature_platform.online.vectors import (
+    MISSING,
+    OVERLAY_AS_OF,
+    PRESENT,
+    STALE,
+    OnlineVector,
+    PushResult,
+    VersionInfo,
+    decode_replies,
+    reply_text,
+)
 from feature_platform.registry.registry import Registry, UnknownNameError
+from feature_platform.sources.entity_ids import EntityIdError, canonical_ids, canonical_ids_list
+
+__all__ = ["MISSING", "PRESENT", "STALE", "OnlineStore", "OnlineStoreError", "OnlineVector", "PushResult",
+           "VersionInfo"]
+
+# An entity id as a caller may give it: text, or a whole number (canonical text: sources/entity_ids.py).
+EntityId = TypeVar("EntityId", bound=str | int | float)
 
 DEFAULT_BATCH = 1_000
-STALE, PRESENT, MISSING = "stale", "present", "missing"
-OVERLAY_AS_OF = "@as_of"  # the overlay hash's time field; feature names never start with @
 
 # KEYS[1] = pointer; ARGV = version, snapshot_date, computed_at, ttl ms. Moves the pointer unless a newer
 # snapshot date is served, and gives it a TTL a second shorter than its version's (never outliving it).
@@ -74,67 +89,6 @@ return {1, previous}
 
 class OnlineStoreError(RuntimeError):
     """The online store cannot do what was asked (nothing served, unknown version, ...)."""
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: str
-    snapshot_date: dt.date
-    computed_at: dt.datetime  # the data cut-off of the snapshot: D+1 00:00 UTC
-    layout: tuple[str, ...]
-    status: str = "complete"
-    keys: int = 0
-    bytes: int = 0
-    ttl: int = 0
-    pushed_at: str = ""
-
-    @cached_property
-    def index(self) -> dict[str, int]:
-        """Feature name -> position in a vector of this version (built once per version, not per read)."""
-        return {name: i for i, name in enumerate(self.layout)}
-
-
-@dataclass
-class OnlineVector:
-    """One user's features from one version; ``values`` holds only what was asked for.
-
-    ``updated_fields`` (of ``values``) were recomputed from events at ``updated_at``, after the
-    snapshot's cut-off ``computed_at``; the rest are the snapshot's.
-    """
-
-    user_id: str
-    version: str
-    snapshot_date: dt.date
-    computed_at: dt.datetime
-    values: dict[str, Any]
-    updated_at: dt.datetime | None = None
-    updated_fields: tuple[str, ...] = ()
-
-    def statuses(self, registry: Registry, now: dt.datetime) -> dict[str, str]:
-        """``present`` or ``stale`` per feature: stale once its age exceeds its tolerance (the age of an
-        event-updated field counts from ``updated_at``, of the others from ``computed_at``)."""
-        out = {}
-        for name in self.values:
-            since = self.updated_at if name in self.updated_fields and self.updated_at else self.computed_at
-            out[name] = STALE if now - since > registry.get_feature(name).staleness_tolerance else PRESENT
-        return out
-
-
-@dataclass
-class PushResult:
-    version: str
-    snapshot_date: dt.date
-    served: bool  # the pointer now names this version
-    keys: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    previous: str | None = None
-    reason: str = ""
-    deleted_versions: list[str] = field(default_factory=list)
-
-    @property
-    def keys_per_second(self) -> float:
-        return self.keys / self.seconds if self.seconds > 0 else 0.0
 
 
 class OnlineStore:
@@ -170,12 +124,15 @@ class OnlineStore:
              fail_after_batches: int | None = None) -> PushResult:
         """Write one snapshot (one row per user, ``user_id`` + registry features) and serve it.
 
+        Each user is keyed by its canonical id text, so a ``user_id`` column of integers, whole floats or
+        text pushes the same keys for the same customers; a column that holds a bad id (a bool, a fraction,
+        a null) is an :class:`EntityIdError` naming the row, before anything is written.
         ``fail_after_batches`` is for tests: raise after that many batches, as a dying process would.
         """
         layout = tuple(c for c in snapshot.column_names if c in self.registry.features)
         if "user_id" not in snapshot.column_names or not layout:
             raise ValueError("a snapshot to push needs a user_id column and registry feature columns")
-        users = snapshot.column("user_id").to_pylist()
+        users = canonical_ids(snapshot.column("user_id")).to_pylist()
         if len(set(users)) != len(users):
             raise ValueError("the snapshot has more than one row for a user; push one row per user")
         computed_at = dt.datetime.combine(snapshot_date + dt.timedelta(days=1), dt.time(0))
@@ -279,35 +236,39 @@ class OnlineStore:
         return self._info(version, raw)
 
     def _info(self, version: str, raw: Mapping[str, str]) -> VersionInfo:
-        info = VersionInfo(
-            version=version,
-            snapshot_date=dt.date.fromisoformat(raw["snapshot_date"]),
-            computed_at=dt.datetime.fromisoformat(raw["computed_at"]),
-            layout=tuple(json.loads(raw["layout"])),
-            status=raw.get("status", ""),
-            keys=int(raw.get("keys", 0)),
-            bytes=int(raw.get("bytes", 0)),
-            ttl=int(raw.get("ttl", 0)),
-            pushed_at=raw.get("pushed_at", ""),
-        )
+        info = VersionInfo.from_hash(version, raw)
         if info.status == "complete":
             self._versions[version] = info  # a complete version never changes
         return info
 
-    def read(self, user_id: str, features: Sequence[str] | None = None,
+    def read(self, user_id: str | int | float, features: Sequence[str] | None = None,
              version: str | None = None) -> OnlineVector | None:
         """The user's vector (or the named subset) from the served version, or ``version``; None on a miss."""
         return self.read_many([user_id], features, version)[user_id]
 
-    def read_many(self, user_ids: Sequence[str], features: Sequence[str] | None = None,
-                  version: str | None = None) -> dict[str, OnlineVector | None]:
-        """Many users in one round trip (one pipeline); None for a user without a key."""
+    def read_many(self, user_ids: Sequence[EntityId], features: Sequence[str] | None = None,
+                  version: str | None = None) -> dict[EntityId, OnlineVector | None]:
+        """Many users in one round trip (one pipeline); None for a user without a key.
+
+        Ids are text or whole numbers, looked up by their canonical text (``42``, ``42.0`` and ``"42"`` are
+        one user); the result is keyed by the ids as given, so ``read_many([42])[42]`` finds the vector, whose
+        ``user_id`` is ``"42"``. A bad id is an :class:`EntityIdError` before Redis is asked.
+        """
+        keys = canonical_ids_list(user_ids)
         self._check_features(features)
+        found = self._read_keys(list(dict.fromkeys(keys)), features, version)
+        if keys == list(user_ids):  # every id given as its canonical text (the server's reads): keyed as given
+            return cast(dict[EntityId, OnlineVector | None], found)
+        return {user: found[key] for user, key in zip(user_ids, keys, strict=True)}
+
+    def _read_keys(self, user_ids: list[str], features: Sequence[str] | None,
+                   version: str | None) -> dict[str, OnlineVector | None]:
+        """:meth:`read_many` of distinct canonical ids."""
         if version is not None:
             info = self.version_info(version)
             if info is None or info.status != "complete":
                 raise OnlineStoreError(f"version {version!r} is not in the online store; see `online status`")
-            return self._decode(info, user_ids, self._get(info.version, user_ids), features)
+            return decode_replies(info, user_ids, self._get(info.version, user_ids), features)
         guess = self._seen
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(self.pointer_key, "version")
@@ -315,15 +276,15 @@ class OnlineStore:
         served, *replies = pipe.execute()
         served = self._maybe_text(served)
         if not served:
-            return {user: None for user in user_ids}
+            return dict.fromkeys(user_ids)
         info = self.version_info(served)
         if info is None or info.status != "complete":  # a pointer past its version: a miss, not an error
             self._seen = None  # (served() says why; the server falls back to the offline snapshot)
-            return {user: None for user in user_ids}
+            return dict.fromkeys(user_ids)
         if served != guess:  # first read, or the pointer moved since: read the served version
             self._seen = served
             replies = self._get(served, user_ids)
-        return self._decode(info, user_ids, replies, features)
+        return decode_replies(info, user_ids, replies, features)
 
     def _queue(self, pipe: Any, version: str, user_ids: Sequence[str]) -> None:
         """Per user, the vector and its overlay of one version: both always come from the same version."""
@@ -336,42 +297,21 @@ class OnlineStore:
         self._queue(pipe, version, user_ids)
         return pipe.execute()
 
-    def _decode(self, info: VersionInfo, user_ids: Sequence[str], replies: Sequence[Any],
-                features: Sequence[str] | None) -> dict[str, OnlineVector | None]:
-        index = info.index
-        wanted = list(features) if features is not None else list(info.layout)
-        missing = [name for name in wanted if name not in index]
-        out: dict[str, OnlineVector | None] = {}
-        for i, user in enumerate(user_ids):
-            blob, overlay = replies[2 * i], replies[2 * i + 1]
-            if blob is None:
-                out[user] = None  # an overlay without its vector (it outlived it by seconds) is not served
-                continue
-            values = codec.decode(blob)
-            vector = {name: values[index[name]] for name in wanted if name in index}
-            vector.update({name: None for name in missing})
-            updated_at: dt.datetime | None = None
-            updated: tuple[str, ...] = ()
-            if overlay:
-                fields = {self._text(k): v for k, v in overlay.items()}
-                updated = tuple(name for name in wanted if name in fields and name in index)
-                for name in updated:
-                    vector[name] = codec.decode(fields[name])[0]
-                if updated:
-                    updated_at = dt.datetime.fromisoformat(self._text(fields[OVERLAY_AS_OF]))
-            out[user] = OnlineVector(user, info.version, info.snapshot_date, info.computed_at, vector,
-                                     updated_at, updated)
-        return out
-
     # -- event overlay -----------------------------------------------------------------------
-    def write_overlay(self, version: str, updates: Mapping[str, Mapping[str, Any]], as_of: dt.datetime,
-                      batch: int = DEFAULT_BATCH) -> list[str]:
+    def write_overlay(self, version: str, updates: Mapping[EntityId, Mapping[str, Any]], as_of: dt.datetime,
+                      batch: int = DEFAULT_BATCH) -> list[EntityId]:
         """Write event-recomputed values (user -> {feature: value}) over ``version``'s vectors.
 
         Each user's fields and ``@as_of`` go in one HSET (a reader sees all of them or none); fields
         not named keep their earlier overlay value. Keys expire when the version's metadata does.
-        Only users that have a vector in ``version`` are written; returns them.
+        Users are keyed by their canonical id text, as :meth:`push` keys them; a bad id, or two that are
+        one user (``42`` and ``"42"``), is an :class:`EntityIdError` before anything is written.
+        Only users that have a vector in ``version`` are written; returns them, as given.
         """
+        keys = dict(zip(updates, canonical_ids_list(updates), strict=True))
+        if len(set(keys.values())) < len(keys):  # e.g. 42 and "42"
+            same = [user for user, key in keys.items() if list(keys.values()).count(key) > 1]
+            raise EntityIdError(f"user_id: {same!r} name one user more than once; give each user once")
         info = self.version_info(version)
         if info is None or info.status != "complete":
             raise OnlineStoreError(f"version {version!r} is not in the online store; see `online status`")
@@ -382,21 +322,21 @@ class OnlineStore:
         remaining = self.client.pttl(self.version_key(version))
         expire_ms = remaining if remaining and remaining > 0 else info.ttl * 1000
         users = [u for u, fields in updates.items() if fields]
-        written: list[str] = []
+        written: list[EntityId] = []
         stamp = as_of.isoformat(timespec="microseconds")
         for start in range(0, len(users), batch):
             chunk = users[start:start + batch]
             pipe = self.client.pipeline(transaction=False)
             for user in chunk:
-                pipe.exists(self.entity_key(version, user))
+                pipe.exists(self.entity_key(version, keys[user]))
             present = [u for u, found in zip(chunk, pipe.execute(), strict=True) if found]
             pipe = self.client.pipeline(transaction=False)
             for user in present:
                 mapping: dict[str, bytes | str] = {
                     name: codec.encode([value]) for name, value in updates[user].items()}
                 mapping[OVERLAY_AS_OF] = stamp
-                pipe.hset(self.overlay_key(version, user), mapping=mapping)
-                pipe.pexpire(self.overlay_key(version, user), expire_ms)
+                pipe.hset(self.overlay_key(version, keys[user]), mapping=mapping)
+                pipe.pexpire(self.overlay_key(version, keys[user]), expire_ms)
             pipe.execute()
             written.extend(present)
         return written
@@ -410,7 +350,7 @@ class OnlineStore:
     def versions(self) -> list[VersionInfo]:
         found = []
         for key in self.client.scan_iter(match=f"{self.prefix}:version:*", count=1000):
-            info = self.version_info(self._text(key).rsplit(":version:", 1)[1])
+            info = self.version_info(reply_text(key).rsplit(":version:", 1)[1])
             if info is not None:
                 found.append(info)
         return sorted(found, key=lambda v: (v.snapshot_date, v.pushed_at))
@@ -476,13 +416,9 @@ class OnlineStore:
 
     def _hash(self, key: str) -> dict[str, str]:
         """A Redis hash as text: a hash holds no null field or value (an absent key reads as {})."""
-        return {self._text(k): self._text(v) for k, v in self.client.hgetall(key).items()}
+        return {reply_text(k): reply_text(v) for k, v in self.client.hgetall(key).items()}
 
     @staticmethod
-    def _text(value: bytes | str) -> str:
-        return value.decode() if isinstance(value, bytes) else value
-
-    @classmethod
-    def _maybe_text(cls, value: bytes | str | None) -> str | None:
+    def _maybe_text(value: bytes | str | None) -> str | None:
         """A reply that is null when the key or field is absent (HGET, GET)."""
-        return None if value is None else cls._text(value)
+        return None if value is None else reply_text(value)

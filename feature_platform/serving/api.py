@@ -16,15 +16,15 @@ serving/auth.py):
                                                    their JS/CSS are served from /docs/static, no CDN
 
 Handlers are ``async`` and call Redis synchronously: a read is one sub-millisecond round trip, and
-skipping the thread pool hop is what keeps p99 low on one worker. Slow work (reloads) runs on a
+skipping the thread pool hop is what keeps p99 low on one worker. The two read routes are also answered by
+serving/hot_path.py without FastAPI's per-request machinery, from the same handler code. Slow work (reloads) runs on a
 background thread; handlers only read the current state reference.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -48,7 +48,8 @@ from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.serving import predict
 from feature_platform.serving.auth import ADMIN, EVENTS_WRITE, FEATURES_READ, PREDICT, Access, AuditLog, AuditMiddleware
 from feature_platform.serving.docs import add_docs
-from feature_platform.serving.limits import BodyLimitMiddleware, event_problems
+from feature_platform.serving.hot_path import Handlers, HotPath, encode
+from feature_platform.serving.limits import BodyLimitMiddleware, event_problems, with_text_user_id
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
 from feature_platform.serving.retrieval import REDIS, REDIS_ERRORS, Retriever, ServedVector
 from feature_platform.serving.schemas import (
@@ -83,27 +84,18 @@ def _problem(status: int, loc: list[str], msg: str) -> HTTPException:
     return HTTPException(status, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: such floats are sent as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
+WORKER_RELOAD_ENV = "_FP_SERVE_RELOAD_SECONDS"  # set by `serve --workers N` for the processes it starts
 
 
-# json.dumps with these options, built once (not per response) and without the cycle check: a response is
-# a tree of fresh dicts and lists, never cyclic. Same bytes as json.dumps(..., separators, default, allow_nan).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=True, check_circular=False).encode
+def worker_app() -> FastAPI:
+    """The app of one `feature-platform serve --workers N` process: FP_* settings from the environment the
+    supervising process set (data directory included), its own Redis connection pool."""
+    return create_app(Settings.from_env(), reload_seconds=float(os.environ.get(WORKER_RELOAD_ENV,
+                                                                                DEFAULT_RELOAD_SECONDS)))
 
 
 def _json(content: Any, status: int = 200) -> Response:
-    body = _ENCODE(content)
-    if "NaN" in body or "Infinity" in body:
-        body = json.dumps(_finite(content), separators=(",", ":"), default=str)
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(encode(content), status_code=status, media_type="application/json")
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -143,6 +135,9 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         redoc_url=None,
     )
     add_docs(app)
+    # Innermost: the two read routes skip FastAPI's per-request work (serving/hot_path.py); the middlewares
+    # added after it (body limit, audit, latency) wrap it as they wrap the routes.
+    app.add_middleware(HotPath, access=access, handlers=lambda: getattr(app.state, "hot_handlers", None))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     protected: set[str] = set()  # templates of the routes needing a scope, filled once they are declared
     if audit is not None:
@@ -187,6 +182,30 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     def check_batch(size: int, loc: list[str]) -> None:
         if size > settings.max_batch:
             raise _problem(422, loc, f"{size} items; at most {settings.max_batch} per request (FP_MAX_BATCH)")
+
+    def read_one(user_id: str, features: str | None, defaults: bool, version: str | None = None) -> dict[str, Any]:
+        state = current()
+        names = feature_names(state, features, ["query", "features"])
+        return one_vector(state, user_id, names, version, defaults).as_json()
+
+    def read_batch(body: BatchRequest) -> dict[str, Any]:
+        state = current()
+        check_batch(len(body.user_ids), ["body", "user_ids"])
+        names = feature_names(state, body.features, ["body", "features"])
+        users = list(dict.fromkeys(body.user_ids))
+        try:
+            found = retriever.vectors(state, users, names, body.version, defaults=True)
+        except OnlineStoreError as exc:
+            raise _problem(404, ["body", "version"], str(exc)) from None
+        results = []
+        for user in users:
+            vector = found[user]
+            assert vector is not None, "with defaults=True every user is served, from the registry defaults at worst"
+            item = vector.as_json()
+            if not body.defaults and not item["found"]:
+                item["features"] = {}
+            results.append(item)
+        return {"results": results}
 
     def one_vector(state: ServingState, user_id: str, names: list[str] | None = None, version: str | None = None,
                    defaults: bool = False) -> ServedVector:
@@ -260,31 +279,13 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         version: Annotated[str | None, Query(max_length=200)] = None,
         defaults: bool = False,
     ) -> Response:
-        state = current()
-        names = feature_names(state, features, ["query", "features"])
-        return _json(one_vector(state, user_id, names, version, defaults).as_json())
+        return _json(read_one(user_id, features, defaults, version))
 
     @app.post("/features/batch", tags=["features"], dependencies=needs(FEATURES_READ),
               responses={200: {"model": BatchResponse}, **not_found})
     async def batch(body: BatchRequest, request: Request) -> Response:
         request.state.users = len(body.user_ids)  # for the audit log
-        state = current()
-        check_batch(len(body.user_ids), ["body", "user_ids"])
-        names = feature_names(state, body.features, ["body", "features"])
-        users = list(dict.fromkeys(body.user_ids))
-        try:
-            found = retriever.vectors(state, users, names, body.version, defaults=True)
-        except OnlineStoreError as exc:
-            raise _problem(404, ["body", "version"], str(exc)) from None
-        results = []
-        for user in users:
-            vector = found[user]
-            assert vector is not None, "with defaults=True every user is served, from the registry defaults at worst"
-            item = vector.as_json()
-            if not body.defaults and not item["found"]:
-                item["features"] = {}
-            results.append(item)
-        return _json({"results": results})
+        return _json(read_batch(body))
 
     @app.get("/features/{user_id}/history", tags=["features"], dependencies=needs(FEATURES_READ), responses=not_found)
     def history(  # DuckDB over the partitions: on the thread pool, not the event loop
@@ -392,7 +393,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         log = LandingLog(settings.landing_dir)
         refused = event_problems(body.events)  # ids reads would refuse, overlong texts, amounts out of bounds
         kept = [i for i in range(len(body.events)) if i not in refused]
-        accepted, rejected = validate_event_records([body.events[i] for i in kept], now(), landing=log)
+        accepted, rejected = validate_event_records([with_text_user_id(body.events[i]) for i in kept], now(),
+                                                    landing=log)
         rejected = sorted([*refused.values(), *({**r, "index": kept[r["index"]]} for r in rejected)],
                           key=lambda r: r["index"])
         result = log.append(accepted) if accepted.num_rows else None  # durable (fsync) before the answer
@@ -411,6 +413,10 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
 
     protected.update(route.path for route in app.routes if isinstance(route, APIRoute)
                      and any(d.dependency in guards for d in route.dependencies))
+    routes = {(route.path, method): route for route in app.routes if isinstance(route, APIRoute)
+              for method in route.methods or ()}
+    app.state.hot_handlers = Handlers(read_one, read_batch, routes["/features/{user_id}", "GET"],
+                                      routes["/features/batch", "POST"])
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> Response:

@@ -20,7 +20,8 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from feature_platform.serving.metrics import Receive, Scope, Send
-from feature_platform.serving.schemas import Amount, MessageText, ShortText, UserId
+from feature_platform.serving.schemas import Amount, MessageText, ShortText, UserIdOrNumber
+from feature_platform.sources.entity_ids import canonical_id
 from feature_platform.sources.schema import EVENTS
 
 _BODYLESS = frozenset(("GET", "HEAD", "OPTIONS"))
@@ -79,12 +80,22 @@ class BodyLimitMiddleware:
 
 # -- raw events --------------------------------------------------------------------------------------
 _RULES: dict[str, TypeAdapter[Any]] = {
-    "user_id": TypeAdapter(UserId, config={"strict": True}),  # strict: an integer id is refused, as reads refuse it
+    # strict (a float or a bool is not text) but for whole numbers, read as their text as batch reads read them
+    "user_id": TypeAdapter(UserIdOrNumber, config={"strict": True}),
     "message_text": TypeAdapter(MessageText),
     "amount": TypeAdapter(Amount),
 }
 _SHORT_TEXT = TypeAdapter(ShortText)
 _COLUMNS = frozenset(EVENTS.column_names)
+
+
+def with_text_user_id(record: Any) -> Any:
+    """``record`` with a whole-number ``user_id`` as its canonical text (``42`` is ``"42"``, as a raw file's
+    integer ids land); anything else as it is (``event_problems`` refused the numbers that are no id)."""
+    user = record.get("user_id") if isinstance(record, Mapping) else None
+    if isinstance(user, int | float) and not isinstance(user, bool):
+        return {**record, "user_id": canonical_id(user)}
+    return record
 
 
 def event_problems(records: Sequence[Any]) -> dict[int, dict[str, Any]]:

@@ -49,6 +49,7 @@ class ServedVector:
     found: bool = True
 
     def as_json(self) -> dict[str, Any]:
+        source = self.source
         return {
             "user_id": self.user_id,
             "found": self.found,
@@ -60,8 +61,8 @@ class ServedVector:
                 "updated_at": self.updated_at.isoformat() if self.updated_at else None,
                 "updated_fields": list(self.updated_fields),
             },
-            "features": {name: {"value": value, "status": self.statuses[name], "source": self.source}
-                         for name, value in self.values.items()},
+            "features": {name: {"value": value, "status": status, "source": source}
+                         for (name, value), status in zip(self.values.items(), self.statuses.values(), strict=True)},
         }
 
 
@@ -73,6 +74,7 @@ class Retriever:
     breaker_seconds: float = BREAKER_SECONDS
     _open_until: float = 0.0
     _served: tuple[Any, tuple[str, ...]] = (None, ())  # (registry, its online features): computed once per registry
+    _shortest: tuple[Any, dt.timedelta] = (None, dt.timedelta(0))  # (registry, its shortest staleness tolerance)
     _since: dict[str, dt.datetime] = field(default_factory=dict)  # degraded dependency -> since when
 
     @property
@@ -95,16 +97,19 @@ class Retriever:
         """
         registry = state.registry
         names = list(features) if features is not None else self._served_features(registry)
+        shortest = self._shortest_tolerance(registry)
         now = self.clock()
         out: dict[str, ServedVector | None] = {}
         online = self._read_online(user_ids, names, version)
         for user in user_ids:
             vector = online.get(user)
             if vector is not None:
-                statuses = vector.statuses(registry, now)
+                if now - vector.computed_at <= shortest:  # every feature within its tolerance (events only add)
+                    statuses = _present_or_missing(vector.values)
+                else:
+                    statuses = _mark_missing(vector.values, vector.statuses(registry, now))
                 served = ServedVector(user, ONLINE, vector.version, vector.snapshot_date, vector.computed_at,
-                                      vector.values, _mark_missing(vector.values, statuses), vector.updated_at,
-                                      tuple(vector.updated_fields))
+                                      vector.values, statuses, vector.updated_at, tuple(vector.updated_fields))
                 self.metrics.online.labels(STALE if STALE in statuses.values() else "hit").inc()
                 out[user] = served
                 continue
@@ -113,12 +118,12 @@ class Retriever:
             if offline is not None and row is not None:
                 values = {name: row.get(name) for name in names}
                 age = now - offline.computed_at
-                statuses = {name: STALE if age > registry.get_feature(name).staleness_tolerance else PRESENT
-                            for name in names}
+                statuses = _present_or_missing(values) if age <= shortest else _mark_missing(values, {
+                    name: STALE if age > registry.get_feature(name).staleness_tolerance else PRESENT
+                    for name in names})
                 self.metrics.fallbacks.labels(OFFLINE).inc()
                 out[user] = ServedVector(user, OFFLINE, f"offline:{offline.day.isoformat()}",
-                                         offline.day, offline.computed_at, values,
-                                         _mark_missing(values, statuses))
+                                         offline.day, offline.computed_at, values, statuses)
                 continue
             if defaults:
                 self.metrics.fallbacks.labels(DEFAULT).inc()
@@ -136,6 +141,14 @@ class Retriever:
             names = tuple(f.name for f in registry.features.values() if "online" in f.serving_location)
             self._served = (registry, names)
         return list(names)
+
+    def _shortest_tolerance(self, registry: Registry) -> dt.timedelta:
+        """The registry's shortest staleness tolerance: a vector younger than it is within every feature's."""
+        cached, shortest = self._shortest
+        if cached is not registry:
+            shortest = min((f.staleness_tolerance for f in registry.features.values()), default=dt.timedelta(0))
+            self._shortest = (registry, shortest)
+        return shortest
 
     def _read_online(self, user_ids: Sequence[str], names: Sequence[str], version: str | None) -> dict[str, Any]:
         online = self.online
@@ -159,6 +172,10 @@ class Retriever:
         if misses:
             self.metrics.online.labels("miss").inc(misses)
         return {user: vector for user, vector in found.items() if vector is not None}
+
+
+def _present_or_missing(values: dict[str, Any]) -> dict[str, str]:
+    return {name: PRESENT if value is not None else MISSING for name, value in values.items()}
 
 
 def _mark_missing(values: dict[str, Any], statuses: dict[str, str]) -> dict[str, str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from feature_platform.sources.entity_ids import canonical_id
 from feature_platform.sources.schema import MAX_MONEY, MAX_SHORT_TEXT, MAX_TEXT, USER_ID_PATTERN
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
@@ -20,6 +21,23 @@ UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id
 ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT, pattern=r"^[^\x00-\x1f\x7f]*$")]  # no control characters
 MessageText = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00]*$")]  # newlines yes, NUL no
 Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+
+
+def _number_id_as_text(value: Any) -> Any:
+    """A JSON number id as its canonical text (``42`` and ``42.0`` are ``"42"``, sources/entity_ids.py), which
+    the id pattern then checks; a fraction, a bool or null is refused here. Text is left to the pattern alone,
+    as every route checks it (the pattern admits no whitespace to trim, so such text is canonical already)."""
+    return value if isinstance(value, str) else canonical_id(value)
+
+
+# A user id a batch read may give as a JSON integer too (an export's ids often are numbers); the OpenAPI
+# schema shows both forms, the model holds the canonical text.
+_IdText = Annotated[str, Field(pattern=USER_ID_PATTERN)]
+UserIdOrNumber = Annotated[
+    _IdText,
+    BeforeValidator(_number_id_as_text, json_schema_input_type=_IdText | Annotated[int, Field(ge=0)]),
+    Field(description='A user id: letters, digits and _.:@-, or a whole number (42 is "42")'),
+]
 
 
 def _bounded(value: Any) -> Any:
@@ -50,7 +68,9 @@ class Strict(BaseModel):
 
 
 class BatchRequest(Strict):
-    user_ids: list[UserId] = Field(min_length=1, description="Users to read; at most FP_MAX_BATCH.")
+    user_ids: list[UserIdOrNumber] = Field(min_length=1, description=(
+        "Users to read; at most FP_MAX_BATCH. A whole number reads the user of its decimal text (42 is \"42\"); "
+        "results name users by that text."))
     features: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
         default=None, description="Registry feature names; all online features when absent.")
     version: str | None = Field(default=None, max_length=200, description="An online version; the served one when absent.")

@@ -6,7 +6,8 @@ the HTTP routes), so the same customer must become the same text from every inpu
     text            as given, surrounding whitespace trimmed (``" u1 "`` is ``u1``)
     integer         its decimal digits (``42`` is ``"42"``; any integer width, signed or not)
     whole float     the integer it holds (``42.0`` is ``"42"``: pandas exports an id column with a
-                    missing value as floats); a float with a fraction, NaN or infinity is not an id
+                    missing value as floats); a float with a fraction, NaN or infinity is not an id,
+                    nor is one beyond 2**53, where a float no longer holds every integer (digits lost)
     anything else   (bools, dates, bytes, lists, ...) is refused, as is a null or an empty id
 
 This is what the ingest does to raw files' id columns (sources/loaders.py, sources/ingest.py); the online
@@ -24,6 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+MAX_EXACT_FLOAT = 2.0**53  # every integer up to this is exactly a float64
+FLOAT_RULE = "a float id must be a whole number within +-2**53"
 
 
 class EntityIdError(ValueError):
@@ -43,9 +47,9 @@ def canonical_id(value: Any, what: str = "user_id") -> str:
         return str(int(value))
     if isinstance(value, numbers.Real):
         number = float(value)
-        if math.isfinite(number) and number.is_integer():
+        if math.isfinite(number) and number.is_integer() and abs(number) <= MAX_EXACT_FLOAT:
             return str(int(number))
-        raise EntityIdError(f"{what}: {value!r} is not an id (a float id must be a whole number)")
+        raise EntityIdError(f"{what}: {value!r} is not an id ({FLOAT_RULE})")
     raise EntityIdError(f"{what}: {value!r} ({type(value).__name__}) is not an id (ids are text or whole numbers)")
 
 
@@ -78,11 +82,11 @@ def canonical_ids(values: pa.Array | pa.ChunkedArray, what: str = "user_id") -> 
     elif pa.types.is_floating(kind):
         finite = pc.is_finite(column)
         whole = pc.equal(pc.floor(column), column)
-        bad = pc.invert(pc.fill_null(pc.and_(finite, whole), True))
+        exact = pc.less_equal(pc.abs(column), MAX_EXACT_FLOAT)
+        bad = pc.invert(pc.fill_null(pc.and_(pc.and_(finite, whole), exact), True))
         if pc.any(bad).as_py():
             row = pc.index(bad, True).as_py()
-            raise EntityIdError(f"{what}: {column[row].as_py()!r} at row {row} is not an id "
-                                "(a float id must be a whole number)")
+            raise EntityIdError(f"{what}: {column[row].as_py()!r} at row {row} is not an id ({FLOAT_RULE})")
         text = column.cast(pa.int64()).cast(pa.string())
     else:
         raise EntityIdError(f"{what}: a column of {kind} cannot hold ids (ids are text or whole numbers)")

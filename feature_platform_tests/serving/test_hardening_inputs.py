@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pyarrow.compute as pc
 import pytest
 import redis
 import uvicorn
@@ -249,7 +250,17 @@ def test_the_body_limit_is_a_setting_with_a_floor():
 
 
 # -- 3. Events follow the read side's rules -------------------------------------------------------------
-BAD_USER_IDS = ["../../etc/passwd", "u\x00", "u000001\n", "u" * 10_000, 123, ""]
+BAD_USER_IDS = ["../../etc/passwd", "u\x00", "u000001\n", "u" * 10_000, 1.5, -3, True, ""]
+
+
+@pytest.mark.parametrize(("user_id", "text"), [(123, "123"), (456.0, "456")])
+def test_a_whole_number_user_id_lands_as_its_text_as_a_raw_files_does(events_client, events_data, user_id, text):
+    response = events_client.post("/events", json={"events": [_event(f"int-user-{text}", user_id=user_id)]})
+    assert response.status_code == 202, response.text
+    landed, _ = LandingLog(Settings(data_dir=events_data).landing_dir).read()
+    assert landed is not None
+    rows = landed.filter(pc.equal(landed.column("event_id"), f"int-user-{text}")).column("user_id").to_pylist()
+    assert rows == [text]
 
 
 @pytest.mark.parametrize("user_id", BAD_USER_IDS)

@@ -22,13 +22,16 @@ CLI = str(Path(sys.executable).with_name("feature-platform"))
 
 @contextlib.contextmanager
 def running_server(data: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1",
-                   log: list[str] | None = None) -> Iterator[str]:
+                   log: list[str] | None = None, args: tuple[str, ...] = (),
+                   processes: list[subprocess.Popen] | None = None) -> Iterator[str]:
     """Start the server on a free port, wait for /health, yield its base URL, stop it."""
     port = free_port()
-    process = subprocess.Popen([CLI, "serve", "--data-dir", str(data), "--host", host, "--port", str(port)],
+    process = subprocess.Popen([CLI, "serve", "--data-dir", str(data), "--host", host, "--port", str(port), *args],
                                env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     base = f"http://127.0.0.1:{port}"
+    if processes is not None:
+        processes.append(process)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -95,6 +98,55 @@ def test_serve_after_a_run_answers_every_route_from_the_embedded_store(data_copy
     while embedded_redis_servers(data_copy):
         assert time.monotonic() < deadline, "the embedded redis-server outlived `feature-platform serve`"
         time.sleep(0.2)
+
+
+def _workers(process: subprocess.Popen) -> list[psutil.Process]:
+    """The live worker processes of `serve --workers` (a dead one is a zombie until the supervisor reaps it)."""
+    found = []
+    for child in psutil.Process(process.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
+@pytest.mark.e2e
+def test_serve_with_two_workers_answers_from_both_restarts_a_dead_one_and_stops_cleanly(data_copy):
+    log: list[str] = []
+    started: list[subprocess.Popen] = []
+    with running_server(data_copy, log=log, args=("--workers", "2"), processes=started) as base:
+        deadline = time.monotonic() + 60
+        while len(_workers(started[0])) < 2:  # /health answered from the first to start
+            assert time.monotonic() < deadline, "two workers did not start within 60 s"
+            time.sleep(0.2)
+        first = _workers(started[0])
+        answers = set()
+        with httpx.Client(base_url=base, timeout=30) as c:
+            for _ in range(3):
+                answers.add(c.get("/features/u000001").content)
+        clients = [httpx.Client(base_url=base, timeout=30) for _ in range(8)]  # eight connections
+        try:
+            for client in clients:
+                answers.add(client.get("/features/u000001").content)
+            serving = {p.pid for p in first if any(conn.status == psutil.CONN_ESTABLISHED
+                                                   for conn in p.net_connections("tcp"))}
+        finally:
+            for client in clients:
+                client.close()
+        assert len(answers) == 1 and len(embedded_redis_servers(data_copy)) == 1  # one shared embedded Redis
+        assert serving, "no worker holds a client connection"
+        first[0].kill()  # a worker dies: the other answers, and a new one takes its place
+        assert httpx.get(f"{base}/features/u000001", timeout=30).content in answers
+        deadline = time.monotonic() + 60
+        while len([p for p in _workers(started[0]) if p.pid != first[0].pid]) < 2:
+            assert time.monotonic() < deadline, "the dead worker was not replaced within 60 s"
+            time.sleep(0.2)
+    assert "listening on" in log[0] and "with 2 worker processes" in log[0]
+    deadline = time.monotonic() + 15  # SIGTERM: workers, supervisor and embedded redis-server all gone
+    while embedded_redis_servers(data_copy) or any(p.is_running() for p in first[1:]):
+        assert time.monotonic() < deadline, "a worker or the embedded redis-server outlived `serve --workers 2`"
+        time.sleep(0.2)
+    assert (data_copy / "online" / "redis.db").stat().st_size > 0
 
 
 @pytest.mark.e2e

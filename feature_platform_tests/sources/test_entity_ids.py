@@ -24,7 +24,7 @@ def test_one_value_becomes_its_canonical_text(value, expected):
 
 @pytest.mark.parametrize(("value", "message"), [
     (True, "not an id"), (None, "not an id"), (1.5, "whole number"), (math.nan, "whole number"),
-    (math.inf, "whole number"), ("", "an empty id"), ("   ", "an empty id"), (b"u1", "bytes"),
+    (math.inf, "whole number"), (1e19, "within"), ("", "an empty id"), ("   ", "an empty id"), (b"u1", "bytes"),
     (dt.date(2025, 1, 1), "date"), (["u1"], "list"),
 ])
 def test_a_value_that_is_no_id_is_refused_by_name(value, message):
@@ -57,6 +57,7 @@ def test_a_column_becomes_canonical_text(column, expected):
     (pa.array([dt.date(2025, 1, 1)]), "a column of date32"),
     (pa.array([1.0, 2.5]), r"2\.5 at row 1 is not an id"),
     (pa.array([1.0, math.inf]), "inf at row 1"),
+    (pa.array([1.0, 1e19]), r"1e\+19 at row 1 is not an id .*2\*\*53"),
     (pa.array([1, None], pa.int64()), "null at row 1"),
     (pa.array([1.0, None]), "null at row 1"),
     (pa.array(["a", " "]), "an empty id at row 1"),

@@ -1,0 +1,129 @@
+"""What the online store hands back: a version's metadata, users' vectors read from their keys, a push's outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from feature_platform.online import codec
+from feature_platform.registry.registry import Registry
+
+STALE, PRESENT, MISSING = "stale", "present", "missing"
+OVERLAY_AS_OF = "@as_of"  # the overlay hash's time field; feature names never start with @
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    snapshot_date: dt.date
+    computed_at: dt.datetime  # the data cut-off of the snapshot: D+1 00:00 UTC
+    layout: tuple[str, ...]
+    status: str = "complete"
+    keys: int = 0
+    bytes: int = 0
+    ttl: int = 0
+    pushed_at: str = ""
+
+    @classmethod
+    def from_hash(cls, version: str, raw: Mapping[str, str]) -> VersionInfo:
+        """The version's metadata as its ``<p>:version:<version>`` hash holds it (text fields and values)."""
+        return cls(
+            version=version,
+            snapshot_date=dt.date.fromisoformat(raw["snapshot_date"]),
+            computed_at=dt.datetime.fromisoformat(raw["computed_at"]),
+            layout=tuple(json.loads(raw["layout"])),
+            status=raw.get("status", ""),
+            keys=int(raw.get("keys", 0)),
+            bytes=int(raw.get("bytes", 0)),
+            ttl=int(raw.get("ttl", 0)),
+            pushed_at=raw.get("pushed_at", ""),
+        )
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Feature name -> position in a vector of this version (built once per version, not per read)."""
+        return {name: i for i, name in enumerate(self.layout)}
+
+
+@dataclass
+class OnlineVector:
+    """One user's features from one version; ``values`` holds only what was asked for.
+
+    ``user_id`` is the canonical id text the vector is stored under (sources/entity_ids.py).
+    ``updated_fields`` (of ``values``) were recomputed from events at ``updated_at``, after the
+    snapshot's cut-off ``computed_at``; the rest are the snapshot's.
+    """
+
+    user_id: str
+    version: str
+    snapshot_date: dt.date
+    computed_at: dt.datetime
+    values: dict[str, Any]
+    updated_at: dt.datetime | None = None
+    updated_fields: tuple[str, ...] = ()
+
+    def statuses(self, registry: Registry, now: dt.datetime) -> dict[str, str]:
+        """``present`` or ``stale`` per feature: stale once its age exceeds its tolerance (the age of an
+        event-updated field counts from ``updated_at``, of the others from ``computed_at``)."""
+        out = {}
+        for name in self.values:
+            since = self.updated_at if name in self.updated_fields and self.updated_at else self.computed_at
+            out[name] = STALE if now - since > registry.get_feature(name).staleness_tolerance else PRESENT
+        return out
+
+
+def decode_replies(info: VersionInfo, user_ids: Sequence[str], replies: Sequence[Any],
+                   features: Sequence[str] | None) -> dict[str, OnlineVector | None]:
+    """Per user, its vector of ``info``'s version from the replies to ``GET`` of its vector and ``HGETALL`` of
+    its overlay (two per user, in ``user_ids`` order): ``features`` (all of the layout when None), a name the
+    layout lacks as None, overlay fields over the vector's. None for a user without a vector."""
+    index = info.index
+    wanted = list(features) if features is not None else list(info.layout)
+    missing = [name for name in wanted if name not in index]
+    out: dict[str, OnlineVector | None] = {}
+    for i, user in enumerate(user_ids):
+        blob, overlay = replies[2 * i], replies[2 * i + 1]
+        if blob is None:
+            out[user] = None  # an overlay without its vector (it outlived it by seconds) is not served
+            continue
+        values = codec.decode(blob)
+        vector = {name: values[index[name]] for name in wanted if name in index}
+        vector.update({name: None for name in missing})
+        updated_at: dt.datetime | None = None
+        updated: tuple[str, ...] = ()
+        if overlay:
+            fields = {reply_text(k): v for k, v in overlay.items()}
+            updated = tuple(name for name in wanted if name in fields and name in index)
+            for name in updated:
+                vector[name] = codec.decode(fields[name])[0]
+            if updated:
+                updated_at = dt.datetime.fromisoformat(reply_text(fields[OVERLAY_AS_OF]))
+        out[user] = OnlineVector(user, info.version, info.snapshot_date, info.computed_at, vector,
+                                 updated_at, updated)
+    return out
+
+
+def reply_text(value: bytes | str) -> str:
+    """A Redis reply as text, whether the client decodes replies or not."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class PushResult:
+    version: str
+    snapshot_date: dt.date
+    served: bool  # the pointer now names this version
+    keys: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    previous: str | None = None
+    reason: str = ""
+    deleted_versions: list[str] = field(default_factory=list)
+
+    @property
+    def keys_per_second(self) -> float:
+        return self.keys / self.seconds if self.seconds > 0 else 0.0
