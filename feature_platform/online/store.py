@@ -30,9 +30,10 @@ go back in time. So:
   push writes fresh keys (so fresh TTLs); a value older than its own tolerance reads as ``stale``;
 - the previous version stays for `feature-platform online rollback`; older ones are deleted.
 
-A read sends ``HGET <p>:current version``, and ``GET`` of the vector and ``HGETALL`` of the overlay
-under the version it last saw, in one pipeline: one round trip. Only right after a swap does it take a
-second one for the new version. Overlay fields replace the vector's; the vector says which
+A read is one command: a script that follows the pointer and returns, per user, the vector and the
+overlay of that version (online/scripted_read.py), read at one instant. On a Redis Cluster, where a
+script cannot span hash slots, it is a pipeline of ``HGET <p>:current version`` and the ``GET`` and
+``HGETALL`` under the version it last saw: one round trip, a second one only right after a swap. Overlay fields replace the vector's; the vector says which
 (``updated_fields``) and when (``updated_at``). The overlay keeps the no-mixed-snapshot rule: it
 belongs to one version (a new push starts with none), and one ``HSET`` writes a user's update, so a
 reader sees the overlay before or after it, never half of it.
@@ -49,7 +50,7 @@ from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 
-from feature_platform.online import codec
+from feature_platform.online import codec, scripted_read
 from feature_platform.online.vectors import (
     MISSING,
     OVERLAY_AS_OF,
@@ -99,6 +100,7 @@ class OnlineStore:
         self._swap = client.register_script(_SWAP)
         self._versions: dict[str, VersionInfo] = {}
         self._seen: str | None = None  # the version the last read found current
+        self._scripted = scripted_read.supports(client)  # reads as one script call (not on a Redis Cluster)
 
     # -- keys --------------------------------------------------------------------------------
     @property
@@ -269,6 +271,9 @@ class OnlineStore:
             if info is None or info.status != "complete":
                 raise OnlineStoreError(f"version {version!r} is not in the online store; see `online status`")
             return decode_replies(info, user_ids, self._get(info.version, user_ids), features)
+        if self._scripted:
+            served, replies = scripted_read.read(self.client, self.pointer_key, self.prefix, None, user_ids)
+            return self._decode_served(self._maybe_text(served), user_ids, replies, features)
         guess = self._seen
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(self.pointer_key, "version")
@@ -292,7 +297,17 @@ class OnlineStore:
             pipe.get(self.entity_key(version, user))
             pipe.hgetall(self.overlay_key(version, user))
 
+    def _decode_served(self, served: str | None, user_ids: list[str], replies: list[Any],
+                       features: Sequence[str] | None) -> dict[str, OnlineVector | None]:
+        """The replies of the version the pointer named; all misses when it named none or one not complete."""
+        info = self.version_info(served) if served else None
+        if info is None or info.status != "complete":  # a pointer past its version: a miss, not an error
+            return dict.fromkeys(user_ids)  # (served() says why; the server falls back to the offline snapshot)
+        return decode_replies(info, user_ids, replies, features)
+
     def _get(self, version: str, user_ids: Sequence[str]) -> list[Any]:
+        if self._scripted:
+            return scripted_read.read(self.client, self.pointer_key, self.prefix, version, user_ids)[1]
         pipe = self.client.pipeline(transaction=False)
         self._queue(pipe, version, user_ids)
         return pipe.execute()

@@ -462,3 +462,15 @@ def test_an_event_updated_field_is_stale_from_its_update_time(online_store):
     later = dt.datetime(2025, 3, 21, 0, 0, 1)  # past the 2-day tolerance from computed_at, not from AS_OF
     assert vector.statuses(REGISTRY, later) == {"total_events": "present", "engagement_score": "stale"}
     assert vector.statuses(REGISTRY, AS_OF + dt.timedelta(days=2, seconds=1))["total_events"] == "stale"
+
+
+def test_a_read_after_the_server_forgot_its_scripts_loads_the_read_script_again(online_store):
+    """Reads are one script call (online/scripted_read.py) but on a cluster; a restarted server, or SCRIPT
+    FLUSH, answers NOSCRIPT once, and the store loads the script and reads."""
+    online_store.push(snapshot(EXACT), D1)
+    assert online_store.read("u2").values["has_purchased"] is True
+    online_store.client.script_flush()
+    assert online_store.read("u2").values["has_purchased"] is True
+    assert online_store.read_many(["u1", "u3", "nobody"], ["total_events"]) == {
+        "u1": online_store.read("u1", ["total_events"]), "u3": online_store.read("u3", ["total_events"]),
+        "nobody": None}
