@@ -79,7 +79,7 @@ class HotPath:
                     return
         await self.app(scope, receive, send)
 
-    def _single(self, scope: Scope, handlers: Handlers, user_id: str) -> Response | None:
+    def _single(self, scope: Scope, handlers: Handlers, user_id: str) -> Response | _Answer | None:
         if "/" in user_id or not USER_ID.match(user_id) or user_id == "batch":
             return None
         query = _single_query(scope["query_string"])
@@ -88,7 +88,7 @@ class HotPath:
         _route(scope, handlers.single_route, {"user_id": user_id})
         return self._answer(scope, lambda: handlers.single(user_id, *query))
 
-    def _batch(self, scope: Scope, handlers: Handlers, body: bytes) -> Response | None:
+    def _batch(self, scope: Scope, handlers: Handlers, body: bytes) -> Response | _Answer | None:
         if scope["query_string"] or not _is_json(scope):
             return None
         try:  # as FastAPI reads a body: JSON to Python, then the model in Python mode
@@ -102,12 +102,12 @@ class HotPath:
             return handlers.batch(request)
         return self._answer(scope, handle)
 
-    def _answer(self, scope: Scope, handle: Callable[[], Any]) -> Response:
+    def _answer(self, scope: Scope, handle: Callable[[], Any]) -> Response | _Answer:
         """The route's answer: authorise (as the route's dependency does), then the handler; an HTTPException
         or a Redis error becomes the response the app's handlers would give."""
         try:
             self._authorize(scope)
-            return Response(encode(handle()), media_type="application/json")
+            return _Answer(encode(handle()))
         except HTTPException as exc:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         except redis.exceptions.RedisError as exc:
@@ -122,6 +122,21 @@ class HotPath:
                 scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
                 token = credentials if scheme.lower() == "bearer" and credentials else None
         self.access.authorize(Request(scope), FEATURES_READ, key, token)
+
+
+class _Answer:
+    """A 200 with a JSON body, sent as the two ASGI messages a Starlette ``Response`` sends (same headers),
+    without building one per request."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(self.body)).encode()), *_JSON_HEADERS]})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def encode(content: Any) -> bytes:
