@@ -84,6 +84,8 @@ def decode_replies(info: VersionInfo, user_ids: Sequence[str], replies: Sequence
     index = info.index
     wanted = list(features) if features is not None else list(info.layout)
     missing = [name for name in wanted if name not in index]
+    whole = features is None  # the whole layout, in its order: zipped, not looked up name by name
+    pairs = [(name, index[name]) for name in wanted if name in index]  # once per call, not per user
     out: dict[str, OnlineVector | None] = {}
     for i, user in enumerate(user_ids):
         blob, overlay = replies[2 * i], replies[2 * i + 1]
@@ -91,8 +93,9 @@ def decode_replies(info: VersionInfo, user_ids: Sequence[str], replies: Sequence
             out[user] = None  # an overlay without its vector (it outlived it by seconds) is not served
             continue
         values = codec.decode(blob)
-        vector = {name: values[index[name]] for name in wanted if name in index}
-        vector.update({name: None for name in missing})
+        vector = dict(zip(wanted, values, strict=True)) if whole else {name: values[j] for name, j in pairs}
+        if missing:
+            vector.update(dict.fromkeys(missing))
         updated_at: dt.datetime | None = None
         updated: tuple[str, ...] = ()
         if overlay:
