@@ -41,6 +41,11 @@ def test_run_on_a_fresh_directory_generates_materializes_trains_and_is_idempoten
                     "train_models", "score_users", "push_online_store"]
     assert "__ephemeral" not in first.stdout and " - RUN_" not in first.stdout  # progress lines, not Dagster's log
     assert "next:" in first.stdout and "curl http://127.0.0.1:8000/features/u" in first.stdout
+    assert "feature-platform serve --data-dir" in first.stdout and "feature-platform ui --data-dir" in first.stdout
+    assert "Welcome to Dagster" not in first.stdout + first.stderr  # no banner
+    # Each step ends saying how its checks went, in words that cannot read as a failure when none ran.
+    assert re.search(r"ok in [0-9.]+ s; (\d+) of \1 checks passed", first.stdout), first.stdout
+    assert "ok in" in first.stdout and "; no checks on these assets" in first.stdout and "0 checks" not in first.stdout
     snapshots = sorted(p.name for p in (data / "features" / "lead_features").glob("*.parquet"))
     assert snapshots == partitions
     # Each model prints its out-of-time metrics and the gate's decision, and is stored as its champion.
