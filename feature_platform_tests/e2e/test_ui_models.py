@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import psutil
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -45,8 +46,23 @@ def ui(sample_cli_run, tmp_path_factory):
                 time.sleep(1)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        # Ctrl-C to the command alone (SIGTERM is test_ui_asset_graph.py's): it stops all it started, exit 0.
+        server.send_signal(signal.SIGINT)
+        try:
+            code = server.wait(timeout=60)
+        finally:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGKILL)
+        home = str(root / "data" / "dagster_home")
+        left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"]) if _dagster_home(p) == home]
+        assert code == 0 and left == [], (code, left)
+
+
+def _dagster_home(process: psutil.Process) -> str | None:
+    try:
+        return process.environ().get("DAGSTER_HOME")
+    except (psutil.Error, OSError):
+        return None
 
 
 def test_the_churn_model_page_shows_its_metrics_plots_and_gate(ui, browser, tmp_path):
