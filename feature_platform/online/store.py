@@ -100,6 +100,7 @@ class OnlineStore:
         self._swap = client.register_script(_SWAP)
         self._versions: dict[str, VersionInfo] = {}
         self._seen: str | None = None  # the version the last read found current
+        self._checked: tuple[Registry | None, tuple[str, ...]] = (None, ())  # the last feature tuple found known
         self._scripted = scripted_read.supports(client)  # reads as one script call (not on a Redis Cluster)
 
     # -- keys --------------------------------------------------------------------------------
@@ -357,9 +358,14 @@ class OnlineStore:
         return written
 
     def _check_features(self, features: Sequence[str] | None) -> None:
-        unknown = [f for f in features or () if f not in self.registry.features]
+        checked_registry, checked = self._checked
+        if features is None or (features is checked and checked_registry is self.registry):  # a server's tuple
+            return
+        unknown = [f for f in features if f not in self.registry.features]
         if unknown:
             raise UnknownNameError(f"unknown features {unknown}; see `feature-platform registry list`")
+        if isinstance(features, tuple):  # immutable: checked once per registry
+            self._checked = (self.registry, features)
 
     # -- operations --------------------------------------------------------------------------
     def versions(self) -> list[VersionInfo]:

@@ -82,10 +82,10 @@ def decode_replies(info: VersionInfo, user_ids: Sequence[str], replies: Sequence
     its overlay (two per user, in ``user_ids`` order): ``features`` (all of the layout when None), a name the
     layout lacks as None, overlay fields over the vector's. None for a user without a vector."""
     index = info.index
-    wanted = list(features) if features is not None else list(info.layout)
-    missing = [name for name in wanted if name not in index]
-    whole = features is None  # the whole layout, in its order: zipped, not looked up name by name
-    pairs = [(name, index[name]) for name in wanted if name in index]  # once per call, not per user
+    wanted = info.layout if features is None else tuple(features)
+    whole = wanted == info.layout  # the whole layout, in its order: zipped, not looked up name by name
+    missing = [] if whole else [name for name in wanted if name not in index]
+    pairs = [] if whole else [(name, index[name]) for name in wanted if name in index]  # once per call
     out: dict[str, OnlineVector | None] = {}
     for i, user in enumerate(user_ids):
         blob, overlay = replies[2 * i], replies[2 * i + 1]

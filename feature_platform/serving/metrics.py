@@ -31,6 +31,18 @@ class ServingMetrics:
                               registry=self.registry)
         self.reloads = Counter("fp_reloads_total", "Reloads of the registry, snapshot and champions.",
                                registry=self.registry)
+        # The children every read touches, looked up once (labels() takes a lock and builds a key per call);
+        # they also make these series exist, at 0, from the first scrape.
+        self.lookups = {result: self.online.labels(result) for result in ("hit", "miss", "stale", "error")}
+        self.fallbacks_to = {to: self.fallbacks.labels(to) for to in ("offline", "default")}
+        self._latency_children: dict[tuple[str, str, str], Any] = {}
+
+    def observe_latency(self, template: str, method: str, status: int, seconds: float) -> None:
+        key = (template, method, str(status))
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = self.latency.labels(*key)
+        child.observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -73,4 +85,4 @@ class LatencyMiddleware(StatusObservingMiddleware):
 
     def observe(self, scope: Scope, status: int, started: float) -> None:
         template = getattr(scope.get("route"), "path", None) or "unmatched"
-        self.metrics.latency.labels(template, scope["method"], str(status)).observe(time.perf_counter() - started)
+        self.metrics.observe_latency(template, scope["method"], status, time.perf_counter() - started)

@@ -43,13 +43,19 @@ class ServedVector:
     snapshot_date: dt.date | None
     computed_at: dt.datetime | None
     values: dict[str, Any]
-    statuses: dict[str, str]
+    statuses: dict[str, str] | None  # None: each value within its tolerance, so present, or missing when null
     updated_at: dt.datetime | None = None  # event-driven update time, when events changed some fields
     updated_fields: tuple[str, ...] = ()
     found: bool = True
 
     def as_json(self) -> dict[str, Any]:
-        source = self.source
+        source, statuses = self.source, self.statuses
+        if statuses is None:  # the common case, without a statuses dict to zip
+            features = {name: {"value": value, "status": PRESENT if value is not None else MISSING, "source": source}
+                        for name, value in self.values.items()}
+        else:
+            features = {name: {"value": value, "status": status, "source": source}
+                        for (name, value), status in zip(self.values.items(), statuses.values(), strict=True)}
         return {
             "user_id": self.user_id,
             "found": self.found,
@@ -61,8 +67,7 @@ class ServedVector:
                 "updated_at": self.updated_at.isoformat() if self.updated_at else None,
                 "updated_fields": list(self.updated_fields),
             },
-            "features": {name: {"value": value, "status": status, "source": source}
-                         for (name, value), status in zip(self.values.items(), self.statuses.values(), strict=True)},
+            "features": features,
         }
 
 
@@ -96,7 +101,7 @@ class Retriever:
         ``version`` pins an online version (raises :class:`OnlineStoreError` when Redis does not hold it).
         """
         registry = state.registry
-        names = list(features) if features is not None else self._served_features(registry)
+        names = tuple(features) if features is not None else self._served_features(registry)
         shortest = self._shortest_tolerance(registry)
         now = self.clock()
         out: dict[str, ServedVector | None] = {}
@@ -105,12 +110,12 @@ class Retriever:
             vector = online.get(user)
             if vector is not None:
                 if now - vector.computed_at <= shortest:  # every feature within its tolerance (events only add)
-                    statuses = _present_or_missing(vector.values)
+                    statuses = None  # present, or missing when null
                 else:
                     statuses = _mark_missing(vector.values, vector.statuses(registry, now))
                 served = ServedVector(user, ONLINE, vector.version, vector.snapshot_date, vector.computed_at,
                                       vector.values, statuses, vector.updated_at, tuple(vector.updated_fields))
-                self.metrics.online.labels(STALE if STALE in statuses.values() else "hit").inc()
+                self.metrics.lookups[STALE if statuses is not None and STALE in statuses.values() else "hit"].inc()
                 out[user] = served
                 continue
             offline = state.offline if version is None else None  # a pinned version is online only
@@ -118,15 +123,15 @@ class Retriever:
             if offline is not None and row is not None:
                 values = {name: row.get(name) for name in names}
                 age = now - offline.computed_at
-                statuses = _present_or_missing(values) if age <= shortest else _mark_missing(values, {
+                statuses = None if age <= shortest else _mark_missing(values, {
                     name: STALE if age > registry.get_feature(name).staleness_tolerance else PRESENT
                     for name in names})
-                self.metrics.fallbacks.labels(OFFLINE).inc()
+                self.metrics.fallbacks_to[OFFLINE].inc()
                 out[user] = ServedVector(user, OFFLINE, f"offline:{offline.day.isoformat()}",
                                          offline.day, offline.computed_at, values, statuses)
                 continue
             if defaults:
-                self.metrics.fallbacks.labels(DEFAULT).inc()
+                self.metrics.fallbacks_to[DEFAULT].inc()
                 out[user] = ServedVector(user, DEFAULT, None, None, None,
                                          {name: registry.get_feature(name).default for name in names},
                                          {name: DEFAULT for name in names}, found=False)
@@ -134,13 +139,14 @@ class Retriever:
                 out[user] = None
         return out
 
-    def _served_features(self, registry: Registry) -> list[str]:
-        """The registry's online features; a reload brings a new registry object, so identity is the cache key."""
+    def _served_features(self, registry: Registry) -> tuple[str, ...]:
+        """The registry's online features; a reload brings a new registry object, so identity is the cache key.
+        The same tuple each time, so the online store checks the names once per registry."""
         cached, names = self._served
         if cached is not registry:
             names = tuple(f.name for f in registry.features.values() if "online" in f.serving_location)
             self._served = (registry, names)
-        return list(names)
+        return names
 
     def _shortest_tolerance(self, registry: Registry) -> dt.timedelta:
         """The registry's shortest staleness tolerance: a vector younger than it is within every feature's."""
@@ -157,11 +163,11 @@ class Retriever:
                 raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable")
             return {}
         try:
-            found = online.read_many(list(user_ids), names, version)
+            found = online.read_many(user_ids, names, version)
         except REDIS_ERRORS as exc:  # an OnlineStoreError (unknown version) is not one: it reaches the caller
             self._open_until = time.monotonic() + self.breaker_seconds
             self.degraded_since(REDIS, True)
-            self.metrics.online.labels("error").inc(len(user_ids))
+            self.metrics.lookups["error"].inc(len(user_ids))
             log.warning("online store unavailable (%s); serving from the offline snapshot for %.0f s",
                         exc, self.breaker_seconds)
             if version is not None:
@@ -170,12 +176,8 @@ class Retriever:
         self.degraded_since(REDIS, False)
         misses = sum(1 for v in found.values() if v is None)
         if misses:
-            self.metrics.online.labels("miss").inc(misses)
+            self.metrics.lookups["miss"].inc(misses)
         return {user: vector for user, vector in found.items() if vector is not None}
-
-
-def _present_or_missing(values: dict[str, Any]) -> dict[str, str]:
-    return {name: PRESENT if value is not None else MISSING for name, value in values.items()}
 
 
 def _mark_missing(values: dict[str, Any], statuses: dict[str, str]) -> dict[str, str]:

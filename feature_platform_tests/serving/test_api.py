@@ -224,10 +224,20 @@ def test_api_keys_401_without_403_wrong_and_health_stays_open(served_data):
 
 
 def test_metrics_count_requests_by_route_and_online_hits(client):
+    before = client.get("/metrics").text
+    assert 'fp_online_lookups_total{result="miss"} 0.0' in before  # every lookup series exists from the start
+    hits = _sample(before, 'fp_online_lookups_total{result="hit"}')
     client.get("/features/u000001")
+    client.post("/features/batch", json={"user_ids": ["u000001", "u000002"]})
     text = client.get("/metrics").text
     assert 'fp_request_latency_seconds_bucket{le="0.005",method="GET",route="/features/{user_id}",status="200"}' in text
-    assert 'fp_online_lookups_total{result="hit"}' in text
+    assert 'fp_request_latency_seconds_count{method="POST",route="/features/batch",status="200"} 1.0' in text
+    assert _sample(text, 'fp_online_lookups_total{result="hit"}') == hits + 3
+
+
+def _sample(exposition: str, series: str) -> float:
+    line = next(line for line in exposition.splitlines() if line.startswith(series + " "))
+    return float(line.rsplit(" ", 1)[1])
 
 
 def test_a_new_champion_is_picked_up_by_a_reload_while_requests_keep_being_served(served_data):
