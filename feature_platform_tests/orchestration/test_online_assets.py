@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 
 import dagster as dg
+import psutil
 import pytest
 import redis
 
@@ -86,3 +88,28 @@ def test_pushing_an_older_day_alone_keeps_the_newer_snapshot_served(online):
     assert meta["served"].value is False and meta["status"].value.startswith("skipped: 2025-03-12 is served")
     assert meta["derived_families_missing"].value == ["derived"]  # 03-10 was never scored: not an error
     assert store.current().snapshot_date == END
+
+
+def test_the_push_and_its_check_leave_no_embedded_redis_server_running(scored_snapshots, sample_world, tmp_path):
+    """A Dagster process runs many steps: each step's client is let go when the step ends, so the embedded
+    redis-server stops (its data saved) instead of living on with the process; the next step starts it again."""
+    data = copy_tree(scored_snapshots[0], tmp_path / "data")
+    resources = local_resources(data_dir=data, raw_dir=sample_world.src, now_utc=sample_world.now_utc)
+    result = dg.materialize([*EVERY, *defs.asset_checks], selection=dg.AssetSelection.assets(C.ONLINE_PUSH),
+                            resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                            tags={RANGE_START_TAG: END.isoformat(), RANGE_END_TAG: END.isoformat()})
+    assert [c.check_name for c in result.get_asset_check_evaluations()] == [C.CHECK_ONLINE_STALENESS]
+    online_dir = str(data / "online")
+    deadline = time.monotonic() + 10
+    while (left := [p.pid for p in psutil.process_iter(["name"]) if _cwd(p) == online_dir]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []
+    store = OnlineStore(resources["online"].client(), REGISTRY)  # started again on demand, with what was pushed
+    assert store.current().snapshot_date == END
+
+
+def _cwd(process: psutil.Process) -> str | None:
+    try:
+        return process.cwd()
+    except psutil.Error:
+        return None

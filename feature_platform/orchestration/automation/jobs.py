@@ -11,7 +11,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from feature_platform.config import Settings
 from feature_platform.offline.store import OfflineStore
-from feature_platform.online.connection import connect, describe
+from feature_platform.online.connection import connected, describe
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration.constants import (
     DERIVED_SNAPSHOTS,
@@ -75,16 +75,17 @@ def apply_retention(settings: Settings, today: dt.date) -> RetentionReport:
     if settings.embedded_redis and not settings.online_dir.is_dir():  # the embedded store was never started
         report.online_note = "nothing pushed online yet"
         return report
-    online = OnlineStore(connect(settings), load_registry(), settings.redis_prefix)
-    served = online.current()
-    writing = [v.version for v in online.versions() if v.status != "complete"]
-    if served is None:
-        report.online_note = "nothing served online"
-    elif writing:
-        report.online_note = f"skipped: version(s) {', '.join(writing)} still being written; the next run cleans up"
-    else:
-        report.online_deleted = online.cleanup()
-        report.online_note = f"{describe(settings)}: kept the served {served.version} and the previous version"
+    with connected(settings) as client:
+        online = OnlineStore(client, load_registry(), settings.redis_prefix)
+        served = online.current()
+        writing = [v.version for v in online.versions() if v.status != "complete"]
+        if served is None:
+            report.online_note = "nothing served online"
+        elif writing:
+            report.online_note = f"skipped: version(s) {', '.join(writing)} still being written; the next run cleans up"
+        else:
+            report.online_deleted = online.cleanup()
+            report.online_note = f"{describe(settings)}: kept the served {served.version} and the previous version"
     return report
 
 

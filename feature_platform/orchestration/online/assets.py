@@ -48,7 +48,8 @@ def user_features_push(context: dg.AssetExecutionContext, offline: OfflineStoreR
     unscored = missing_derived(store, registry, day)
     if unscored:
         context.log.warning("no %s partition for %s: its features are served as null", ", ".join(unscored), day)
-    result = OnlineStore(online.client(), registry, online.prefix).push(table, day)
+    with online.connected() as client:
+        result = OnlineStore(client, registry, online.prefix).push(table, day)
     superseded = sorted(k for k in context.partition_keys if k != day.isoformat())
     context.log.info("online push %s: %s (%s keys, %.1f s)", day, result.reason, result.keys, result.seconds)
     return dg.MaterializeResult(metadata={

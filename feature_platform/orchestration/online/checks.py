@@ -26,7 +26,8 @@ def served_snapshot_within_staleness_tolerance(online: OnlineStoreResource, cloc
     registry = load_registry()
     expectation = expectation_for(ONLINE_PUSH, None, {}, registry)
     assert expectation is not None  # the online push always has one: its features' staleness tolerance
-    served = OnlineStore(online.client(), registry, online.prefix).current()
+    with online.connected() as client:
+        served = OnlineStore(client, registry, online.prefix).current()
     tolerance_hours = expectation.tolerance.total_seconds() / 3600
     warn = expectation.warn_window
     if served is None:
