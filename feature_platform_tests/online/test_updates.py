@@ -20,7 +20,7 @@ from feature_platform.config import Settings
 from feature_platform.definitions import build_defs
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
-from feature_platform.online.connection import connect
+from feature_platform.online.connection import connected
 from feature_platform.online.store import OnlineStore
 from feature_platform.online.updates import Cursor, apply_landed_events
 from feature_platform.orchestration import constants as C
@@ -202,33 +202,34 @@ def test_cli_events_push_then_stream_once_updates_the_embedded_online_store(worl
     data = tmp_path / "data"
     shutil.copytree(world.data, data, ignore=shutil.ignore_patterns("landing", "online", "dagster_home"))
     settings = Settings(data_dir=data)
-    store = OnlineStore(connect(settings), REGISTRY, settings.redis_prefix)
-    store.push(user_vectors(OfflineStore(data), REGISTRY, END), END)
-    buyer = world.users[12]
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    events = tmp_path / "events.json"
-    events.write_text(json.dumps([
-        {"event_id": "cli-1", "user_id": buyer, "event_type": "purchase", "amount": 9.5,
-         "timestamp": (now - dt.timedelta(minutes=1)).isoformat() + "Z"},
-        {"event_id": "cli-2", "user_id": buyer, "event_type": "teleport", "timestamp": now.isoformat()},
-    ]))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}, "FP_DATA_DIR": str(data)}
+    with connected(settings) as client:  # the CLI processes below share this embedded server
+        store = OnlineStore(client, REGISTRY, settings.redis_prefix)
+        store.push(user_vectors(OfflineStore(data), REGISTRY, END), END)
+        buyer = world.users[12]
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        events = tmp_path / "events.json"
+        events.write_text(json.dumps([
+            {"event_id": "cli-1", "user_id": buyer, "event_type": "purchase", "amount": 9.5,
+             "timestamp": (now - dt.timedelta(minutes=1)).isoformat() + "Z"},
+            {"event_id": "cli-2", "user_id": buyer, "event_type": "teleport", "timestamp": now.isoformat()},
+        ]))
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}, "FP_DATA_DIR": str(data)}
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "feature_platform.cli", *args], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "feature_platform.cli", *args], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=300)
 
-    pushed = cli("events", "push", str(events))
-    assert pushed.returncode == 1, pushed.stdout + pushed.stderr  # one record rejected
-    assert "2 events, 1 accepted, 1 rejected" in pushed.stdout
-    assert "rejected record 2 (event_id cli-2): unknown_event_type: event_type=teleport" in pushed.stdout
-    streamed = cli("stream", "--once")
-    assert streamed.returncode == 0, streamed.stdout + streamed.stderr
-    line = streamed.stdout.splitlines()[-1]
-    assert "read 1 new events, applied 1 " in line and ": 1 users," in line, line  # first tick: a version new to it
-    vector = store.read(buyer)
-    assert set(vector.updated_fields) >= PURCHASE_FEATURES and vector.values["has_purchased"] is True
-    assert vector.values["days_since_last_purchase"] == 0
-    assert "sentiment_avg_30d" not in vector.updated_fields
-    assert cli("stream", "--once").stdout.count("read 0 new events") == 1  # the cursor moved on
-    assert "a Dagster sensor" in cli("stream", "--help").stdout
+        pushed = cli("events", "push", str(events))
+        assert pushed.returncode == 1, pushed.stdout + pushed.stderr  # one record rejected
+        assert "2 events, 1 accepted, 1 rejected" in pushed.stdout
+        assert "rejected record 2 (event_id cli-2): unknown_event_type: event_type=teleport" in pushed.stdout
+        streamed = cli("stream", "--once")
+        assert streamed.returncode == 0, streamed.stdout + streamed.stderr
+        line = streamed.stdout.splitlines()[-1]
+        assert "read 1 new events, applied 1 " in line and ": 1 users," in line, line  # first tick: a version new to it
+        vector = store.read(buyer)
+        assert set(vector.updated_fields) >= PURCHASE_FEATURES and vector.values["has_purchased"] is True
+        assert vector.values["days_since_last_purchase"] == 0
+        assert "sentiment_avg_30d" not in vector.updated_fields
+        assert cli("stream", "--once").stdout.count("read 0 new events") == 1  # the cursor moved on
+        assert "a Dagster sensor" in cli("stream", "--help").stdout

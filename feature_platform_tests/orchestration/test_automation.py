@@ -11,7 +11,7 @@ import pytest
 from feature_platform.config import Settings
 from feature_platform.offline.calendar import record_partitions
 from feature_platform.offline.store import OfflineStore
-from feature_platform.online.connection import connect
+from feature_platform.online.connection import connected
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.automation import SCHEDULES, SENSORS
@@ -200,7 +200,11 @@ def test_retention_job_deletes_only_partitions_older_than_the_setting_and_report
 
 def test_retention_deletes_online_versions_older_than_the_served_one_and_keeps_served_and_previous(tmp_path):
     settings = Settings(data_dir=tmp_path, retention_days=30)
-    online = OnlineStore(connect(settings), REGISTRY, settings.redis_prefix)
+    with connected(settings) as client:
+        _retention_keeps_served_and_previous(settings, OnlineStore(client, REGISTRY, settings.redis_prefix))
+
+
+def _retention_keeps_served_and_previous(settings: Settings, online: OnlineStore) -> None:
     first = _push(online, dt.date(2025, 3, 8), 1).version
     served = _push(online, dt.date(2025, 3, 9), 2).version
     report = apply_retention(settings, dt.date(2025, 3, 11))
@@ -214,7 +218,11 @@ def test_retention_deletes_online_versions_older_than_the_served_one_and_keeps_s
 
 def test_retention_leaves_online_versions_alone_while_one_is_being_written(tmp_path):
     settings = Settings(data_dir=tmp_path, retention_days=30)
-    online = OnlineStore(connect(settings), REGISTRY, settings.redis_prefix)
+    with connected(settings) as client:
+        _retention_waits_for_a_version_being_written(settings, OnlineStore(client, REGISTRY, settings.redis_prefix))
+
+
+def _retention_waits_for_a_version_being_written(settings: Settings, online: OnlineStore) -> None:
     _push(online, dt.date(2025, 3, 8), 1)
     served = _push(online, dt.date(2025, 3, 9), 2).version
     with pytest.raises(ConnectionError):

@@ -192,16 +192,18 @@ def test_every_snapshot_family_has_a_blocking_drift_check():
 ])
 def test_online_staleness_compares_the_served_snapshot_age_with_the_tolerance(tmp_path, now, passed, severity):
     resources = local_resources(tmp_path, now_utc=now)
-    store = OnlineStore(resources["online"].client(), REGISTRY)
-    store.push(pa.table({"user_id": ["u1", "u2"], "total_events": pa.array([3, 4], pa.int64())}), END)
-    evaluation = _check(resources, C.ONLINE_PUSH, C.CHECK_ONLINE_STALENESS)
+    with resources["online"].connected() as client:
+        store = OnlineStore(client, REGISTRY)
+        store.push(pa.table({"user_id": ["u1", "u2"], "total_events": pa.array([3, 4], pa.int64())}), END)
+        evaluation = _check(resources, C.ONLINE_PUSH, C.CHECK_ONLINE_STALENESS)
+        served = store.current().version
     meta = {k: v.value for k, v in evaluation.metadata.items()}
     assert evaluation.passed is passed
     if severity is not None:
         assert evaluation.severity == severity
     age = (dt.datetime.fromisoformat(now) - dt.datetime(2025, 3, 13)).total_seconds() / 3600
     assert meta["age_hours"] == pytest.approx(age) and meta["tolerance_hours"] == 48
-    assert meta["served_version"] == store.current().version
+    assert meta["served_version"] == served
 
 
 def test_online_staleness_fails_when_nothing_is_served(tmp_path):

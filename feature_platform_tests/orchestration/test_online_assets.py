@@ -50,7 +50,8 @@ def online(request, scored_snapshots):
     """Resources pointing the push at the embedded store of the data directory, or at the CI server."""
     data, resources = scored_snapshots
     if request.param == "embedded":
-        yield resources, OnlineStore(resources["online"].client(), REGISTRY)
+        with resources["online"].connected() as client:
+            yield resources, OnlineStore(client, REGISTRY)
         return
     url, prefix = request.getfixturevalue("redis_url"), f"fptest:{uuid.uuid4().hex[:8]}"
     yield local_resources(data, redis_url=url, redis_prefix=prefix), OnlineStore(redis.Redis.from_url(url), REGISTRY, prefix)
@@ -104,8 +105,8 @@ def test_the_push_and_its_check_leave_no_embedded_redis_server_running(scored_sn
     while (left := [p.pid for p in psutil.process_iter(["name"]) if _cwd(p) == online_dir]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert left == []
-    store = OnlineStore(resources["online"].client(), REGISTRY)  # started again on demand, with what was pushed
-    assert store.current().snapshot_date == END
+    with resources["online"].connected() as client:  # started again on demand, with what was pushed
+        assert OnlineStore(client, REGISTRY).current().snapshot_date == END
 
 
 def _cwd(process: psutil.Process) -> str | None:
