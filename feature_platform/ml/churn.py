@@ -36,6 +36,7 @@ from feature_platform.ml.evaluation import (
     BY_USER,
     DEFAULT_AUC_FLOOR,
     Evaluation,
+    TooLittleDataError,
     evaluate,
     require_split_classes,
     split_by_user,
@@ -228,7 +229,7 @@ def _labelled(table: pa.Table) -> pa.Table:
     mask = pc.and_(pc.fill_null(table.column("labelled"), False), pc.is_valid(table.column(LABEL)))
     data = table if pc.all(mask).as_py() else table.filter(mask)  # filter copies every column, even keeping all
     if data.num_rows == 0:
-        raise ValueError("no labelled rows: every snapshot date is too recent for the label horizon")
+        raise TooLittleDataError("no labelled rows: every snapshot date is too recent for the label horizon")
     return data
 
 
@@ -250,7 +251,7 @@ def _oot_split(data: pa.Table, oot_dates: int) -> tuple[np.ndarray, np.ndarray]:
     dates = data.column("snapshot_date")
     distinct = sorted(pc.unique(dates).to_pylist())
     if oot_dates < 1 or len(distinct) <= oot_dates:
-        raise ValueError(f"out-of-time split needs more than oot_dates={oot_dates} labelled snapshot dates, "
+        raise TooLittleDataError(f"the out-of-time split needs more than oot_dates={oot_dates} labelled snapshot dates, "
                          f"found {len(distinct)}")
     test = _on_dates(dates, distinct[-oot_dates:])
     return np.flatnonzero(~test), np.flatnonzero(test)
@@ -262,7 +263,7 @@ def _search_split(data: pa.Table, tests: Sequence[np.ndarray]) -> tuple[np.ndarr
     dates = data.column("snapshot_date").take(rows)
     distinct = sorted(pc.unique(dates).to_pylist())
     if len(distinct) < 2:
-        raise ValueError("the hyper-parameter search needs two labelled snapshot dates before the out-of-time test "
+        raise TooLittleDataError("the hyper-parameter search needs two labelled snapshot dates before the out-of-time test "
                          f"dates (one to fit on, the latest to validate on), found {len(distinct)}; use more "
                          "snapshot dates or a smaller oot_dates")
     validate = _on_dates(dates, distinct[-1:])

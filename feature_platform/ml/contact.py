@@ -37,6 +37,7 @@ from feature_platform.ml.evaluation import (
     BY_USER,
     DEFAULT_AUC_FLOOR,
     Evaluation,
+    TooLittleDataError,
     evaluate,
     require_split_classes,
     split_by_user,
@@ -255,7 +256,7 @@ def _labelled(table: pa.Table) -> pa.Table:
             raise KeyError(f"column {column!r} missing; pass the contact training set (contact_training_set)")
     data = table.filter(pc.and_(pc.fill_null(table.column("labelled"), False), pc.is_valid(table.column(LABEL))))
     if data.num_rows == 0:
-        raise ValueError("no labelled listing views: ingest events with listing_viewed or impression rows")
+        raise TooLittleDataError("no labelled listing views: ingest events with listing_viewed or impression rows")
     return data
 
 
@@ -264,7 +265,7 @@ def _oot_split(data: pa.Table, fraction: float) -> tuple[np.ndarray, np.ndarray]
         raise ValueError(f"oot_fraction must be in (0, 1), got {fraction}")
     late = _latest(_timestamps(data), fraction)
     if late.all() or not late.any():
-        raise ValueError("out-of-time split: every view has the same timestamp; there is no earlier part to train on")
+        raise TooLittleDataError("out-of-time split: every view has the same timestamp; there is no earlier part to train on")
     return np.flatnonzero(~late), np.flatnonzero(late)
 
 
@@ -273,7 +274,7 @@ def _search_split(data: pa.Table, tests: Sequence[np.ndarray], fraction: float) 
     rows = np.setdiff1d(np.arange(data.num_rows), np.concatenate(tests))
     late = _latest(_timestamps(data)[rows], fraction)
     if late.all() or not late.any():
-        raise ValueError("the hyper-parameter search: the views outside the test sets all have the same timestamp; "
+        raise TooLittleDataError("the hyper-parameter search: the views outside the test sets all have the same timestamp; "
                          "there is no earlier part to fit on. Use more days of events")
     return rows[~late], rows[late]
 

@@ -111,6 +111,11 @@ def split_by_user(users: pa.ChunkedArray | pa.Array, y: np.ndarray, seed: int,
     return np.flatnonzero(~test[codes]), np.flatnonzero(test[codes])
 
 
+class TooLittleDataError(ValueError):
+    """The training set is too small for a model's splits (too few labelled snapshot dates, one class only):
+    more history is the fix, not a code change, so the training asset skips with this message."""
+
+
 def require_split_classes(y: np.ndarray, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """Every split's training and test rows hold both classes."""
     for split, (train, test) in splits.items():
@@ -120,7 +125,7 @@ def require_split_classes(y: np.ndarray, splits: dict[str, tuple[np.ndarray, np.
 
 def require_both_classes(y: np.ndarray, split: str, part: str) -> None:
     if len(np.unique(y)) < 2:
-        raise ValueError(f"{split} split: the {part} rows hold one class only; ROC-AUC is undefined. "
+        raise TooLittleDataError(f"{split} split: the {part} rows hold one class only; ROC-AUC is undefined. "
                          "Use more data (more snapshot dates or days of events)")
 
 

@@ -20,6 +20,7 @@ from feature_platform.ml.churn import (
     promotion_decision,
     train_churn_models,
 )
+from feature_platform.ml.evaluation import TooLittleDataError
 from feature_platform.ml.expand import expand
 from feature_platform.registry import load_registry
 
@@ -161,13 +162,13 @@ def test_promotion_decision(champion: float, baseline: float, promote: bool, wor
 
 
 def test_too_few_dates_for_the_out_of_time_split() -> None:
-    with pytest.raises(ValueError, match="oot_dates=6"):
+    with pytest.raises(TooLittleDataError, match="oot_dates=6"):
         train_churn_models(synthetic_table(), FEATURES, REGISTRY, oot_dates=6)
 
 
 def test_too_few_dates_for_the_search() -> None:
     # 6 labelled dates, 5 of them tested out of time: the search would have one date to fit and validate on
-    with pytest.raises(ValueError, match="the hyper-parameter search needs two labelled snapshot dates"):
+    with pytest.raises(TooLittleDataError, match="the hyper-parameter search needs two labelled snapshot dates"):
         train_churn_models(synthetic_table(), FEATURES, REGISTRY, oot_dates=5)
 
 

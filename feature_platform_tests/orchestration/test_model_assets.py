@@ -8,6 +8,7 @@ import json
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -166,6 +167,30 @@ def test_a_model_trained_on_shuffled_labels_is_not_promoted_and_the_champion_sta
     assert store.champion("churn").version == before
     rejected = json.loads((data / "models" / "churn" / "rejections.json").read_text())
     assert rejected[-1]["version"] == _metadata(result, C.CHURN_MODEL)["version"] != before
+
+
+def test_too_few_labelled_dates_skip_the_churn_model_with_the_reason_and_the_champion_stays(trained_models):
+    """A short history (e.g. 40 days with a 30-day label horizon) leaves too few labelled dates for the
+    out-of-time test: the model is skipped with a warning that says why, the run does not fail."""
+    data, resources, _ = trained_models
+    path = data / "training" / "training_dataset.parquet"
+    original = pq.read_table(path)
+    before = ModelStore(data / "models").champion("churn").version
+    dates = sorted(set(original.column("snapshot_date").to_pylist()))[-2:]
+    pq.write_table(original.filter(pc.is_in(original.column("snapshot_date"), pa.array(dates))), path)
+    try:
+        result = _run(resources, dg.AssetSelection.assets(C.CHURN_MODEL))
+    finally:
+        pq.write_table(original, path)
+    assert result.success
+    gate = _gate(result, C.CHURN_MODEL)
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert gate.description.startswith("no model trained: the out-of-time split needs more than oot_dates=2 "
+                                       "labelled snapshot dates, found 2")
+    assert "; a snapshot date is labelled once its label horizon of events follows it, so a longer history " \
+           "gives more labelled dates" in gate.description
+    assert f"the champion {before} stays" in gate.description
+    assert ModelStore(data / "models").champion("churn").version == before
 
 
 def test_an_auc_floor_above_the_champion_blocks_promotion_and_says_so(trained_models):

@@ -18,6 +18,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from feature_platform.ml import churn, contact
+from feature_platform.ml.evaluation import TooLittleDataError
 from feature_platform.ml.model_store import ModelStore, training_fingerprint
 from feature_platform.ml.plots import markdown_image
 from feature_platform.ml.report import PLOT_TITLES, metrics_markdown, model_card, model_plots
@@ -230,8 +231,13 @@ def churn_model(context: dg.AssetExecutionContext, config: ModelConfig, offline:
     registry, settings = load_registry(), offline.settings()
     table = offline.store().read_table(table_name(TRAINING_DATASET))
     features = model_inputs(table, registry)
-    result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=log.info,
-                                      horizon_days=settings.churn_horizon_days)
+    try:
+        result = churn.train_churn_models(table, features, registry, seed=config.seed, progress=log.info,
+                                          horizon_days=settings.churn_horizon_days)
+    except TooLittleDataError as exc:
+        return _skipped(context, models.store(), CHURN, CHURN_MODEL,
+                        f"{exc}; a snapshot date is labelled once its label horizon of events follows it, "
+                        "so a longer history gives more labelled dates")
     trained = Trained(CHURN, CHURN_MODEL, CHURN_DESCRIPTION, table, churn.LABEL, features, result)
     floor = settings.model_auc_floor if config.auc_floor is None else config.auc_floor
     return publish(context, models.store(), trained, judge(trained, churn.promotion_decision, floor))
@@ -254,7 +260,10 @@ def contact_model(context: dg.AssetExecutionContext, config: ModelConfig, offlin
         return _skipped(context, models.store(), CONTACT, CONTACT_MODEL,
                         "the data has no listing views or impressions (e.g. a transactions-only source)")
     features = model_inputs(table, registry)
-    result = contact.train_contact_model(table, features, registry, seed=config.seed, progress=log.info)
+    try:
+        result = contact.train_contact_model(table, features, registry, seed=config.seed, progress=log.info)
+    except TooLittleDataError as exc:
+        return _skipped(context, models.store(), CONTACT, CONTACT_MODEL, f"{exc}; a longer history gives more")
     trained = Trained(CONTACT, CONTACT_MODEL, CONTACT_DESCRIPTION, table, contact.LABEL, features, result)
     floor = settings.model_auc_floor if config.auc_floor is None else config.auc_floor
     return publish(context, models.store(), trained, judge(trained, contact.promotion_decision, floor))
