@@ -35,6 +35,9 @@ DEFAULT_AUDIT_LOG_MAX_BYTES = 10 * 1_048_576
 DEFAULT_AUDIT_LOG_BACKUPS = 5
 
 
+MAX_SHARDS = 1_024  # a step per shard and family: more would be a run of tens of thousands of steps
+
+
 class ConfigError(ValueError):
     """A setting has a value the platform cannot use; the message names the variable."""
 
@@ -72,10 +75,13 @@ class Settings:
     drift_psi_fail: float = DEFAULT_DRIFT_PSI_FAIL  # FP_DRIFT_PSI_FAIL: from here on the drift check fails
     drift_blocks_push: bool = False  # FP_DRIFT_BLOCKS_PUSH: a failing drift check stops the online push
     ingest_memory_mb: int = DEFAULT_INGEST_MEMORY_MB  # FP_INGEST_MEMORY_MB: DuckDB's memory for raw ingestion
+    shards: int = 1  # FP_SHARDS: user shards a family's snapshots are computed in, one step each (features/shards.py)
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
             raise ConfigError(f"FP_RETENTION_DAYS must be >= 1, got {self.retention_days}")
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"FP_SHARDS must be in 1 .. {MAX_SHARDS}, got {self.shards}")
         if not 0.0 <= self.max_quarantine_rate <= 1.0:
             raise ConfigError(f"FP_MAX_QUARANTINE_RATE must be in [0, 1], got {self.max_quarantine_rate}")
         if self.churn_horizon_days < 1:
@@ -149,6 +155,7 @@ class Settings:
             drift_psi_fail=_float(env, "FP_DRIFT_PSI_FAIL", DEFAULT_DRIFT_PSI_FAIL),
             drift_blocks_push=_bool(env, "FP_DRIFT_BLOCKS_PUSH"),
             ingest_memory_mb=_int(env, "FP_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB),
+            shards=_int(env, "FP_SHARDS", 1),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

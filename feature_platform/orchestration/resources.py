@@ -28,10 +28,15 @@ class OfflineStoreResource(dg.ConfigurableResource):
     """The Parquet offline store (raw partitions, tiles, snapshots, training sets) under a data directory."""
 
     data_dir: str = Field(description="Data directory (FP_DATA_DIR, default ./data).")
+    shards: int | None = Field(default=None, description="User shards per family and run (FP_SHARDS when unset; "
+                                                         "default 1).")
 
     def settings(self) -> Settings:
         """The FP_* settings of the run (thresholds, horizons, retention) for this data directory."""
-        return Settings.from_env().with_overrides(data_dir=Path(self.data_dir).resolve())
+        overrides: dict[str, object] = {"data_dir": Path(self.data_dir).resolve()}
+        if self.shards is not None:
+            overrides["shards"] = self.shards
+        return Settings.from_env().with_overrides(**overrides)
 
     def store(self) -> OfflineStore:
         return OfflineStore(Path(self.data_dir).resolve())
@@ -177,7 +182,7 @@ def platform_resources(settings: Settings, *, raw_dir: Path | None = None, now_u
     data_dir = _env("FP_DATA_DIR", str(settings.data_dir), from_env)
     raw = raw_dir or settings.raw_dir
     return {
-        "offline": OfflineStoreResource(data_dir=data_dir),
+        "offline": OfflineStoreResource(data_dir=data_dir, shards=None if from_env else settings.shards),
         "raw": RawSourceResource(raw_dir=_env("FP_RAW_DIR", str(raw), from_env) if raw else None,
                                  max_quarantine_rate=settings.max_quarantine_rate),
         "online": online_store_resource(settings, from_env),

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from feature_platform.config import ConfigError, Settings
 from feature_platform.features.engine import StoreTiles, compute_snapshots
 from feature_platform.features.shards import Shard, combine, fnv1a_64, shard_of, shards
 from feature_platform.offline.store import OfflineStore, atomic_write_parquet
@@ -83,3 +84,23 @@ def test_each_familys_snapshots_computed_by_shard_and_combined_are_the_unsharded
         atomic_write_parquet(snapshot, tmp_path / f"whole-{day}.parquet")
         atomic_write_parquet(combined, tmp_path / f"combined-{day}.parquet")
         assert (tmp_path / f"whole-{day}.parquet").read_bytes() == (tmp_path / f"combined-{day}.parquet").read_bytes()
+
+
+def test_the_shard_count_comes_from_fp_shards_and_is_bounded():
+    assert Settings.from_env({}).shards == 1
+    assert Settings.from_env({"FP_SHARDS": "8"}).shards == 8
+    for bad in ("0", "1025"):
+        with pytest.raises(ConfigError, match=r"FP_SHARDS must be in 1 \.\. 1024, got"):
+            Settings.from_env({"FP_SHARDS": bad})
+
+
+def test_shards_with_few_or_no_users_combine_to_the_unsharded_snapshot(sample_world):
+    """More shards than it takes: some hold a user or two, some none, and they still add up."""
+    store = OfflineStore(sample_world.data)
+    customers = store.read_table("raw/customers")
+    spec = REGISTRY.family("activity")
+    [(_, whole, known)] = compute_snapshots(REGISTRY, spec, customers, StoreTiles(store), [sample_world.end])
+    parts = [next(compute_snapshots(REGISTRY, spec, shard.select(customers), StoreTiles(store), [sample_world.end]))
+             for shard in shards(80)]
+    assert 0 in {p[1].num_rows for p in parts} and sum(p[2] for p in parts) == known
+    assert combine([p[1] for p in parts]).equals(whole)

@@ -17,6 +17,7 @@ from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_T
 from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
 from feature_platform.sources.generator import GeneratorConfig, generate
+from feature_platform_tests.helpers import copy_tree
 
 defs = build_defs()
 
@@ -162,3 +163,31 @@ def test_every_feature_column_is_described_and_paths_render_as_code(landed_tiles
         assert features and all(features.values()) and all(described[n] == d for n, d in features.items())
         prose = re.sub(r"`[^`]*`", "", specs[key].description)  # outside code spans, no tag-like text
         assert "`features/" in specs[key].description and "<" not in prose
+
+
+def test_a_run_in_user_shards_writes_the_same_snapshot_files_and_checks_them(landed_tiles, tmp_path):
+    """FP_SHARDS=3: each family computes three shard steps, combined per day into files byte-identical to the
+    unsharded run's; the staged shard files are gone afterwards and the checks judged the combined days."""
+    root, _ = landed_tiles
+    days = (END - dt.timedelta(days=1)).isoformat(), END.isoformat()
+    results = {}
+    for shards in (1, 3):
+        data = copy_tree(root / "data", tmp_path / f"shards-{shards}")
+        resources = local_resources(data_dir=str(data), raw_dir=str(root / "src"), now_utc="2025-03-21T03:00:00",
+                                    shards=shards)
+        results[shards] = (data, _features_run(resources, *days))
+        assert results[shards][1].success
+    (whole, _), (sharded, run) = results[1], results[3]
+    for day in days:
+        files = sorted((whole / "features").glob(f"*/{day}.parquet"))
+        assert len(files) == len(FAMILY_KEYS)
+        for path in files:
+            assert (sharded / path.relative_to(whole)).read_bytes() == path.read_bytes(), path
+    assert not (sharded / "staging").exists() or not any((sharded / "staging").rglob("*.parquet"))
+    shard_steps = {e.step_key for e in run.all_events if e.is_step_success and "_shard[" in (e.step_key or "")}
+    assert len(shard_steps) == 3 * len(FAMILY_KEYS), sorted(shard_steps)
+    for key in FAMILY_KEYS:
+        materialization = next(m for m in run.get_asset_materialization_events() if m.asset_key == key)
+        assert materialization.materialization.metadata["shards"].value == 3
+    evaluations = [e for e in run.get_asset_check_evaluations() if e.asset_key in FAMILY_KEYS]
+    assert len(evaluations) == 3 * len(FAMILY_KEYS) and all(e.passed for e in evaluations)

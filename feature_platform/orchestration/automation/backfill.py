@@ -34,11 +34,13 @@ from typing import Any
 import dagster as dg
 import requests
 
+from feature_platform.config import Settings
 from feature_platform.features.base import family_module
 from feature_platform.features.engine import ALL_HISTORY, has_tiles, tile_table
 from feature_platform.offline.calendar import partitions_range
 from feature_platform.offline.store import OfflineStore
 from feature_platform.orchestration.constants import FEATURE_SNAPSHOTS, ONLINE_PUSH, RAW_EVENTS, TILE_KEYS
+from feature_platform.orchestration.execution import run_config
 from feature_platform.registry.registry import load_registry
 
 # The snapshot path without the model scores: re-scoring history with today's champion would rewrite what
@@ -47,9 +49,6 @@ DEFAULT_BACKFILL_ASSETS = (RAW_EVENTS, *TILE_KEYS, *FEATURE_SNAPSHOTS, ONLINE_PU
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 SUCCESS = {"COMPLETED", "COMPLETED_SUCCESS"}
 DEFINITIONS_MODULE = "feature_platform.definitions"
-# Steps in one process: a step's own work takes about a second on a day of data, while a subprocess per step
-# (the default executor) spends 10-30 s importing the definitions. DuckDB uses every core inside a step.
-IN_PROCESS: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
 
 _LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -185,7 +184,7 @@ def launch_backfill(url: str, start: dt.date, end: dt.date, assets: Sequence[dg.
                                for k in dict.fromkeys([*assets, *earlier])],
         "title": title or f"feature-platform backfill {start} .. {end}",
         "tags": [{"key": "feature_platform/backfill_range", "value": f"{start}...{end}"}],
-        "runConfigData": IN_PROCESS,
+        "runConfigData": run_config(Settings.from_env()),  # steps in one process, unless FP_SHARDS > 1
     }
     reply = _graphql(url, _LAUNCH, {"params": params})["launchPartitionBackfill"]
     if reply["__typename"] != "LaunchBackfillSuccess":
@@ -268,7 +267,6 @@ def run_backfill(start: dt.date, end: dt.date, assets: Sequence[str] | None = No
     ``dagster dev`` on ``dagster_home`` runs it, writing under ``data_dir``; that always waits, since
     the daemon has to run until the backfill is done.
     """
-    from feature_platform.config import Settings
     from feature_platform.definitions import build_defs
 
     partitions = partitions_range(data_dir if data_dir is not None else Settings.from_env().data_dir)

@@ -13,6 +13,7 @@ import dagster as dg
 from feature_platform.config import Settings
 from feature_platform.offline.calendar import recorded_partitions
 from feature_platform.orchestration.automation.jobs import daily_snapshots_job, retention_job, retraining_job
+from feature_platform.orchestration.execution import run_config
 from feature_platform.sources.locate import sample_last_day
 
 DAILY_CRON = "0 3 * * *"  # 03:00 UTC: yesterday's partition, once the day is over and late files landed
@@ -59,7 +60,8 @@ def build_schedules(daily_cron: str = DAILY_CRON, retraining_cron: str = RETRAIN
         skip = sample_ended(Settings.from_env(), key)
         if skip is not None:
             return skip
-        return dg.RunRequest(run_key=key, partition_key=key)  # one run per day, even if a tick is re-evaluated
+        # one run per day, even if a tick is re-evaluated; steps side by side when FP_SHARDS > 1
+        return dg.RunRequest(run_key=key, partition_key=key, run_config=run_config(Settings.from_env()))
 
     retraining = dg.ScheduleDefinition(
         name=RETRAINING_SCHEDULE, cron_schedule=retraining_cron, job=retraining_job, execution_timezone=TIMEZONE,

@@ -3,16 +3,24 @@
 Each family asset merges its daily tiles (orchestration/tiles/) over its windows with the family's
 pure module (features/), writes one Parquet partition per day, and reports schema, row counts, a
 per-feature summary and the blocking registry checks. A backfill over many days is a single run that
-reads each tile once.
+reads each tile once. The work is a step per user shard (FP_SHARDS, features/shards.py) and a step that
+combines the shards' days; with one shard that step only checks what the shard step wrote.
 """
 
 import datetime as dt
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from feature_platform.features.base import family_module
 from feature_platform.features.engine import ALL_HISTORY, StoreTiles, compute_snapshots, has_tiles
 from feature_platform.features.quality import summarize, summary_markdown, value_violations
+from feature_platform.features.shards import Shard, combine
+from feature_platform.offline.store import WriteResult
 from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
     GROUP_FEATURES,
@@ -35,72 +43,138 @@ from feature_platform.registry.registry import Family, load_registry
 # snapshots X .. X+lookback-1 stale. An all-history family (reviews) reads every tile up to D; for
 # Dagster's lineage its window is ten years (a date range Dagster can represent).
 _ALL_DAYS = 3_650
+STAGING = "staging"  # <data>/staging/<family>/<run id>/<shard>/: a sharded run's shard snapshots, until combined
 
 
-def _tile_dep(family: Family) -> dg.AssetDep:
+def _tile_mapping(family: Family) -> dg.TimeWindowPartitionMapping:
     lookback = family_module(family).LOOKBACK
-    return dg.AssetDep(tile_key(family), partition_mapping=dg.TimeWindowPartitionMapping(
-        start_offset=-((_ALL_DAYS if lookback is ALL_HISTORY else lookback) - 1),
-        allow_nonexistent_upstream_partitions=True))
+    return dg.TimeWindowPartitionMapping(start_offset=-((_ALL_DAYS if lookback is ALL_HISTORY else lookback) - 1),
+                                         allow_nonexistent_upstream_partitions=True)
 
 
 def _family_asset(family: Family) -> dg.AssetsDefinition:
+    """A family's daily snapshots as three steps: ``<family>_shards`` names the user shards of the run
+    (FP_SHARDS, 1 by default), ``<family>_shard`` computes one shard's snapshots of every day of the run
+    (one step per shard: the multiprocess executor runs them side by side, a distributed one on other
+    machines), and ``<family>_combine`` writes each day's snapshot, the shards combined, and checks it."""
     registry = load_registry()
     key = dg.AssetKey(list(family.asset_path))
+    table = "/".join(family.asset_path)
     features = registry.list_features(family.name)
+    descriptions = {f.name: f.description for f in features}
     # Every snapshot has one row per known user, so every family depends on the customer list.
-    deps = [dg.AssetDep(RAW_CUSTOMERS), *([_tile_dep(family)] if has_tiles(family) else [])]
+    upstream = {"customers": dg.AssetIn(key=RAW_CUSTOMERS, dagster_type=dg.Nothing)}
+    if has_tiles(family):
+        upstream["tiles"] = dg.AssetIn(key=tile_key(family), dagster_type=dg.Nothing,
+                                       partition_mapping=_tile_mapping(family))
+    checks = snapshot_check_specs(key)
+    schema = registry.snapshot_schema(family.name)
     merged = f"merged from tiles/{family.name}" if has_tiles(family) else "from the customers table"
     description = (
         f"{family.description}\n\nOne row per user known at D, {merged}, one Parquet file per day "
         f"(`features/{family.asset}/<YYYY-MM-DD>.parquet`). Features: {', '.join(f.name for f in features)}."
     )
 
-    @dg.asset(
+    @dg.op(name=f"{family.name}_shards", ins={name: dg.In(dg.Nothing) for name in upstream},
+           out=dg.DynamicOut(int), description="The user shards of this run (FP_SHARDS).")
+    def plan(context: dg.OpExecutionContext, offline: OfflineStoreResource) -> Iterator[dg.DynamicOutput[int]]:
+        count = offline.settings().shards
+        if count > 1:
+            context.log.info("%s: %s user shards", family.name, count)
+        for index in range(count):
+            yield dg.DynamicOutput(index, mapping_key=f"shard_{index}")
+
+    @dg.op(name=f"{family.name}_shard", description="One user shard's snapshots of every day of the run.")
+    def compute(context: dg.OpExecutionContext, offline: OfflineStoreResource, index: int) -> ShardResult:
+        store, count = offline.store(), offline.settings().shards
+        shard = Shard(index, count)
+        days = [dt.date.fromisoformat(k) for k in context.partition_keys]
+        customers = shard.select(store.read_table("raw/customers"))
+        # One shard writes the snapshots where they belong; several write theirs aside for the combine step.
+        target = table if count == 1 else _staging(family, context.run_id, shard)
+        result = ShardResult()
+        for day, snapshot, known_users in compute_snapshots(registry, family, customers, StoreTiles(store), days):
+            result.writes.append(store.write(target, snapshot, partition=day.isoformat()))
+            result.problems[day.isoformat()] = [str(v) for v in value_violations(snapshot, features)]
+            result.rows[day.isoformat()] = (snapshot.num_rows, known_users)
+        if count > 1:
+            context.log.info("%s %s: %s users, %s days", family.name, shard, customers.num_rows, len(days))
+        return result
+
+    @dg.op(name=f"{family.name}_combine",
+           out={"result": dg.Out(dg.Nothing), **{spec.name: dg.Out(dg.Nothing, is_required=False) for spec in checks}},
+           description="Each day's snapshot from its shards, written and checked.")
+    def combine_shards(context: dg.OpExecutionContext, offline: OfflineStoreResource,
+                       shards: list[ShardResult]) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        store = offline.store()
+        days = [dt.date.fromisoformat(k) for k in context.partition_keys]
+        if len(shards) == 1:
+            (done,) = shards
+            writes, last = done.writes, pq.read_table(done.writes[-1].path)
+        else:
+            writes, last = [], None
+            for day in days:
+                parts = [pq.read_table(part.write_for(day).path) for part in shards]
+                # Parquet names a map's entries after its column when read back: the registry's types again
+                last = combine(parts).cast(schema)
+                writes.append(store.write(table, last, partition=day.isoformat()))
+            shutil.rmtree(store.root / STAGING / family.name / context.run_id, ignore_errors=True)
+        problems = {day: found for part in shards for day, found in part.problems.items() if found}
+        problems = {day.isoformat(): problems.get(day.isoformat(), []) for day in days}
+        rows = {day.isoformat(): (sum(part.rows[day.isoformat()][0] for part in shards),
+                                  sum(part.rows[day.isoformat()][1] for part in shards)) for day in days}
+        context.log.info("%s: wrote %s partitions %s .. %s", family.name, len(writes), days[0], days[-1])
+        yield dg.Output(None, "result", metadata={
+            **write_metadata(writes, descriptions),
+            "family_version": family.version,
+            "computation_fingerprint": family_fingerprint(family),
+            "shards": len(shards),
+            "feature_summary": dg.MetadataValue.md(
+                f"Snapshot {days[-1]}:\n\n{summary_markdown(summarize(last, features))}"),
+        })
+        yield schema_result(key, schema, writes)
+        yield values_result(key, problems, len(writes))
+        yield rows_result(key, rows)
+
+    @dg.graph_asset(
         key=key,
         group_name=GROUP_FEATURES,
         partitions_def=DAILY_PARTITIONS,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        deps=deps,
+        ins=upstream,
         kinds={"duckdb", "parquet"},
         owners=[OWNER_DATA],
-        check_specs=snapshot_check_specs(key),
+        check_specs=checks,
         description=description,
         metadata={
             "family": family.name,
             "family_version": family.version,
             "registry_version": registry.version,
-            "dagster/column_schema": table_schema(registry.snapshot_schema(family.name),
-                                                  {f.name: f.description for f in features}),
+            "dagster/column_schema": table_schema(schema, descriptions),
         },
     )
-    def _asset(context: dg.AssetExecutionContext, offline: OfflineStoreResource) -> dg.MaterializeResult:
-        store = offline.store()
-        days = [dt.date.fromisoformat(k) for k in context.partition_keys]
-        customers = store.read_table("raw/customers")
-        writes, problems, rows, last = [], {}, {}, None
-        for day, snapshot, known_users in compute_snapshots(registry, family, customers, StoreTiles(store), days):
-            writes.append(store.write("/".join(family.asset_path), snapshot, partition=day.isoformat()))
-            problems[day.isoformat()] = [str(v) for v in value_violations(snapshot, features)]
-            rows[day.isoformat()] = (snapshot.num_rows, known_users)
-            last = snapshot
-        context.log.info("%s: wrote %s partitions %s .. %s", family.name, len(writes), days[0], days[-1])
-        summary = summarize(last, features)
-        return dg.MaterializeResult(
-            metadata={
-                **write_metadata(writes, {f.name: f.description for f in features}),
-                "family_version": family.version,
-                "computation_fingerprint": family_fingerprint(family),
-                "feature_summary": dg.MetadataValue.md(f"Snapshot {days[-1]}:\n\n{summary_markdown(summary)}"),
-            },
-            check_results=[
-                schema_result(key, registry.snapshot_schema(family.name), writes),
-                values_result(key, problems, len(writes)),
-                rows_result(key, rows),
-            ],
-        )
+    def _asset(**inputs: Any) -> Any:
+        return combine_shards(plan(**inputs).map(compute).collect())
 
     return _asset
+
+
+@dataclass
+class ShardResult:
+    """What one shard step wrote (a partition per day), the registry-rule violations it found per day, and per
+    day its (rows written, users known)."""
+
+    writes: list[WriteResult] = field(default_factory=list)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    rows: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def write_for(self, day: dt.date) -> WriteResult:
+        return next(w for w in self.writes if w.path.stem == day.isoformat())
+
+
+def _staging(family: Family, run_id: str, shard: Shard) -> str:
+    """Where a shard step of a sharded run writes its snapshots until the combine step has read them."""
+    return f"{STAGING}/{family.name}/{run_id}/shard-{shard.index:04d}-of-{shard.count:04d}"
 
 
 # Derived families (model outputs) are computed downstream of their models: orchestration/derived/.
