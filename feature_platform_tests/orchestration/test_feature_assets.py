@@ -13,6 +13,7 @@ import pytest
 from feature_platform.definitions import build_defs
 from feature_platform.features import activity
 from feature_platform.orchestration import constants as C
+from feature_platform.orchestration.features.assets import ShardResult, merge_shard_results
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
@@ -191,3 +192,13 @@ def test_a_run_in_user_shards_writes_the_same_snapshot_files_and_checks_them(lan
         assert materialization.materialization.metadata["shards"].value == 3
     evaluations = [e for e in run.get_asset_check_evaluations() if e.asset_key in FAMILY_KEYS]
     assert len(evaluations) == 3 * len(FAMILY_KEYS) and all(e.passed for e in evaluations)
+
+
+def test_the_checks_of_a_sharded_day_see_every_shards_violations_and_rows():
+    first = ShardResult(problems={"2025-03-19": ["a: null"], "2025-03-20": []}, rows={"2025-03-19": (2, 2),
+                                                                                       "2025-03-20": (3, 3)})
+    second = ShardResult(problems={"2025-03-19": ["b: above 1"], "2025-03-20": []}, rows={"2025-03-19": (4, 5),
+                                                                                           "2025-03-20": (1, 1)})
+    problems, rows = merge_shard_results([first, second], ["2025-03-19", "2025-03-20"])
+    assert problems == {"2025-03-19": ["a: null", "b: above 1"], "2025-03-20": []}
+    assert rows == {"2025-03-19": (6, 7), "2025-03-20": (4, 4)}

@@ -119,10 +119,7 @@ def _family_asset(family: Family) -> dg.AssetsDefinition:
                 last = combine(parts).cast(schema)
                 writes.append(store.write(table, last, partition=day.isoformat()))
             shutil.rmtree(store.root / STAGING / family.name / context.run_id, ignore_errors=True)
-        problems = {day: found for part in shards for day, found in part.problems.items() if found}
-        problems = {day.isoformat(): problems.get(day.isoformat(), []) for day in days}
-        rows = {day.isoformat(): (sum(part.rows[day.isoformat()][0] for part in shards),
-                                  sum(part.rows[day.isoformat()][1] for part in shards)) for day in days}
+        problems, rows = merge_shard_results(shards, [day.isoformat() for day in days])
         context.log.info("%s: wrote %s partitions %s .. %s", family.name, len(writes), days[0], days[-1])
         yield dg.Output(None, "result", metadata={
             **write_metadata(writes, descriptions),
@@ -170,6 +167,16 @@ class ShardResult:
 
     def write_for(self, day: dt.date) -> WriteResult:
         return next(w for w in self.writes if w.path.stem == day.isoformat())
+
+
+def merge_shard_results(shards: list[ShardResult], days: list[str]) -> tuple[dict[str, list[str]],
+                                                                            dict[str, tuple[int, int]]]:
+    """Per day, every shard's registry-rule violations, and the rows written and users known summed over the
+    shards: what the checks judge of the combined snapshot."""
+    problems = {day: [found for part in shards for found in part.problems.get(day, [])] for day in days}
+    rows = {day: (sum(part.rows[day][0] for part in shards), sum(part.rows[day][1] for part in shards))
+            for day in days}
+    return problems, rows
 
 
 def _staging(family: Family, run_id: str, shard: Shard) -> str:
