@@ -184,7 +184,7 @@ def test_a_run_in_user_shards_writes_the_same_snapshot_files_and_checks_them(lan
         assert len(files) == len(FAMILY_KEYS)
         for path in files:
             assert (sharded / path.relative_to(whole)).read_bytes() == path.read_bytes(), path
-    assert not (sharded / "staging").exists() or not any((sharded / "staging").rglob("*.parquet"))
+    assert not (sharded / "staging").exists()
     shard_steps = {e.step_key for e in run.all_events if e.is_step_success and "_shard[" in (e.step_key or "")}
     assert len(shard_steps) == 3 * len(FAMILY_KEYS), sorted(shard_steps)
     for key in FAMILY_KEYS:

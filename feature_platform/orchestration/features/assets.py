@@ -7,6 +7,7 @@ reads each tile once. The work is a step per user shard (FP_SHARDS, features/sha
 combines the shards' days; with one shard that step only checks what the shard step wrote.
 """
 
+import contextlib
 import datetime as dt
 import shutil
 from collections.abc import Iterator
@@ -118,7 +119,11 @@ def _family_asset(family: Family) -> dg.AssetsDefinition:
                 # Parquet names a map's entries after its column when read back: the registry's types again
                 last = combine(parts).cast(schema)
                 writes.append(store.write(table, last, partition=day.isoformat()))
-            shutil.rmtree(store.root / STAGING / family.name / context.run_id, ignore_errors=True)
+            staged = store.root / STAGING / family.name / context.run_id
+            shutil.rmtree(staged, ignore_errors=True)
+            for folder in (staged.parent, staged.parent.parent):  # gone too once no other run stages there
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         problems, rows = merge_shard_results(shards, [day.isoformat() for day in days])
         context.log.info("%s: wrote %s partitions %s .. %s", family.name, len(writes), days[0], days[-1])
         yield dg.Output(None, "result", metadata={
