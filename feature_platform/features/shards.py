@@ -31,8 +31,6 @@ def fnv1a_64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     strings = pc.cast(strings, pa.large_string())
     if strings.null_count:
         raise ValueError("user ids cannot be null")
-    if isinstance(strings, pa.ChunkedArray):  # a cast of a chunked array stays chunked
-        strings = strings.combine_chunks()
     n = len(strings)
     _, offsets_buffer, data_buffer = strings.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[strings.offset:strings.offset + n + 1]

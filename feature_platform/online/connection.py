@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +83,17 @@ def release(client: Any) -> None:
 
 
 @contextmanager
-def connected(settings: Settings, **options: Any) -> Iterator[redis.Redis | RedisCluster]:
-    """:func:`connect`, released (:func:`release`) when the block ends."""
-    client = connect(settings, **options)
+def released(client: Any) -> Iterator[Any]:
+    """``client`` for the block, let go of (:func:`release`) when it ends."""
     try:
         yield client
     finally:
         release(client)
+
+
+def connected(settings: Settings, **options: Any) -> AbstractContextManager[redis.Redis | RedisCluster]:
+    """:func:`connect`, released when the block ends."""
+    return released(connect(settings, **options))
 
 
 def describe(settings: Settings) -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dagster as dg
@@ -63,15 +62,10 @@ class OnlineStoreResource(dg.ConfigurableResource):
     def client(self) -> redis.Redis | RedisCluster:
         raise NotImplementedError
 
-    @contextmanager
-    def connected(self) -> Iterator[redis.Redis | RedisCluster]:
+    def connected(self) -> AbstractContextManager[redis.Redis | RedisCluster]:
         """A client for one step, released when the block ends: a Dagster process runs many steps, and a
         client left open would keep its connections (and an embedded redis-server) after the step."""
-        client = self.client()
-        try:
-            yield client
-        finally:
-            connection.release(client)
+        return connection.released(self.client())
 
     def describe(self) -> str:
         raise NotImplementedError

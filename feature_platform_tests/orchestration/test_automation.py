@@ -33,6 +33,7 @@ from feature_platform.orchestration.automation.sensors import (
     version_changes,
     versions_fingerprint,
 )
+from feature_platform.orchestration.execution import IN_PROCESS
 from feature_platform.orchestration.models.assets import registry_versions
 from feature_platform.orchestration.resources import local_resources
 from feature_platform.registry import load_registry
@@ -89,6 +90,10 @@ def test_a_try_out_tick_after_the_sample_data_ends_skips_saying_why(tmp_path, mo
             scheduled_execution_time=dt.datetime(2025, 3, day, 3, 0, tzinfo=UTC), repository_def=repository))
 
     assert [r.partition_key for r in tick(11).run_requests] == ["2025-03-10"]  # the sample's last day runs
+    assert tick(11).run_requests[0].run_config == IN_PROCESS  # one process per run
+    monkeypatch.setenv("FP_SHARDS", "2")  # shard steps side by side: a process per step
+    assert "multiprocess" in tick(11).run_requests[0].run_config["execution"]["config"]
+    monkeypatch.delenv("FP_SHARDS")
     late = tick(12)  # a UI left open overnight: no data for the 11th
     assert late.run_requests == [] and "no raw data for 2025-03-11" in late.skip_message
     assert "ends 2025-03-10" in late.skip_message and "FP_RAW_DIR" in late.skip_message
