@@ -15,7 +15,9 @@ from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, partitio
 from feature_platform.orchestration.automation import JOBS, SCHEDULES, SENSORS
 from feature_platform.orchestration.constants import daily_partitions
 from feature_platform.orchestration.derived.assets import DERIVED_ASSETS
-from feature_platform.orchestration.features.assets import FEATURE_ASSETS
+from feature_platform.orchestration.execution import platform_executor
+from feature_platform.orchestration.execution import platform_executor
+from feature_platform.orchestration.features.assets import feature_assets
 from feature_platform.orchestration.features.checks import FEATURE_CHECKS
 from feature_platform.orchestration.models.assets import MODEL_ASSETS
 from feature_platform.orchestration.monitoring.freshness import with_freshness_policies
@@ -32,17 +34,25 @@ def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None 
                end: str | None = None) -> dg.Definitions:
     """The platform's definitions with daily partitions from ``start`` (ISO date) to ``end`` (historical
     data's last day), else to yesterday; resources from ``settings`` (default: the FP_* variables, as
-    ``EnvVar`` where one is set)."""
+    ``EnvVar`` where one is set). The shard count (FP_SHARDS) shapes the feature steps: every process of a
+    deployment loads the definitions with the same variables, so every one builds the same job."""
+    resolved = settings or Settings.from_env()
     defs = dg.Definitions(
         # Global policy: every asset's freshness policy follows from the registry (monitoring/freshness.py).
         assets=with_freshness_policies(
-            [*RAW_ASSETS, *TILE_ASSETS, *FEATURE_ASSETS, *TRAINING_ASSETS, *MODEL_ASSETS, *DERIVED_ASSETS,
-             *ONLINE_ASSETS]),
+            [*RAW_ASSETS, *TILE_ASSETS, *feature_assets(resolved.shards), *TRAINING_ASSETS, *MODEL_ASSETS,
+             *DERIVED_ASSETS, *ONLINE_ASSETS]),
         asset_checks=[*FEATURE_CHECKS, *ONLINE_CHECKS],
         jobs=[*JOBS, *STEP_JOBS],
         schedules=SCHEDULES,
         sensors=SENSORS,
-        resources=platform_resources(settings or Settings.from_env(), from_env=settings is None),
+        # Every job, the UI's and the backfills' asset jobs too: in process, a process per step or Celery, as the
+        # run config says (orchestration/execution.py).
+        executor=platform_executor,
+        # Every job, the UI's and the backfills' asset jobs too: in process, a process per step or Celery, as the
+        # run config says (orchestration/execution.py).
+        executor=platform_executor,
+        resources=platform_resources(resolved, from_env=settings is None),
     )
     if start == DEFAULT_PARTITIONS_START and end is None:
         return defs
@@ -53,5 +63,5 @@ def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    start, end = partitions_range(Settings.from_env().data_dir)
+    start, end = partitions_range(Settings.from_env().data_root)
     return build_defs(start, end=end)

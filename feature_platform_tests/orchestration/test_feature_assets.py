@@ -166,32 +166,69 @@ def test_every_feature_column_is_described_and_paths_render_as_code(landed_tiles
         assert "`features/" in specs[key].description and "<" not in prose
 
 
-def test_a_run_in_user_shards_writes_the_same_snapshot_files_and_checks_them(landed_tiles, tmp_path):
-    """FP_SHARDS=3: each family computes three shard steps, combined per day into files byte-identical to the
-    unsharded run's; the staged shard files are gone afterwards and the checks judged the combined days."""
+def _family_nodes(shards: int, monkeypatch) -> tuple[list[dg.AssetsDefinition], dict[dg.AssetKey, list[str]]]:
+    """The assets of the definitions loaded with FP_SHARDS=``shards`` (as every process of a deployment loads
+    them), and each family's ops."""
+    monkeypatch.setenv("FP_SHARDS", str(shards))
+    loaded = build_defs()
+    monkeypatch.delenv("FP_SHARDS")
+    ops = {key: [op.name for op in loaded.get_assets_def(key).node_def.iterate_op_defs()] for key in FAMILY_KEYS}
+    return [*loaded.assets], ops
+
+
+def test_one_shard_is_one_step_per_family_and_more_are_a_step_per_shard(monkeypatch):
+    """The default (FP_SHARDS=1) pays for no shard steps: each family is the one op of its asset; with 3 shards
+    it is the graph of the shards, shard and combine ops. Keys and check names are the same either way."""
+    single, single_ops = _family_nodes(1, monkeypatch)
+    sharded, sharded_ops = _family_nodes(3, monkeypatch)
+    names = {f.asset_path: f.name for f in load_registry().families.values()}
+    for key in FAMILY_KEYS:
+        family = names[tuple(key.path)]
+        assert len(single_ops[key]) == 1 and "_shard" not in single_ops[key][0], single_ops[key]
+        assert sorted(sharded_ops[key]) == sorted(f"{family}_{step}" for step in ("combine", "shard", "shards"))
+    checks = {a.key: sorted(c.name for c in a.check_specs) for a in single if a.key in FAMILY_KEYS}
+    assert checks == {a.key: sorted(c.name for c in a.check_specs) for a in sharded if a.key in FAMILY_KEYS}
+    assert {a.key for a in single} == {a.key for a in sharded}
+
+
+def test_a_run_in_user_shards_writes_the_same_snapshot_files_and_checks_them(landed_tiles, tmp_path, monkeypatch):
+    """FP_SHARDS=1: one step per family; FP_SHARDS=3: each family computes three shard steps, combined per day
+    into files byte-identical to the unsharded run's; the staged shard files are gone afterwards and the checks
+    judged the combined days. Both report the same metadata."""
     root, _ = landed_tiles
     days = (END - dt.timedelta(days=1)).isoformat(), END.isoformat()
     results = {}
     for shards in (1, 3):
+        assets, _ = _family_nodes(shards, monkeypatch)
         data = copy_tree(root / "data", tmp_path / f"shards-{shards}")
         resources = local_resources(data_dir=str(data), raw_dir=str(root / "src"), now_utc="2025-03-21T03:00:00",
                                     shards=shards)
-        results[shards] = (data, _features_run(resources, *days))
+        results[shards] = (data, dg.materialize(assets, selection=dg.AssetSelection.groups(C.GROUP_FEATURES),
+                                                resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                                                tags={RANGE_START_TAG: days[0], RANGE_END_TAG: days[1]}))
         assert results[shards][1].success
-    (whole, _), (sharded, run) = results[1], results[3]
+    (whole, single), (sharded, run) = results[1], results[3]
     for day in days:
         files = sorted((whole / "features").glob(f"*/{day}.parquet"))
         assert len(files) == len(FAMILY_KEYS)
         for path in files:
             assert (sharded / path.relative_to(whole)).read_bytes() == path.read_bytes(), path
-    assert not (sharded / "staging").exists()
-    shard_steps = {e.step_key for e in run.all_events if e.is_step_success and "_shard[" in (e.step_key or "")}
+    assert not (sharded / "staging").exists() and not (whole / "staging").exists()
+    steps = {shards: {e.step_key for e in result.all_events if e.is_step_success}
+             for shards, (_, result) in results.items()}
+    assert not [step for step in steps[1] if "_shard" in step or "_combine" in step], sorted(steps[1])
+    assert len(steps[3]) - len(steps[1]) == (3 + 2 - 1) * len(FAMILY_KEYS)  # 3 shards, plan and combine for 1 op
+    shard_steps = {step for step in steps[3] if "_shard[" in step}
     assert len(shard_steps) == 3 * len(FAMILY_KEYS), sorted(shard_steps)
     for key in FAMILY_KEYS:
-        materialization = next(m for m in run.get_asset_materialization_events() if m.asset_key == key)
-        assert materialization.materialization.metadata["shards"].value == 3
-    evaluations = [e for e in run.get_asset_check_evaluations() if e.asset_key in FAMILY_KEYS]
-    assert len(evaluations) == 3 * len(FAMILY_KEYS) and all(e.passed for e in evaluations)
+        metadata = {shards: next(m for m in result.get_asset_materialization_events() if m.asset_key == key)
+                    .materialization.metadata for shards, (_, result) in results.items()}
+        assert metadata[1]["shards"].value == 1 and metadata[3]["shards"].value == 3
+        assert metadata[1].keys() == metadata[3].keys()
+        assert metadata[1]["feature_summary"] == metadata[3]["feature_summary"]
+    for result in (single, run):
+        evaluations = [e for e in result.get_asset_check_evaluations() if e.asset_key in FAMILY_KEYS]
+        assert len(evaluations) == 3 * len(FAMILY_KEYS) and all(e.passed for e in evaluations)
 
 
 def test_the_checks_of_a_sharded_day_see_every_shards_violations_and_rows():
