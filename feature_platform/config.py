@@ -36,6 +36,7 @@ DEFAULT_AUDIT_LOG_BACKUPS = 5
 
 
 MAX_SHARDS = 1_024  # a step per shard and family: more would be a run of tens of thousands of steps
+EXECUTORS = ("in_process", "multiprocess", "celery")  # FP_EXECUTOR (orchestration/execution.py)
 
 
 class ConfigError(ValueError):
@@ -76,12 +77,25 @@ class Settings:
     drift_blocks_push: bool = False  # FP_DRIFT_BLOCKS_PUSH: a failing drift check stops the online push
     ingest_memory_mb: int = DEFAULT_INGEST_MEMORY_MB  # FP_INGEST_MEMORY_MB: DuckDB's memory for raw ingestion
     shards: int = 1  # FP_SHARDS: user shards a family's snapshots are computed in, one step each (features/shards.py)
+    # FP_EXECUTOR, one of EXECUTORS; unset: in process, or a process per step when FP_SHARDS > 1. With celery the
+    # steps go to Celery workers through FP_CELERY_BROKER, results through FP_CELERY_BACKEND (unset: the broker).
+    executor: str | None = None
+    celery_broker: str | None = field(default=None, repr=False)  # URLs may carry a password
+    celery_backend: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
             raise ConfigError(f"FP_RETENTION_DAYS must be >= 1, got {self.retention_days}")
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ConfigError(f"FP_SHARDS must be in 1 .. {MAX_SHARDS}, got {self.shards}")
+        if self.executor is not None and self.executor not in EXECUTORS:
+            raise ConfigError(f"FP_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.executor == "celery" and not self.celery_broker:
+            raise ConfigError("FP_EXECUTOR=celery needs FP_CELERY_BROKER, the URL of the Celery broker the workers "
+                              "listen to (redis://host:6379/1; docs/scaling.md)")
+        for name, url in (("FP_CELERY_BROKER", self.celery_broker), ("FP_CELERY_BACKEND", self.celery_backend)):
+            if url is not None and "://" not in url:  # the value itself stays out of the message: a password
+                raise ConfigError(f"{name} must be a URL such as redis://host:6379/1 (no '://' in it)")
         if not 0.0 <= self.max_quarantine_rate <= 1.0:
             raise ConfigError(f"FP_MAX_QUARANTINE_RATE must be in [0, 1], got {self.max_quarantine_rate}")
         if self.churn_horizon_days < 1:
@@ -156,6 +170,9 @@ class Settings:
             drift_blocks_push=_bool(env, "FP_DRIFT_BLOCKS_PUSH"),
             ingest_memory_mb=_int(env, "FP_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB),
             shards=_int(env, "FP_SHARDS", 1),
+            executor=(env.get("FP_EXECUTOR") or "").strip().lower() or None,
+            celery_broker=env.get("FP_CELERY_BROKER") or None,
+            celery_backend=env.get("FP_CELERY_BACKEND") or None,
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -15,6 +15,7 @@ from feature_platform.offline.calendar import DEFAULT_PARTITIONS_START, partitio
 from feature_platform.orchestration.automation import JOBS, SCHEDULES, SENSORS
 from feature_platform.orchestration.constants import daily_partitions
 from feature_platform.orchestration.derived.assets import DERIVED_ASSETS
+from feature_platform.orchestration.execution import platform_executor
 from feature_platform.orchestration.features.assets import feature_assets
 from feature_platform.orchestration.features.checks import FEATURE_CHECKS
 from feature_platform.orchestration.models.assets import MODEL_ASSETS
@@ -44,6 +45,9 @@ def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None 
         jobs=[*JOBS, *STEP_JOBS],
         schedules=SCHEDULES,
         sensors=SENSORS,
+        # Every job, the UI's and the backfills' asset jobs too: in process, a process per step or Celery, as the
+        # run config says (orchestration/execution.py).
+        executor=platform_executor,
         resources=platform_resources(resolved, from_env=settings is None),
     )
     if start == DEFAULT_PARTITIONS_START and end is None:

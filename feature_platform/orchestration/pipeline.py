@@ -24,7 +24,7 @@ from feature_platform.orchestration.constants import (
     GROUP_TILES,
     GROUP_TRAINING,
 )
-from feature_platform.orchestration.execution import IN_PROCESS
+from feature_platform.orchestration.execution import IN_PROCESS, platform_executor
 from feature_platform.orchestration.metadata import SUMMARY
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -76,7 +76,7 @@ ALL_STEPS: tuple[Step, ...] = (RAW_STEP, TILES_STEP, FEATURES_STEP, TRAINING_STE
 
 # One job per step, in the definitions too, so the UI names what each `feature-platform run` run did (and a
 # step can be launched from it alone). In process, like the scheduled jobs: a step is one process's work.
-STEP_JOBS = [dg.define_asset_job(step.job, selection=step.selection, executor_def=dg.multi_or_in_process_executor,
+STEP_JOBS = [dg.define_asset_job(step.job, selection=step.selection, executor_def=platform_executor,
                                  config=IN_PROCESS,
                                  description=f"The `{step.label}` step of `feature-platform run`, over the run's "
                                              "date range (tags dagster/asset_partition_range_start/end).")

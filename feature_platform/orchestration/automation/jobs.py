@@ -22,7 +22,7 @@ from feature_platform.orchestration.constants import (
     ONLINE_PUSH,
     TILE_KEYS,
 )
-from feature_platform.orchestration.execution import IN_PROCESS
+from feature_platform.orchestration.execution import IN_PROCESS, platform_executor
 from feature_platform.orchestration.resources import ClockResource, OfflineStoreResource
 from feature_platform.registry.registry import load_registry
 
@@ -37,14 +37,14 @@ DAILY_SELECTION = dg.AssetSelection.groups(GROUP_RAW) | dg.AssetSelection.assets
     *TILE_KEYS, *FEATURE_SNAPSHOTS, *DERIVED_SNAPSHOTS, ONLINE_PUSH)
 
 # Both run their steps in one process unless a run's config says otherwise (orchestration/execution.py: the daily
-# schedule asks for one process per step when FP_SHARDS > 1).
+# schedule asks for one process per step when FP_SHARDS > 1, for Celery workers with FP_EXECUTOR=celery).
 daily_snapshots_job = dg.define_asset_job(
-    DAILY_JOB, selection=DAILY_SELECTION, executor_def=dg.multi_or_in_process_executor, config=IN_PROCESS,
+    DAILY_JOB, selection=DAILY_SELECTION, executor_def=platform_executor, config=IN_PROCESS,
     description="One day of the snapshot path: raw inputs, tiles, feature snapshots + checks, scores, online push.",
 )
 retraining_job = dg.define_asset_job(
     RETRAINING_JOB, selection=dg.AssetSelection.groups(GROUP_TRAINING, GROUP_MODELS),
-    executor_def=dg.multi_or_in_process_executor, config=IN_PROCESS,
+    executor_def=platform_executor, config=IN_PROCESS,
     description="Rebuild the training sets and retrain the models (each behind its promotion gate).",
 )
 
