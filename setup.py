@@ -12,6 +12,10 @@ from setuptools import find_packages, setup
 # with it (0.29.x <-> 1.13.x), so pip picks a matching set within these ranges.
 DAGSTER = ">=1.13.27,<1.14"
 DAGSTER_LIBS = ">=0.29.27,<0.30"
+# An object-store data root (FP_DATA_URL=s3://bucket/prefix): pip install 'feature_platform[s3]'.
+S3 = ["s3fs>=2024.3"]  # fsspec's S3 filesystem: the store's files, and DuckDB reads through it
+# Dagster's celery executor (FP_EXECUTOR=celery, docs/scaling.md): pip install 'feature_platform[celery]'.
+CELERY = [f"dagster-celery{DAGSTER_LIBS}"]
 
 setup(
     name="feature_platform",
@@ -51,7 +55,9 @@ setup(
         "PyJWT>=2.8,<3",  # JWT bearer tokens of the feature server (serving/auth.py)
     ],
     extras_require={
-        "dev": [
+        "s3": S3,
+        "celery": CELERY,
+        "dev": [*S3, *CELERY,
             "pytest>=8,<10",
             "pytest-xdist>=3.5,<4",  # the tests run on parallel workers (pyproject.toml: addopts -n)
             "hypothesis>=6.100,<7",
@@ -67,6 +73,7 @@ setup(
             "psutil>=5.9,<8",  # finds and waits for server processes in tests; CPU times in bench/bench_http.py
             "psycopg2-binary>=2.9,<3",  # the Postgres-instance tests create and drop scratch databases
             "cryptography>=42,<47",  # RS256 tokens in the access tests (PyJWT's RSA support)
+            "moto[s3,server]>=5.1,<6",  # a real S3-compatible server on loopback for the object-store tests
         ],
     },
     entry_points={

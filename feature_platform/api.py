@@ -74,7 +74,7 @@ class FeatureStore:
         known at the row's time: from the latest snapshot available then, never a later one. Per family,
         ``<family>_snapshot_date`` names the snapshot used and ``<family>_snapshot_missing`` is True when
         none was available yet."""
-        return get_historical_features(entity_df, features, OfflineStore(self.settings.data_dir),
+        return get_historical_features(entity_df, features, OfflineStore(self.settings.data_root),
                                        self.registry).to_pandas()
 
     def close(self) -> None:

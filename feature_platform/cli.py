@@ -201,7 +201,7 @@ def _materialize(settings: Settings, source: Path, steps, first: dt.date | None 
     assert yesterday is not None  # a daily calendar from 1970 has a last closed day
     data_first, data_last = source_event_days(source, EARLIEST_DAY, yesterday)
     as_of = historical_as_of(data_last, yesterday)
-    start, end = record_partitions(settings.data_dir, data_first, data_last if as_of else None)
+    start, end = record_partitions(settings.data_root, data_first, data_last if as_of else None)
     defs = build_defs(start, end=end)
     first_day = max(data_first, first.isoformat()) if first else data_first
     last_day = min(data_last, last.isoformat()) if last else data_last
@@ -239,7 +239,7 @@ def _next_steps(settings: Settings, day: str) -> None:
     from feature_platform.orchestration import constants as C
 
     table = "/".join(C.USER_ACTIVITY_FEATURES.path)
-    users = OfflineStore(settings.data_dir).read(table, day, day).column("user_id")
+    users = OfflineStore(settings.data_root).read(table, day, day).column("user_id")
     user = pc.min(users).as_py() if len(users) else "<user_id>"
     data = f" --data-dir {settings.data_dir}"
     echo("next:")
@@ -282,7 +282,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise SourceError(f"--source {args.source}: not a folder")
     remember_source(settings, args.source, kind="external")
     code = _materialize(settings, args.source.resolve(), (RAW_STEP,))
-    echo(f"quarantined rows (with reasons) are under {settings.data_dir / 'quarantine'}")
+    echo(f"quarantined rows (with reasons) are under {settings.data_root / 'quarantine'}")
     return code
 
 
@@ -292,10 +292,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     settings = _settings(args)
     keep = args.keep_days or settings.retention_days
     today = dt.datetime.now(dt.UTC).date()
-    removed = OfflineStore(settings.data_dir).prune_all(keep, today)
+    removed = OfflineStore(settings.data_root).prune_all(keep, today)
     for table, paths in removed.items():
         echo(f"{table}: deleted {len(paths)} partitions ({paths[0].stem} .. {paths[-1].stem})")
-    echo(f"retention {keep} days: {sum(len(p) for p in removed.values())} partitions deleted under {settings.data_dir}")
+    echo(f"retention {keep} days: {sum(len(p) for p in removed.values())} partitions deleted under {settings.data_root}")
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from feature_platform.cli_common import echo
 from feature_platform.cli_common import settings_for as _settings
+from feature_platform.offline.location import StorePath
 from feature_platform.registry.registry import Feature, Registry
 
 # The models the pipeline trains, by their model-store name (orchestration/models/assets.py CHURN and
@@ -73,7 +74,7 @@ def cmd_registry_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_uses(registry: Registry, feature: Feature, models_dir: Path) -> str:
+def model_uses(registry: Registry, feature: Feature, models_dir: StorePath) -> str:
     """The models that read ``feature``: each trained champion under ``models_dir`` whose manifest lists it,
     and, for a model with no champion yet, what the model code declares (the training sets' inputs)."""
     from feature_platform.ml.model_store import CHAMPION_FILE, ModelStore

@@ -164,7 +164,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     # A supervisor's SIGTERM ends the loop like Ctrl-C, so exit handlers run (the embedded store saves and stops).
     signal.signal(signal.SIGTERM, _interrupt)
     settings = _settings(args)
-    online, offline, log = _online(settings), OfflineStore(settings.data_dir), LandingLog(settings.landing_dir)
+    online, offline, log = _online(settings), OfflineStore(settings.data_root), LandingLog(settings.landing_dir)
     cursor = settings.landing_dir / f"stream-{settings.redis_prefix}.cursor.json"
     echo(f"stream: events landed in {log.folder} -> {describe(settings)}"
          + ("" if args.once else f", every {args.interval:g} s (Ctrl-C stops)"))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from feature_platform.offline.location import DataRootError, StorePath, data_root
+
 DEFAULT_DATA_DIR = "data"
 DEFAULT_RETENTION_DAYS = 365
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
@@ -46,6 +48,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR).resolve())
+    # FP_DATA_URL: the data root in an object store (s3://bucket/prefix; offline/location.py); unset: data_dir.
+    data_url: str | None = None
     raw_dir: Path | None = None
     retention_days: int = DEFAULT_RETENTION_DAYS
     max_quarantine_rate: float = DEFAULT_MAX_QUARANTINE_RATE
@@ -84,6 +88,11 @@ class Settings:
     celery_backend: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.data_url:
+            try:
+                data_root(self.data_url)
+            except DataRootError as exc:
+                raise ConfigError(str(exc)) from None
         if self.retention_days < 1:
             raise ConfigError(f"FP_RETENTION_DAYS must be >= 1, got {self.retention_days}")
         if not 1 <= self.shards <= MAX_SHARDS:
@@ -143,6 +152,7 @@ class Settings:
         raw_dir = env.get("FP_RAW_DIR")
         return cls(
             data_dir=Path(env.get("FP_DATA_DIR") or DEFAULT_DATA_DIR).resolve(),
+            data_url=env.get("FP_DATA_URL") or None,
             raw_dir=Path(raw_dir).resolve() if raw_dir else None,
             retention_days=_int(env, "FP_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             max_quarantine_rate=_float(env, "FP_MAX_QUARANTINE_RATE", DEFAULT_MAX_QUARANTINE_RATE),
@@ -179,6 +189,12 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
+    def data_root(self) -> StorePath:
+        """Where the stored data lives: raw partitions, tiles, snapshots, training sets, quarantine, the
+        partition calendar and models. FP_DATA_URL's object store, else the data directory."""
+        return data_root(self.data_url) if self.data_url else self.data_dir
+
+    @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster_home"
 
@@ -187,8 +203,8 @@ class Settings:
         return self.data_dir / "sample"
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def models_dir(self) -> StorePath:
+        return self.data_root / "models"
 
     @property
     def online_dir(self) -> Path:

@@ -59,5 +59,5 @@ def build_defs(start: str = DEFAULT_PARTITIONS_START, settings: Settings | None 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    start, end = partitions_range(Settings.from_env().data_dir)
+    start, end = partitions_range(Settings.from_env().data_root)
     return build_defs(start, end=end)

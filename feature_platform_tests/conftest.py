@@ -12,7 +12,12 @@ import datetime as dt
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -93,6 +98,62 @@ def postgres_url() -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return _service_url("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Server:
+    """An S3-compatible server on loopback (moto's server mode, a subprocess) and the AWS variables that
+    point clients at it; ``bucket()`` makes a fresh bucket and returns its ``s3://`` URL."""
+
+    endpoint: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def bucket(self) -> str:
+        import boto3
+
+        name = f"fp-test-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                     region_name="us-east-1").create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port for the whole session (a worker's), stopped at its end. It logs
+    every request: to a file, since a pipe nobody reads would fill and stall it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("s3_server") / "moto.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not _reachable(f"http://127.0.0.1:{port}"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto's S3 server did not start in 60 s: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def s3_root(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket's ``s3://bucket/data`` with this process's AWS variables pointing at the test server."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return f"{s3_server.bucket()}/data"
 
 
 @pytest.fixture

@@ -29,11 +29,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from feature_platform.features.base import conform, family_module
 from feature_platform.features.windows import RowSet, micros
-from feature_platform.offline.store import OfflineStore, WriteResult, connect
+from feature_platform.offline.store import OfflineStore, WriteResult, connect, parquet_rows
 from feature_platform.registry.registry import Family, Registry
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS
 
@@ -455,7 +454,7 @@ def _batches(store: OfflineStore, days: list[dt.date], batch_events: int) -> Ite
     size = 0
     for day in days:
         path = store.partition_path("raw/events", day.isoformat())
-        rows = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+        rows = parquet_rows(path) if path.exists() else 0
         if batch and size + rows > batch_events:
             yield batch
             batch, size = [], 0

@@ -35,6 +35,7 @@ import sklearn
 from sklearn.decomposition import LatentDirichletAllocation
 from sklearn.feature_extraction.text import CountVectorizer
 
+from feature_platform.offline.location import StorePath, store_path, upload
 from feature_platform.offline.store import atomic_write_bytes
 
 # Lowercased maximal runs of at least two letters (unicode letters; digits, "_" and punctuation split).
@@ -212,13 +213,16 @@ def fit_topic_model(reviews: pa.Table, config: TopicModelConfig) -> TopicModel:
 
 # --- storage ---------------------------------------------------------------------------------------------
 
-def save(model: TopicModel, root: Path) -> Path:
-    """Write ``root/<version>/`` (model + card, renamed into place whole) and point CURRENT at it."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+def save(model: TopicModel, root: StorePath | str) -> StorePath:
+    """Write ``root/<version>/`` (model + card, whole: renamed into place, or in an object store uploaded with
+    the model file last) and point CURRENT at it."""
+    root = store_path(root)
     target = root / model.version
-    if not target.exists():  # same version = same content: an existing folder is already this model
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{model.version}.tmp-"))
+    if not (target / MODEL_FILE).exists():  # same version = same content: a saved one is already this model
+        local = root if isinstance(root, Path) else None
+        if local is not None:
+            local.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=local, prefix=f".{model.version}.tmp-"))
         try:
             parts = {
                 "config": model.config.to_json(),
@@ -229,11 +233,15 @@ def save(model: TopicModel, root: Path) -> Path:
             }
             joblib.dump(parts, staging / MODEL_FILE)
             (staging / CARD_FILE).write_text(json.dumps(model.card(), indent=2) + "\n")
-            try:
-                os.replace(staging, target)
-            except OSError:
-                if not target.exists():  # not a concurrent save of the same version: a real failure
-                    raise
+            if local is None:  # no rename in an object store: the card, then the model file that load looks for
+                upload(staging / CARD_FILE, target / CARD_FILE)
+                upload(staging / MODEL_FILE, target / MODEL_FILE)
+            else:
+                try:
+                    os.replace(staging, local / model.version)
+                except OSError:
+                    if not target.exists():  # not a concurrent save of the same version: a real failure
+                        raise
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
@@ -241,15 +249,15 @@ def save(model: TopicModel, root: Path) -> Path:
     return target
 
 
-def versions(root: Path) -> list[str]:
+def versions(root: StorePath | str) -> list[str]:
     """Saved versions under ``root`` (folders named by a version hash)."""
-    root = Path(root)
+    root = store_path(root)
     return sorted(p.name for p in root.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)) if root.is_dir() else []
 
 
-def load(root: Path, version: str) -> TopicModel:
+def load(root: StorePath | str, version: str) -> TopicModel:
     """Load one saved version and verify its content still hashes to that version."""
-    root = Path(root)
+    root = store_path(root)
     if not _VERSION_RE.match(version):
         raise ValueError(f"{version!r} is not a topic model version ({_VERSION_CHARS} hex characters)")
     path = root / version / MODEL_FILE
@@ -258,7 +266,8 @@ def load(root: Path, version: str) -> TopicModel:
             f"no review topic model version {version} under {root} (saved: {versions(root) or 'none'}); "
             f"{MATERIALIZE_HINT}"
         )
-    parts = joblib.load(path)
+    with path.open("rb") as fh:
+        parts = joblib.load(fh)
     config = TopicModelConfig.from_json(parts["config"])
     model = TopicModel(config, parts["vectorizer"], parts["lda"], parts["fitted_on"], parts["version"])
     actual = _content_version(config, model.vectorizer, model.lda)
@@ -267,12 +276,12 @@ def load(root: Path, version: str) -> TopicModel:
     return model
 
 
-def current_version(root: Path) -> str | None:
-    path = Path(root) / CURRENT_FILE
+def current_version(root: StorePath | str) -> str | None:
+    path = store_path(root) / CURRENT_FILE
     return path.read_text().strip() if path.is_file() else None
 
 
-def load_current(root: Path) -> TopicModel:
+def load_current(root: StorePath | str) -> TopicModel:
     """The model CURRENT points at; FileNotFoundError when none was saved yet."""
     version = current_version(root)
     if version is None:
@@ -280,7 +289,7 @@ def load_current(root: Path) -> TopicModel:
     return load(root, version)
 
 
-def load_current_or_none(root: Path) -> TopicModel | None:
+def load_current_or_none(root: StorePath | str) -> TopicModel | None:
     """Like load_current, but None when no model was saved (e.g. there was no review text to fit on)."""
     version = current_version(root)
     return None if version is None else load(root, version)

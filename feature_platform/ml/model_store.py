@@ -19,7 +19,8 @@ A version id is ``<created_at as YYYYMMDDTHHMMSSZ>-<10 hex>``, the hex a sha256 
 fingerprint, the expansion spec and ``info``: ids sort by time, and the same training in the same
 second gets the same id. A version is written into a dot-prefixed temp folder next to the final one
 and renamed into place, so a reader or a crash never sees half a version; dot-prefixed folders are
-never listed. champion.json and rejections.json are rewritten whole through a temp file and a rename.
+never listed. In an object store (no rename; offline/location.py) the folder is written locally and
+uploaded file by file, the manifest last: a version without its manifest is not listed or loaded. champion.json and rejections.json are rewritten whole through a temp file and a rename.
 The store expects one writer per model name at a time (one Dagster run); it does not lock.
 
 The manifest hashes make :meth:`ModelStore.load` refuse a file that changed after it was saved.
@@ -53,6 +54,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,7 @@ from feature_platform.ml.model_libraries import (  # noqa: F401
     library_versions,
     model_libraries,
 )
+from feature_platform.offline.location import StorePath, store_path, upload
 from feature_platform.offline.store import atomic_write_bytes
 
 MODEL_FILE = "model.joblib"
@@ -106,20 +109,21 @@ class ModelIntegrityError(RuntimeError):
 class ModelVersion:
     name: str
     version: str
-    path: Path
+    path: StorePath
     created_at: str  # ISO 8601, UTC
     manifest: dict
 
 
 class ModelStore:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: StorePath | str) -> None:
+        """``root``: a local folder or an object-store URL (offline/location.py)."""
+        self.root = store_path(root)
 
     # -- paths -------------------------------------------------------------------------------
-    def model_dir(self, name: str) -> Path:
+    def model_dir(self, name: str) -> StorePath:
         return self.root / _safe(name, "model name")
 
-    def version_dir(self, name: str, version: str) -> Path:
+    def version_dir(self, name: str, version: str) -> StorePath:
         return self.model_dir(name) / _safe(version, "version")
 
     # -- writes ------------------------------------------------------------------------------
@@ -152,10 +156,13 @@ class ModelStore:
         version = f"{when.strftime(VERSION_TIME_FORMAT)}-{digest.hexdigest()[:HASH_CHARS]}"
         final = self.version_dir(name, version)
 
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{version}.{uuid.uuid4().hex}.tmp"
-        try:
+        if isinstance(folder, Path):
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{version}.{uuid.uuid4().hex}.tmp"
             tmp.mkdir()
+        else:  # built locally, then uploaded (_publish)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp"))
+        try:
             joblib.dump(model, tmp / MODEL_FILE)
             _fsync(tmp / MODEL_FILE)
             atomic_write_bytes(tmp / EXPANSION_FILE, spec.to_json().encode())
@@ -238,7 +245,8 @@ class ModelStore:
         if spec.columns != meta.manifest["columns"]:
             raise ModelIntegrityError(f"{name}/{version}: {EXPANSION_FILE} columns differ from the manifest's")
         check_libraries(meta.manifest, f"{meta.name}/{meta.version}")
-        return joblib.load(meta.path / MODEL_FILE), spec, meta
+        with (meta.path / MODEL_FILE).open("rb") as fh:
+            return joblib.load(fh), spec, meta
 
     def champion(self, name: str) -> ModelVersion | None:
         """The promoted version of ``name``, or None when nothing was ever promoted."""
@@ -354,15 +362,15 @@ def _dumps(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, sort_keys=True, indent=indent, default=_json_default)
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: StorePath) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: StorePath) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -380,13 +388,19 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``final``.
+def _publish(tmp: Path, final: StorePath) -> None:
+    """Rename the finished ``tmp`` folder to ``final`` (in an object store: upload it, the manifest last).
 
     ``final`` exists only when the same training was saved in the same second. With identical files
     it is kept as it is; otherwise it is moved aside and replaced, which leaves a moment in which the
     version is absent (POSIX cannot rename a folder over a non-empty one), never one with mixed files.
     """
+    if not isinstance(final, Path):
+        if _read_json(final / MANIFEST_FILE) == _read_json(tmp / MANIFEST_FILE):
+            return
+        for file in sorted(tmp.iterdir(), key=lambda p: p.name == MANIFEST_FILE):  # the manifest commits it
+            upload(file, final / file.name)
+        return
     try:
         os.replace(tmp, final)
     except OSError as exc:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 from feature_platform.config import ConfigError
+from feature_platform.offline.location import StorePath, store_path
 from feature_platform.offline.store import atomic_write_bytes
 
 PARTITIONS_RECORD = "partitions.json"
@@ -32,9 +32,9 @@ class CalendarError(ConfigError):
     """The recorded partitions start is unreadable; the message names the file."""
 
 
-def recorded_partitions(data_dir: Path) -> tuple[str, str | None] | None:
+def recorded_partitions(data_dir: StorePath) -> tuple[str, str | None] | None:
     """The recorded (first partition, last partition or None: open), or None when nothing was ingested yet."""
-    record = Path(data_dir) / PARTITIONS_RECORD
+    record = store_path(data_dir) / PARTITIONS_RECORD
     try:
         recorded = json.loads(record.read_text())
         start = dt.date.fromisoformat(recorded["start"]).isoformat()
@@ -46,12 +46,12 @@ def recorded_partitions(data_dir: Path) -> tuple[str, str | None] | None:
         raise CalendarError(f"{record}: not a partitions record ({error}); delete it and ingest again") from error
 
 
-def partitions_range(data_dir: Path) -> tuple[str, str | None]:
+def partitions_range(data_dir: StorePath) -> tuple[str, str | None]:
     """The first and last partition (None: up to yesterday) the definitions of this data directory use."""
     return recorded_partitions(data_dir) or (DEFAULT_PARTITIONS_START, None)
 
 
-def record_partitions(data_dir: Path, first_day: str | dt.date, last_day: str | dt.date | None = None
+def record_partitions(data_dir: StorePath, first_day: str | dt.date, last_day: str | dt.date | None = None
                       ) -> tuple[str, str | None]:
     """Record that data covers ``first_day`` .. ``last_day`` (None: it reaches yesterday, open-ended);
     returns the range in force: the start never moves later, the end never earlier, an open end stays open."""
@@ -65,9 +65,8 @@ def record_partitions(data_dir: Path, first_day: str | dt.date, last_day: str | 
         end = None if recorded[1] is None or last is None else max(recorded[1], last)
         if (start, end) == recorded:
             return recorded
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
     record = {"start": start, **({"end": end} if end is not None else {})}
-    atomic_write_bytes(Path(data_dir) / PARTITIONS_RECORD, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(store_path(data_dir) / PARTITIONS_RECORD, (json.dumps(record, indent=2) + "\n").encode())
     return start, end
 
 

@@ -2,8 +2,9 @@
 
 Layout: ``<root>/<table>/<YYYY-MM-DD>.parquet`` for daily-partitioned tables and
 ``<root>/<table>.parquet`` for unpartitioned ones, where ``<table>`` is the asset key path
-(``raw/events``). Writes are atomic (temp file in the same folder, fsync, rename), so a reader or a
-crash never sees half a file; the temp file of a killed write is deleted by the next write to its
+(``raw/events``). The root is a local folder or an object-store prefix (offline/location.py). Writes are
+atomic (locally: temp file in the same folder, fsync, rename; object store: one upload), so a reader or a
+crash never sees half a file; the temp file of a killed local write is deleted by the next write to its
 folder or by retention once it is an hour old. Reads go through DuckDB over the partition files, with the
 file list passed as a query parameter.
 
@@ -17,11 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,16 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from feature_platform.offline.location import (
+    StorePath,
+    arrow_file,
+    committed,
+    is_remote,
+    register_filesystems,
+    relative_key,
+    store_path,
+)
 
 log = logging.getLogger(__name__)
 PARTITION_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
@@ -40,7 +49,7 @@ PARQUET_MAGIC = b"PAR1"
 
 @dataclass(frozen=True)
 class WriteResult:
-    path: Path
+    path: StorePath
     rows: int
     schema: pa.Schema
     bytes: int
@@ -52,7 +61,7 @@ class UnreadablePartition:
 
     table: str
     partition: str
-    path: Path
+    path: StorePath
     reason: str
 
     @property
@@ -71,14 +80,14 @@ class UnreadablePartitionError(OSError):
         self.found = found
 
 
-def parquet_problem(path: Path) -> str | None:
+def parquet_problem(path: StorePath) -> str | None:
     """Why ``path`` is not a readable Parquet file, or None: magic bytes at both ends, a footer that fits
     in the file and parses. Catches truncation and overwritten ends; not a damaged page inside."""
     try:
         size = path.stat().st_size
         if size < 12:
             return f"{size} bytes, too short for a Parquet file (truncated)"
-        with open(path, "rb") as fh:
+        with path.open("rb") as fh:
             head = fh.read(4)
             fh.seek(size - 8)
             tail = fh.read(8)
@@ -88,20 +97,21 @@ def parquet_problem(path: Path) -> str | None:
         footer = int.from_bytes(tail[:4], "little")
         if footer + 12 > size:
             return f"its footer claims {footer} bytes of a {size}-byte file (truncated)"
-        pq.read_metadata(path)
+        file, filesystem = arrow_file(path)
+        pq.read_metadata(file, filesystem=filesystem)
     except (OSError, pa.ArrowException) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
-def clean_stale_temp_files(folder: Path, older_than: float = STALE_TEMP_SECONDS,
+def clean_stale_temp_files(folder: StorePath, older_than: float = STALE_TEMP_SECONDS,
                            now: float | None = None) -> list[Path]:
     """Delete the temp files of killed atomic writes in ``folder`` older than ``older_than`` seconds.
 
     Only names the atomic writes make (``.<name>.<32 hex>.tmp``) are touched, and only old ones: a live
-    writer's temp file is seconds old.
+    writer's temp file is seconds old. An object store has none (its writes are uploads).
     """
-    if not folder.is_dir():
+    if not isinstance(folder, Path) or not folder.is_dir():
         return []
     cutoff = (time.time() if now is None else now) - older_than
     removed = []
@@ -130,6 +140,7 @@ def connect(threads: int | None = None, memory_limit: str = "4GB") -> duckdb.Duc
     spill.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(spill)})
     con.execute("SET TimeZone = 'UTC'")
+    register_filesystems(con)
     if threads:
         con.execute("SET threads = ?", [threads])
     return con
@@ -146,59 +157,49 @@ def to_arrow(frame: pa.Table | pd.DataFrame, schema: pa.Schema | None = None) ->
     return table.replace_schema_metadata(None)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a dot-prefixed temp file, fsync and rename: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write_bytes(path: StorePath, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
     clean_stale_temp_files(path.parent)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with committed(path) as tmp:
+        tmp.write_bytes(data)
 
 
-def atomic_write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> int:
+def atomic_write_parquet(table: pa.Table, path: StorePath, row_group_size: int | None = None) -> int:
     """Write ``table`` to ``path`` so that readers see the old file or the new one, never a mix.
 
-    The temp file starts with a dot and does not end in ``.parquet``, so globs never pick it up even
-    if the process dies before the rename; the next write to the folder deletes it once it is stale.
+    The local temp file starts with a dot and does not end in ``.parquet``, so globs never pick it up
+    even if the process dies before the rename; the next write to the folder deletes it once it is stale.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(path.parent)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with committed(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path.stat().st_size
+        size = tmp.stat().st_size
+    return size
 
 
 class OfflineStore:
-    def __init__(self, root: Path, skip_unreadable: bool = False) -> None:
-        """``skip_unreadable``: leave partitions that are not readable Parquet out of every partition list
-        (and record them in ``unreadable``), for readers that must keep answering; see the module doc."""
-        self.root = Path(root)
+    def __init__(self, root: StorePath | str, skip_unreadable: bool = False) -> None:
+        """``root``: a local folder or an object-store URL (offline/location.py). ``skip_unreadable``: leave
+        partitions that are not readable Parquet out of every partition list (and record them in
+        ``unreadable``), for readers that must keep answering; see the module doc."""
+        self.root = store_path(root)
         self.skip_unreadable = skip_unreadable
-        self.unreadable: dict[Path, UnreadablePartition] = {}
-        self._checked: dict[Path, tuple[int, int, str | None]] = {}  # path -> (size, mtime_ns, problem)
+        self.unreadable: dict[StorePath, UnreadablePartition] = {}
+        self._checked: dict[StorePath, tuple[int, int, str | None]] = {}  # path -> (size, mtime_ns, problem)
 
     # -- paths -------------------------------------------------------------------------------
-    def table_dir(self, table: str) -> Path:
+    @property
+    def remote(self) -> bool:
+        """Whether the root is in an object store."""
+        return is_remote(self.root)
+
+    def table_dir(self, table: str) -> StorePath:
         return self.root / table
 
-    def table_path(self, table: str) -> Path:
+    def table_path(self, table: str) -> StorePath:
         return self.root / f"{table}.parquet"
 
-    def partition_path(self, table: str, partition: str) -> Path:
+    def partition_path(self, table: str, partition: str) -> StorePath:
         _parse_partition(partition)
         return self.table_dir(table) / f"{partition}.parquet"
 
@@ -223,7 +224,7 @@ class OfflineStore:
             return []
         return sorted(m.group(1) for p in folder.iterdir() if (m := PARTITION_FILE.match(p.name)))
 
-    def partition_files(self, table: str, start: str | None = None, end: str | None = None) -> list[Path]:
+    def partition_files(self, table: str, start: str | None = None, end: str | None = None) -> list[StorePath]:
         """Existing partition files of ``table`` with ``start <= key <= end`` (inclusive, ISO dates);
         with ``skip_unreadable``, only the readable ones."""
         files = [
@@ -272,10 +273,10 @@ class OfflineStore:
     ) -> duckdb.DuckDBPyRelation:
         """A DuckDB relation over the partitions of ``table`` in [start, end].
 
-        With no range the partition glob is read; with a range, the list of files in it. Both are
-        passed as parameters. With no file at all, an empty relation of ``schema`` (required then).
+        With no range the partition glob is read (with ``skip_unreadable``, the list of readable files); with a
+        range, the list of files in it. Both are passed as parameters. With no file at all, an empty relation of ``schema`` (required then).
         """
-        if start is None and end is None and self.partitions(table):
+        if start is None and end is None and not self.skip_unreadable and self.partitions(table):
             glob = str(self.table_dir(table) / "*.parquet")
             return con.sql("SELECT * FROM read_parquet($files, union_by_name = true)", params={"files": glob})
         files = [str(p) for p in self.partition_files(table, start, end)]
@@ -299,10 +300,10 @@ class OfflineStore:
         path = self.table_path(table)
         if not path.exists():
             raise FileNotFoundError(f"{table} has not been written yet (expected {path})")
-        return pq.read_table(path)
+        return read_parquet(path)
 
     # -- retention ---------------------------------------------------------------------------
-    def prune(self, table: str, keep_days: int, today: dt.date) -> list[Path]:
+    def prune(self, table: str, keep_days: int, today: dt.date) -> list[StorePath]:
         """Delete partitions of ``table`` older than ``keep_days`` before ``today``; return them."""
         cutoff = (today - dt.timedelta(days=keep_days)).isoformat()
         removed = [p for p in self.partition_files(table) if p.stem < cutoff]
@@ -310,20 +311,39 @@ class OfflineStore:
             path.unlink()
         return removed
 
-    def prune_all(self, keep_days: int, today: dt.date) -> dict[str, list[Path]]:
+    def prune_all(self, keep_days: int, today: dt.date) -> dict[str, list[StorePath]]:
         """Apply the retention setting to every partitioned table, and delete the stale temp files of killed
         writes in every table folder; return what was deleted per table."""
         removed = {table: self.prune(table, keep_days, today) for table in list(self.tables())}
-        folders = {p.parent for p in self.root.rglob(".*.tmp") if TEMP_FILE.match(p.name)} if self.root.is_dir() else set()
+        local = self.root if isinstance(self.root, Path) and self.root.is_dir() else None  # object stores have none
+        folders = {p.parent for p in local.rglob(".*.tmp") if TEMP_FILE.match(p.name)} if local else set()
         for folder in sorted(folders):
-            table = folder.relative_to(self.root).as_posix()
+            table = relative_key(folder, self.root)
             removed[table] = [*removed.get(table, []), *clean_stale_temp_files(folder)]
         return {table: paths for table, paths in removed.items() if paths}
 
     def tables(self) -> Iterable[str]:
         """Every partitioned table (a folder holding partition files) under the root."""
         for folder in sorted({p.parent for p in self.root.rglob("*.parquet") if PARTITION_FILE.match(p.name)}):
-            yield folder.relative_to(self.root).as_posix()
+            yield relative_key(folder, self.root)
+
+
+def read_parquet(path: StorePath, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file of the store (``columns`` of it, or all), local or in the object store."""
+    file, filesystem = arrow_file(path)
+    return pq.read_table(file, columns=columns, filesystem=filesystem)
+
+
+def parquet_rows(path: StorePath) -> int:
+    """The row count in a Parquet file's footer."""
+    file, filesystem = arrow_file(path)
+    return int(pq.read_metadata(file, filesystem=filesystem).num_rows)
+
+
+def read_parquet_schema(path: StorePath) -> pa.Schema:
+    """The Arrow schema of a Parquet file of the store."""
+    file, filesystem = arrow_file(path)
+    return pq.read_schema(file, filesystem=filesystem)
 
 
 def _parse_partition(partition: str) -> dt.date:

@@ -18,27 +18,32 @@ from redis.cluster import RedisCluster
 
 from feature_platform.config import DEFAULT_SENTINEL_MASTER, Settings, parse_addresses
 from feature_platform.ml.model_store import ModelStore
+from feature_platform.offline.location import StorePath, data_root
 from feature_platform.offline.store import OfflineStore
 from feature_platform.online import connection
 from feature_platform.sources.locate import resolve_source_dir
 
 
 class OfflineStoreResource(dg.ConfigurableResource):
-    """The Parquet offline store (raw partitions, tiles, snapshots, training sets) under a data directory."""
+    """The Parquet offline store (raw partitions, tiles, snapshots, training sets) under the data root: the
+    data directory, or an object-store prefix."""
 
-    data_dir: str = Field(description="Data directory (FP_DATA_DIR, default ./data).")
+    data_dir: str = Field(description="Local data directory (FP_DATA_DIR, default ./data): the Dagster instance, "
+                                      "the embedded Redis, the landing log; the data root too unless data_url is set.")
+    data_url: str | None = Field(default=None, description="Data root in an object store, s3://bucket/prefix "
+                                                           "(FP_DATA_URL); unset: the data directory.")
     shards: int | None = Field(default=None, description="User shards per family and run (FP_SHARDS when unset; "
                                                          "default 1).")
 
     def settings(self) -> Settings:
         """The FP_* settings of the run (thresholds, horizons, retention) for this data directory."""
-        overrides: dict[str, object] = {"data_dir": Path(self.data_dir).resolve()}
+        overrides: dict[str, object] = {"data_dir": Path(self.data_dir).resolve(), "data_url": self.data_url}
         if self.shards is not None:
             overrides["shards"] = self.shards
         return Settings.from_env().with_overrides(**overrides)
 
     def store(self) -> OfflineStore:
-        return OfflineStore(Path(self.data_dir).resolve())
+        return OfflineStore(self.settings().data_root)
 
 
 class RawSourceResource(dg.ConfigurableResource):
@@ -129,13 +134,13 @@ class RedisSentinelResource(OnlineStoreResource):
 class ModelStoreResource(dg.ConfigurableResource):
     """Trained models, their cards and the champion pointers."""
 
-    models_dir: str = Field(description="Model folder (<data dir>/models).")
+    models_dir: str = Field(description="Model folder (<data root>/models): a local path or an object-store URL.")
 
     def store(self) -> ModelStore:
-        return ModelStore(Path(self.models_dir).resolve())
+        return ModelStore(self.path())
 
-    def path(self) -> Path:
-        return Path(self.models_dir).resolve()
+    def path(self) -> StorePath:
+        return data_root(self.models_dir)
 
 
 class ClockResource(dg.ConfigurableResource):
@@ -166,8 +171,12 @@ def online_store_resource(settings: Settings, from_env: bool = False) -> OnlineS
     return RedisServerResource(url=url, prefix=prefix)
 
 
+PlatformResource = dg.ConfigurableResource | dg.ConfigurableIOManagerFactory
+STEP_OUTPUTS = "dagster_storage"  # <data root>/dagster_storage/: step outputs, with an object-store data root
+
+
 def platform_resources(settings: Settings, *, raw_dir: Path | None = None, now_utc: str | None = None,
-                       from_env: bool = False) -> dict[str, dg.ConfigurableResource]:
+                       from_env: bool = False) -> dict[str, PlatformResource]:
     """Every resource the assets, checks, jobs and sensors take, from ``settings``.
 
     ``from_env``: values that an ``FP_*`` variable set are configured as ``EnvVar`` (what the definitions
@@ -175,8 +184,14 @@ def platform_resources(settings: Settings, *, raw_dir: Path | None = None, now_u
     """
     data_dir = _env("FP_DATA_DIR", str(settings.data_dir), from_env)
     raw = raw_dir or settings.raw_dir
+    shared: dict[str, PlatformResource] = {}
+    if settings.data_url:  # what steps hand each other (a sharded family's shard results) goes where every worker
+        # reads: the object store, not the instance's local storage folder
+        shared["io_manager"] = dg.FilesystemIOManager(base_dir=f"{settings.data_url.rstrip('/')}/{STEP_OUTPUTS}")
     return {
-        "offline": OfflineStoreResource(data_dir=data_dir, shards=None if from_env else settings.shards),
+        **shared,
+        "offline": OfflineStoreResource(data_dir=data_dir, shards=None if from_env else settings.shards,
+                                        data_url=settings.data_url and _env("FP_DATA_URL", settings.data_url, from_env)),
         "raw": RawSourceResource(raw_dir=_env("FP_RAW_DIR", str(raw), from_env) if raw else None,
                                  max_quarantine_rate=settings.max_quarantine_rate),
         "online": online_store_resource(settings, from_env),
@@ -192,7 +207,7 @@ def _env(name: str, value: str, from_env: bool) -> str:
 
 
 def local_resources(data_dir: str | Path, *, raw_dir: str | Path | None = None, now_utc: str | None = None,
-                    **settings: object) -> dict[str, dg.ConfigurableResource]:
+                    **settings: object) -> dict[str, PlatformResource]:
     """The resources for one data directory, other settings from FP_* overridden by ``settings`` (e.g.
     ``redis_url``, ``redis_prefix``, ``max_quarantine_rate``): what scripts and tests materialize with."""
     base = Settings.from_env().with_overrides(data_dir=Path(data_dir).resolve(), **settings)

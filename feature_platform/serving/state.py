@@ -18,7 +18,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from feature_platform.config import Settings
@@ -26,7 +25,7 @@ from feature_platform.ml.expand import ExpansionSpec, fit_expansion
 from feature_platform.ml.model_store import ModelStore
 from feature_platform.ml.training_sets import listing_inputs
 from feature_platform.offline.snapshots import user_vectors
-from feature_platform.offline.store import OfflineStore
+from feature_platform.offline.store import OfflineStore, read_parquet
 from feature_platform.registry.registry import REGISTRY_PATH, Registry, parse_registry
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class StateHolder:
         self.settings = settings
         self.registry_path = registry_path
         # a damaged partition is left out (and reported by /health), never a failed start or a 500
-        self.offline_store = OfflineStore(settings.data_dir, skip_unreadable=True)
+        self.offline_store = OfflineStore(settings.data_root, skip_unreadable=True)
         self.models = ModelStore(settings.models_dir)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
         self._state: ServingState | None = None
@@ -188,7 +187,7 @@ class StateHolder:
             problems.append(f"listings: {exc}")
         customers = self.offline_store.table_path("raw/customers")
         if customers.exists():
-            profile = pq.read_table(customers, columns=["user_id", "device"])
+            profile = read_parquet(customers, columns=["user_id", "device"])
             devices = dict(zip(profile.column("user_id").to_pylist(), profile.column("device").to_pylist(),
                                strict=True))
         context_spec = None

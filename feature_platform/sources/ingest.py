@@ -96,6 +96,7 @@ def _report(result: ValidationResult, files: tuple[Path, ...]) -> IngestReport:
 def ingest_table(
     store: OfflineStore, source_dir: Path, table: RawTable, now: dt.datetime,
     memory_limit_mb: int = DEFAULT_INGEST_MEMORY_MB, chunk_rows: int = loaders.CHUNK_ROWS,
+    landing: LandingLog | None = None,
 ) -> IngestReport:
     """Ingest an unpartitioned table (customers, reviews, listings) into ``raw/<name>.parquet``.
 
@@ -107,7 +108,8 @@ def ingest_table(
     source = loaders.load(source_dir, table)
     if source is None:
         if table is CUSTOMERS:
-            return _derive_customers(store, source_dir, memory_limit_mb, chunk_rows)
+            return _derive_customers(store, source_dir, landing or default_landing(store), memory_limit_mb,
+                                     chunk_rows)
         report = IngestReport(table=table.name, status="absent")
         report.writes.append(store.write(raw_table(table.name), table.arrow_schema.empty_table()))
         return report
@@ -119,12 +121,13 @@ def ingest_table(
     return report
 
 
-def _derive_customers(store: OfflineStore, source_dir: Path, memory_limit_mb: int, chunk_rows: int) -> IngestReport:
+def _derive_customers(store: OfflineStore, source_dir: Path, landing: LandingLog, memory_limit_mb: int,
+                      chunk_rows: int) -> IngestReport:
     """One customer per distinct user id of the events, known (signup_date) from the day of their
     first parseable event, so nobody appears in a snapshot or a training set before their data does.
 
     Read chunk by chunk: only each chunk's first event per user is kept (in DuckDB, which spills)."""
-    events = open_events(source_dir, default_landing(store))
+    events = open_events(source_dir, landing)
     if events is None:
         raise loaders.SourceError(f"{source_dir}: neither customers nor events found; nothing to ingest")
     with connect(memory_limit=f"{memory_limit_mb}MB") as con:
@@ -195,7 +198,11 @@ def ingest_events(
 
 
 def default_landing(store: OfflineStore) -> LandingLog:
-    """The landing log of the data directory the store lives in (``Settings.landing_dir``)."""
+    """The landing log of the data directory the store lives in (``Settings.landing_dir``). A store in an
+    object store has none: the landing log is local (appended to and fsynced), give it explicitly."""
+    if not isinstance(store.root, Path):
+        raise ValueError(f"the offline store {store.root} is in an object store; pass the landing log of the "
+                         "local data directory (Settings.landing_dir)")
     return LandingLog(Settings(data_dir=store.root).landing_dir)
 
 

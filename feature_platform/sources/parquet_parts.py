@@ -6,14 +6,12 @@ settings, the same row groups), so a day landed in parts is identical to a day l
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feature_platform.offline.location import StorePath, committed
 from feature_platform.offline.store import OfflineStore, WriteResult, to_arrow
 
 ROW_GROUP_ROWS = 1024 * 1024  # pyarrow's default row group length, which pq.write_table cuts at
@@ -36,11 +34,9 @@ def write_parts(
     return WriteResult(path=path, rows=rows, schema=schema, bytes=size)
 
 
-def _atomic_write(parts: Iterable[pa.Table], schema: pa.Schema, path: Path) -> int:
-    """Temp file (dot-prefixed, not ``*.parquet``), fsync, rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+def _atomic_write(parts: Iterable[pa.Table], schema: pa.Schema, path: StorePath) -> int:
+    """Written whole or not at all (offline/location.py ``committed``): readers see the old file or the new one."""
+    with committed(path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             pending: list[pa.Table] = []
             size = groups = 0
@@ -54,10 +50,4 @@ def _atomic_write(parts: Iterable[pa.Table], schema: pa.Schema, path: Path) -> i
             if size or not groups:  # an empty table is one empty row group
                 rest = pa.concat_tables(pending) if pending else schema.empty_table()
                 writer.write_table(rest, row_group_size=ROW_GROUP_ROWS)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path.stat().st_size
+        return tmp.stat().st_size

@@ -38,6 +38,7 @@ from feature_platform.config import Settings
 from feature_platform.features.base import family_module
 from feature_platform.features.engine import ALL_HISTORY, has_tiles, tile_table
 from feature_platform.offline.calendar import partitions_range
+from feature_platform.offline.location import StorePath
 from feature_platform.offline.store import OfflineStore
 from feature_platform.orchestration.constants import FEATURE_SNAPSHOTS, ONLINE_PUSH, RAW_EVENTS, TILE_KEYS
 from feature_platform.orchestration.execution import run_config
@@ -139,7 +140,7 @@ def check_range(start: dt.date, end: dt.date, defs: dg.Definitions) -> None:
                             f"got {start} .. {end}")
 
 
-def missing_tile_windows(data_dir: Path, targets: Sequence[dg.AssetKey], start: dt.date,
+def missing_tile_windows(data_dir: StorePath, targets: Sequence[dg.AssetKey], start: dt.date,
                          defs: dg.Definitions) -> dict[dg.AssetKey, dt.date]:
     """Tile assets whose snapshots in the backfill would merge days without tiles: tile key -> first such day.
 
@@ -269,12 +270,13 @@ def run_backfill(start: dt.date, end: dt.date, assets: Sequence[str] | None = No
     """
     from feature_platform.definitions import build_defs
 
-    partitions = partitions_range(data_dir if data_dir is not None else Settings.from_env().data_dir)
+    root = Settings.from_env().with_overrides(data_dir=data_dir).data_root  # FP_DATA_URL's object store, or data_dir
+    partitions = partitions_range(root)
     defs = build_defs(partitions[0], end=partitions[1])
     targets = backfill_targets(assets, defs)
     check_range(start, end, defs)
     echo(f"backfill {start} .. {end} of {len(targets)} assets: {', '.join(k.to_user_string() for k in targets)}")
-    earlier = missing_tile_windows(data_dir, targets, start, defs) if data_dir is not None else {}
+    earlier = missing_tile_windows(root, targets, start, defs) if data_dir is not None else {}
     for key, first in earlier.items():
         echo(f"  also {key.to_user_string()} from {first}: the snapshots' windows reach days with raw events "
              "but no tiles")

@@ -70,7 +70,7 @@ def apply_retention(settings: Settings, today: dt.date) -> RetentionReport:
     complete) is never touched: the whole online clean-up waits for the next run and says why.
     """
     keep = settings.retention_days
-    removed = OfflineStore(settings.data_dir).prune_all(keep, today)
+    removed = OfflineStore(settings.data_root).prune_all(keep, today)
     report = RetentionReport(keep_days=keep, cutoff=(today - dt.timedelta(days=keep)).isoformat(),
                              offline_deleted={t: [p.stem for p in paths] for t, paths in removed.items()})
     if settings.embedded_redis and not settings.online_dir.is_dir():  # the embedded store was never started

@@ -40,7 +40,7 @@ def sample_ended(settings: Settings, day: str) -> dg.SkipReason | None:
         return dg.SkipReason(f"no raw data for {day}: the raw source is the generated sample data, which ends {last}. "
                              "Generate newer data (`feature-platform run --end-date ...`) or point FP_RAW_DIR at real "
                              "data (`feature-platform ingest --source DIR`).")
-    recorded = recorded_partitions(settings.data_dir)
+    recorded = recorded_partitions(settings.data_root)
     if recorded is not None and recorded[1] is not None and day > recorded[1]:
         return dg.SkipReason(f"no raw data for {day}: the data set ends {recorded[1]} (historical data: its "
                              "partitions end there). Ingest newer data with `feature-platform ingest --source DIR`.")

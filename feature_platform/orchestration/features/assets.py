@@ -10,20 +10,20 @@ when the definitions load (``feature_assets``), so every process of a deployment
 
 import contextlib
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from feature_platform.features.base import family_module
 from feature_platform.features.engine import ALL_HISTORY, StoreTiles, compute_snapshots, has_tiles
 from feature_platform.features.quality import summarize, summary_markdown, value_violations
 from feature_platform.features.shards import Shard, combine
-from feature_platform.offline.store import OfflineStore, WriteResult
+from feature_platform.offline.location import remove_tree
+from feature_platform.offline.store import OfflineStore, WriteResult, read_parquet
 from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
     GROUP_FEATURES,
@@ -165,19 +165,20 @@ def _sharded_family_asset(family: Family) -> dg.AssetsDefinition:
         days = [dt.date.fromisoformat(k) for k in context.partition_keys]
         if len(shards) == 1:
             (done,) = shards
-            writes, last = done.writes, pq.read_table(done.writes[-1].path)
+            writes, last = done.writes, read_parquet(done.writes[-1].path)
         else:
             writes, last = [], None
             for day in days:
-                parts = [pq.read_table(part.write_for(day).path) for part in shards]
+                parts = [read_parquet(part.write_for(day).path) for part in shards]
                 # Parquet names a map's entries after its column when read back: the registry's types again
                 last = combine(parts).cast(schema)
                 writes.append(store.write(table, last, partition=day.isoformat()))
             staged = store.root / STAGING / family.name / context.run_id
-            shutil.rmtree(staged, ignore_errors=True)
+            remove_tree(staged)
             for folder in (staged.parent, staged.parent.parent):  # gone too once no other run stages there
                 with contextlib.suppress(OSError):
-                    folder.rmdir()
+                    if isinstance(folder, Path):  # an object store has no empty folders
+                        folder.rmdir()
         context.log.info("%s: wrote %s partitions %s .. %s", family.name, len(writes), days[0], days[-1])
         output, checks = _report(registry, family, shards, writes, last, days)
         yield dg.Output(None, "result", metadata=output)

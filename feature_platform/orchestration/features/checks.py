@@ -11,12 +11,11 @@ import datetime as dt
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from feature_platform.ml import drift
 from feature_platform.ml.model_store import ModelStore
 from feature_platform.ml.plots import distribution_png, markdown_image
-from feature_platform.offline.store import OfflineStore, WriteResult
+from feature_platform.offline.store import OfflineStore, WriteResult, read_parquet_schema
 from feature_platform.orchestration.constants import (
     CHECK_FEATURE_DRIFT,
     CHECK_SNAPSHOT_ROWS,
@@ -45,7 +44,7 @@ def snapshot_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
 def schema_result(asset_key: dg.AssetKey, expected: pa.Schema, writes: list[WriteResult]) -> dg.AssetCheckResult:
     wrong = {}
     for write in writes:
-        actual = pq.read_schema(write.path).remove_metadata()
+        actual = read_parquet_schema(write.path).remove_metadata()
         if not actual.equals(expected):
             wrong[write.path.stem] = sorted(set(map(str, actual)) ^ set(map(str, expected)))
     return dg.AssetCheckResult(

@@ -26,6 +26,7 @@ from feature_platform.orchestration.raw.checks import (
 from feature_platform.orchestration.resources import ClockResource, OfflineStoreResource, RawSourceResource
 from feature_platform.sources import ingest
 from feature_platform.sources.ingest import IngestReport
+from feature_platform.sources.landing import LandingLog
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS, RawTable
 
 
@@ -81,7 +82,8 @@ def _unpartitioned_raw_asset(asset_key: dg.AssetKey, table: RawTable) -> dg.Asse
                clock: ClockResource) -> dg.MaterializeResult:
         settings = offline.settings()
         report = ingest.ingest_table(offline.store(), raw.source_dir(offline), table, clock.now(),
-                                     memory_limit_mb=settings.ingest_memory_mb)
+                                     memory_limit_mb=settings.ingest_memory_mb,
+                                     landing=LandingLog(settings.landing_dir))
         context.log.info(
             "%s: %s accepted, %s quarantined (%s)", table.name, report.accepted_rows, report.quarantined_rows, report.status
         )
@@ -123,6 +125,7 @@ def raw_events(context: dg.AssetExecutionContext, offline: OfflineStoreResource,
         min_timestamp=dt.datetime.fromisoformat(partitions.get_first_partition_key()),
         last_partition=partitions.get_last_partition_key() or days[-1],
         memory_limit_mb=settings.ingest_memory_mb,
+        landing=LandingLog(settings.landing_dir),
     )
     context.log.info(
         "events %s..%s: %s accepted, %s quarantined, %s deferred",

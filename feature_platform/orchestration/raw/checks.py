@@ -7,8 +7,8 @@ on the asset and the functions here turn a report into check results.
 from __future__ import annotations
 
 import dagster as dg
-import pyarrow.parquet as pq
 
+from feature_platform.offline.store import read_parquet_schema
 from feature_platform.orchestration.constants import CHECK_QUARANTINE_RATE, CHECK_ROWS_BALANCE, CHECK_SCHEMA
 from feature_platform.sources.ingest import IngestReport
 from feature_platform.sources.schema import RawTable
@@ -29,7 +29,7 @@ def schema_check(asset_key: dg.AssetKey, table: RawTable, report: IngestReport) 
     expected = table.arrow_schema
     wrong = {}
     for write in report.writes:
-        actual = pq.read_schema(write.path).remove_metadata()
+        actual = read_parquet_schema(write.path).remove_metadata()
         if not actual.equals(expected):
             wrong[str(write.path)] = str(actual)
     return dg.AssetCheckResult(
