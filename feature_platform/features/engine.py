@@ -433,28 +433,31 @@ def write_tiles(
     listings = store.read_table("raw/listings") if store.table_path("raw/listings").exists() else None
     reviews = store.read_table("raw/reviews") if store.table_path("raw/reviews").exists() else None
 
+    landed = set(store.partitions("raw/events"))  # one listing, not a request per day (an object store's cost)
+
     def compute(batch: list[dt.date]) -> dict[dt.date, pa.Table]:
-        files = [str(p) for d in batch if (p := store.partition_path("raw/events", d.isoformat())).exists()]
+        files = [str(store.partition_path("raw/events", d.isoformat())) for d in batch if d.isoformat() in landed]
         with TileBuilder(listings, reviews) as builder:
             builder.load(batch, files or None, history_start)
             return builder.tiles(family, artifacts)
 
     # Batches are independent (each tile sees only its day), so two run at a time; results keep day order.
     with ThreadPoolExecutor(max_workers=TILE_WORKERS) as pool:
-        for tiles in pool.map(compute, _batches(store, sorted(days), batch_events)):
+        for tiles in pool.map(compute, _batches(store, sorted(days), batch_events, landed)):
             for day, table in tiles.items():
                 yield day, store.write(tile_table(family), table, partition=day.isoformat(),
                                        row_group_size=TILE_ROW_GROUP)
 
 
-def _batches(store: OfflineStore, days: list[dt.date], batch_events: int) -> Iterator[list[dt.date]]:
+def _batches(store: OfflineStore, days: list[dt.date], batch_events: int, landed: set[str]
+             ) -> Iterator[list[dt.date]]:
     """Consecutive runs of days holding about ``batch_events`` raw events each (row counts from the
-    Parquet footers)."""
+    Parquet footers of the ``landed`` partitions)."""
     batch: list[dt.date] = []
     size = 0
     for day in days:
-        path = store.partition_path("raw/events", day.isoformat())
-        rows = parquet_rows(path) if path.exists() else 0
+        key = day.isoformat()
+        rows = parquet_rows(store.partition_path("raw/events", key)) if key in landed else 0
         if batch and size + rows > batch_events:
             yield batch
             batch, size = [], 0
