@@ -25,6 +25,7 @@ from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from feature_platform.orchestration.resources import STEP_OUTPUTS, local_resources
 from feature_platform.registry import load_registry
+from feature_platform.sources.ingest import default_landing
 from feature_platform_tests.helpers import materialize_range
 
 pytestmark = pytest.mark.e2e  # a server subprocess
@@ -112,6 +113,12 @@ def test_models_are_saved_promoted_and_loaded_and_a_version_without_its_manifest
     partial = store.version_dir("churn", "20250101T000000Z-0123456789")  # a save that died before its manifest
     (partial / "model.joblib").write_bytes(b"not yet committed")
     assert [v.version for v in store.versions("churn")] == [saved.version]
+
+
+def test_the_landing_log_stays_local_and_a_store_in_an_object_store_asks_for_it(s3_root, tmp_path):
+    with pytest.raises(ValueError, match="object store; pass the landing log"):
+        default_landing(OfflineStore(s3_root))
+    assert default_landing(OfflineStore(tmp_path)).root == tmp_path / "landing"
 
 
 def test_bad_data_urls_are_refused_with_the_variable_named():
