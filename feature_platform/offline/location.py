@@ -90,7 +90,7 @@ def committed(path: StorePath) -> Iterator[Path]:
     Local: a dot-prefixed temp file next to ``path`` (no ``.parquet`` suffix, so no glob sees it),
     fsync, rename. Object store: a local temp file uploaded in one request at the end.
     """
-    if is_remote(path):
+    if not isinstance(path, Path):
         fd, name = tempfile.mkstemp(prefix=".feature_platform-upload-", suffix=".tmp")
         os.close(fd)
         staged = Path(name)
@@ -100,7 +100,6 @@ def committed(path: StorePath) -> Iterator[Path]:
         finally:
             staged.unlink(missing_ok=True)
         return
-    assert isinstance(path, Path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
