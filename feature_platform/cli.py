@@ -15,6 +15,7 @@ from pathlib import Path
 from feature_platform.cli_common import ProgressFormatter, echo, iso_date, positive
 from feature_platform.cli_common import settings_for as _settings
 from feature_platform.cli_generate import add_generate_command, generate_sample, generation_flags, generation_params
+from feature_platform.cli_monitoring import add_monitoring_command
 from feature_platform.cli_registry import add_registry_command
 from feature_platform.cli_serving import add_serving_commands
 from feature_platform.config import ConfigError, Settings
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     backfill.set_defaults(handler=cmd_backfill)
 
     add_serving_commands(sub)
+    add_monitoring_command(sub, _instance)
 
     ui = sub.add_parser("ui", help="open the Dagster UI on this data directory (dagster dev)")
     ui.add_argument("--data-dir", type=Path, help="data directory (default FP_DATA_DIR or ./data)")
