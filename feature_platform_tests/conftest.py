@@ -156,6 +156,16 @@ def s3_root(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"{s3_server.bucket()}/data"
 
 
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' promtool (Debian package prometheus), for the alert rules' checks and unit tests."""
+    path = shutil.which("promtool")
+    if path is None:
+        _unavailable("promtool is not installed (apt-get install prometheus)")
+    assert path is not None
+    return path
+
+
 @pytest.fixture
 def browser():
     """Headless Chromium driven through the system's chromedriver (Debian chromium + chromium-driver)."""
