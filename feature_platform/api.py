@@ -5,6 +5,7 @@
     store = FeatureStore("data")                       # a data directory `feature-platform run` filled
     store.get_online_features(["u000001", "u000002"], ["total_events", "churn_risk_score"])
     store.get_historical_features(entity_df, ["total_events", "monetary_total"])
+    store.get_historical_features(entity_df, ["total_events"], versions={"activity": "1.1.0"})  # pinned
 
 Online vectors come from the online store the run pushed (the embedded redis-server under the data
 directory, or FP_REDIS_URL / FP_REDIS_SENTINELS), exactly as the feature server reads them; historical
@@ -69,13 +70,19 @@ class FeatureStore:
                          **{name: values.get(name) for name in columns}})
         return pd.DataFrame(rows, columns=["user_id", "found", "snapshot_date", *columns])
 
-    def get_historical_features(self, entity_df: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
+    def get_historical_features(self, entity_df: pd.DataFrame, features: Sequence[str],
+                                versions: object = None) -> pd.DataFrame:
         """``entity_df`` (``user_id``, ``timestamp`` in UTC, other columns kept) with each feature as it was
         known at the row's time: from the latest snapshot available then, never a later one. Per family,
         ``<family>_snapshot_date`` names the snapshot used and ``<family>_snapshot_missing`` is True when
-        none was available yet."""
+        none was available yet.
+
+        ``versions`` pins family versions: ``{"activity": "1.1.0"}``, a model's manifest (the versions it was
+        trained on) or a registry. A pinned family's rows join only snapshots of that version; when the snapshot a
+        row would use is of another (or an unrecorded) version, :class:`~feature_platform.offline.versions.
+        PinnedVersionError` (a ValueError) names the family, the version and the dates."""
         return get_historical_features(entity_df, features, OfflineStore(self.settings.data_root),
-                                       self.registry).to_pandas()
+                                       self.registry, versions).to_pandas()
 
     def close(self) -> None:
         """Let the online store's connection go (and the embedded redis-server, unless another process uses it)."""

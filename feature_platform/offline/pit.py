@@ -26,6 +26,13 @@ The rows' ids join in their canonical text form (:func:`feature_platform.sources
 the form the snapshots store: ``42``, ``42.0`` and ``" 42 "`` all find user ``"42"``. A column that cannot
 hold ids (bools), a fractional float, a null or an empty id raises ``EntityIdError`` before any join.
 The input rows come back unchanged (user_id as given), once each, in input order, with the features appended.
+
+Pinned versions (``versions``: family -> semver, or a model manifest or the registry, registry/pinning.py):
+for a pinned family a row may only join a snapshot of that version, read from the partition files' footers
+(offline/versions.py). When a snapshot some row would use (the latest before its time) is of another
+version, or of none recorded, the call raises :class:`PinnedVersionError` naming the family, the pinned
+version and the dates with the versions found: the data of the pinned version is gone, and falling back to
+an older snapshot would silently change the point-in-time rule. Unpinned families are joined as above.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feature_platform.offline.store import OfflineStore, connect
+from feature_platform.offline.versions import PinnedVersionError, check_pinned
+from feature_platform.registry.pinning import family_versions, require_known
 from feature_platform.registry.registry import Registry, UnknownNameError, load_registry
 from feature_platform.sources.entity_ids import canonical_ids
 
@@ -46,6 +55,7 @@ ROW = "__pit_row"
 TS = "__pit_ts"
 PRESENT = "__pit_present"
 FLAGS = ("snapshot_date", "snapshot_missing", "user_present")
+__all__ = ["PinnedVersionError", "get_historical_features"]
 
 
 def get_historical_features(
@@ -53,6 +63,7 @@ def get_historical_features(
     feature_names: Sequence[str],
     store: OfflineStore,
     registry: Registry | None = None,
+    versions: object = None,
 ) -> pa.Table:
     """Append the requested features, point-in-time correct, to ``entity_rows``.
 
@@ -63,11 +74,14 @@ def get_historical_features(
     ``<family>_snapshot_missing`` (bool, no snapshot early enough) and ``<family>_user_present`` (bool:
     the user has a row in the snapshot used; false when that snapshot lacks the user, null when there
     is no snapshot). An id with no canonical form raises ``EntityIdError`` (a ValueError)
-    naming the row, before any join.
+    naming the row, before any join. ``versions`` pins family versions (module doc): a snapshot of another
+    version, or of an unrecorded one, that a row would join raises :class:`PinnedVersionError` (a ValueError).
     """
     if isinstance(feature_names, str):
         raise TypeError(f"feature_names is a list of names; got the string {feature_names!r}")
     registry = registry or load_registry()
+    pinned = family_versions(versions)
+    require_known(pinned, registry)
     names = list(dict.fromkeys(feature_names))
     unknown = [n for n in names if n not in registry.features]
     if unknown:
@@ -88,7 +102,7 @@ def get_historical_features(
     with connect() as con:
         con.register("pit_keys", keys)
         for family, features in by_family.items():
-            columns.update(_join_family(con, store, registry, family, features, keys.num_rows))
+            columns.update(_join_family(con, store, registry, family, features, keys.num_rows, pinned.get(family)))
     out = entities
     for name in added:
         out = out.append_column(name, columns[name])
@@ -122,6 +136,7 @@ def _join_family(
     family: str,
     features: list[str],
     rows: int,
+    pinned: str | None = None,
 ) -> dict[str, pa.ChunkedArray]:
     table = "/".join(registry.family(family).asset_path)
     schema = registry.snapshot_schema(family)
@@ -140,6 +155,8 @@ def _join_family(
     )
     used = [d for (d,) in con.execute("SELECT DISTINCT snapshot_date FROM pit_chosen WHERE snapshot_date IS NOT NULL")
             .fetchall()]
+    if pinned is not None:  # before any data is read: the footers say which version each chosen file is
+        check_pinned(store, registry.family(family), pinned, used)
     quoted = ", ".join(_ident(f) for f in features)
     if used:
         files = [str(store.partition_path(table, d.isoformat())) for d in sorted(used)]

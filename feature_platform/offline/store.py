@@ -21,7 +21,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,8 +211,13 @@ class OfflineStore:
         partition: str | None = None,
         schema: pa.Schema | None = None,
         row_group_size: int | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> WriteResult:
+        """Write ``frame`` as the table's file (or ``partition``'s). Only ``metadata`` becomes the file's key-value
+        metadata (the frame's own, such as pandas' notes, is dropped): offline/versions.py records versions so."""
         data = to_arrow(frame, schema)
+        if metadata:
+            data = data.replace_schema_metadata(dict(metadata))
         path = self.partition_path(table, partition) if partition else self.table_path(table)
         size = atomic_write_parquet(data, path, row_group_size)
         return WriteResult(path=path, rows=data.num_rows, schema=data.schema, bytes=size)
