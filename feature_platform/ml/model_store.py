@@ -9,7 +9,8 @@ Layout under ``Settings.models_dir``::
                             <plot>.png        one file per plot
                             model_card.md     the human-readable card
                             manifest.json     name, version, created_at, feature_names, columns,
-                                              registry_versions, training_fingerprint, info, the
+                                              registry_versions, family_versions (of the training
+                                              set's snapshots; null: not recorded), training_fingerprint, info, the
                                               library versions that wrote the model, and the sha256
                                               of every other file in the folder
     <root>/<name>/champion.json               the promoted version, the one before it and the last 20 promotions
@@ -141,6 +142,7 @@ class ModelStore:
         card: str | Callable[[str], str],
         info: Mapping | None = None,
         created_at: dt.datetime | None = None,
+        family_versions: Mapping[str, str] | None = None,
     ) -> ModelVersion:
         """Write a new version of ``name`` and return it; nothing is visible until every file is written.
 
@@ -180,6 +182,7 @@ class ModelStore:
                 "feature_names": list(feature_names),
                 "columns": spec.columns,
                 "registry_versions": dict(registry_versions),
+                "family_versions": dict(family_versions) if family_versions is not None else None,
                 "training_fingerprint": training_fingerprint,
                 "info": json.loads(info_json),
                 "libraries": library_versions(),

@@ -35,6 +35,8 @@ import pyarrow.compute as pc
 
 from feature_platform.offline.pit import get_historical_features
 from feature_platform.offline.store import OfflineStore, connect
+from feature_platform.offline.versions import recorded_family_versions
+from feature_platform.registry.pinning import family_versions, require_known
 from feature_platform.registry.registry import Registry, load_registry
 from feature_platform.sources.ingest import raw_table
 from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS
@@ -64,6 +66,7 @@ def churn_training_set(
     horizon_days: int = 30,
     feature_names: Sequence[str] | None = None,
     every_days: int = 7,
+    versions: object = None,
 ) -> pa.Table:
     """One row per (user known at D, snapshot date D): features of snapshot D, ``churned``, ``labelled``.
 
@@ -72,7 +75,7 @@ def churn_training_set(
     score) is refused. Columns: user_id, snapshot_date, the features, per family
     ``<family>_snapshot_date`` / ``<family>_snapshot_missing`` / ``<family>_user_present`` (flags, not
     model inputs), churned (int64, null when unlabelled), labelled (bool). Rows are ordered by
-    snapshot_date, user_id.
+    snapshot_date, user_id. ``versions`` pins family versions (:func:`get_historical_features`).
     """
     if horizon_days < 1:
         raise ValueError(f"horizon_days must be at least 1, got {horizon_days}")
@@ -131,7 +134,7 @@ def churn_training_set(
 
     rows = labelled.select(["user_id", "snapshot_date", "timestamp"]).cast(
         pa.schema([("user_id", pa.string()), ("snapshot_date", pa.date32()), ("timestamp", pa.timestamp("us"))]))
-    out = get_historical_features(rows, names, store, registry).drop_columns(["timestamp"])
+    out = get_historical_features(rows, names, store, registry, versions).drop_columns(["timestamp"])
     out = out.append_column("churned", labelled.column("churned").cast(pa.int64()))
     return out.append_column("labelled", labelled.column("labelled").cast(pa.bool_()))
 
@@ -142,6 +145,16 @@ def training_features(registry: Registry) -> list[str]:
     The registry's ``dependencies: model_inputs`` of a derived feature stands for this same list.
     """
     return registry.snapshot_features()
+
+
+def training_versions(registry: Registry, feature_names: Sequence[str], pin: object = None) -> dict[str, str]:
+    """The family versions a training set of ``feature_names`` is built at: per family of those features, the
+    pinned version (``pin``: see registry/pinning.py), else the registry's current one. Every family is pinned,
+    so a training set never mixes versions silently."""
+    pinned = family_versions(pin)
+    require_known(pinned, registry)
+    families = dict.fromkeys(registry.get_feature(name).family for name in feature_names)
+    return {family: pinned.get(family, registry.family(family).version) for family in families}
 
 
 def default_churn_dates(
@@ -174,6 +187,7 @@ def contact_training_set(
     store: OfflineStore,
     registry: Registry | None,
     feature_names: Sequence[str] | None = None,
+    versions: object = None,
 ) -> pa.Table:
     """One row per listing view or impression: user features as of the event, listing, context, label.
 
@@ -182,7 +196,8 @@ def contact_training_set(
     its category, 0 = cheapest; all null for a listing missing from ``raw/listings``), day_of_week
     (0 = Monday), hour, device (from ``raw/customers``), the user features and per-family flags of
     :func:`get_historical_features`, contacted (int64), labelled (bool). Ordered by timestamp, event_id.
-    ``feature_names`` defaults to :func:`training_features`.
+    ``feature_names`` defaults to :func:`training_features`; ``versions`` pins family versions
+    (:func:`get_historical_features`).
     """
     registry = registry or load_registry()
     data_end = dt.datetime.combine(last_event_day(store) + dt.timedelta(days=1), dt.time(0))
@@ -204,7 +219,7 @@ def contact_training_set(
         views = _views_with_labels(con, data_end)
 
     names = list(feature_names) if feature_names is not None else training_features(registry)
-    out = get_historical_features(views, names, store, registry)
+    out = get_historical_features(views, names, store, registry, versions)
     flags = [c for c in out.column_names if c not in views.column_names and c not in names]
     base = [c for c in views.column_names if c not in ("contacted", "labelled")]
     return out.select([*base, *names, *flags, "contacted", "labelled"])
@@ -248,6 +263,8 @@ def training_metadata(table: pa.Table, label: str, registry: Registry | None = N
     Labelled rows are those with ``labelled`` true (when the column exists) and a non-null label; the
     label rate is the mean label over them (None when there are none). The snapshot date range is
     over ``snapshot_date`` when present, else over every ``<family>_snapshot_date`` (ISO strings).
+    ``family_versions``: the versions recorded in the training set's file (offline/versions.py), None when it
+    records none (built before they were recorded).
     """
     if label not in table.column_names:
         raise KeyError(f"label column {label!r} not in the table; columns: {table.column_names}")
@@ -273,6 +290,7 @@ def training_metadata(table: pa.Table, label: str, registry: Registry | None = N
         "snapshot_date_max": max(dates).isoformat() if dates else None,
         "registry_version": registry.version,
         "feature_versions": {name: registry.get_feature_version(name) for name in features},
+        "family_versions": recorded_family_versions(table.schema),
     }
 
 

@@ -20,6 +20,9 @@ from xgboost import XGBClassifier
 from feature_platform.ml import model_store
 from feature_platform.ml.expand import ExpansionSpec, expand, fit_expansion
 from feature_platform.ml.model_store import ModelIntegrityError, ModelStore, training_fingerprint
+from feature_platform.ml.training_sets import training_metadata
+from feature_platform.offline.store import OfflineStore, read_parquet
+from feature_platform.offline.versions import training_set_metadata
 from feature_platform.registry import load_registry
 
 REGISTRY = load_registry()
@@ -386,3 +389,19 @@ class _Holder:
 ])
 def test_model_libraries_finds_what_a_model_is_made_of(model: object, expected: list[str]) -> None:
     assert model_store.model_libraries(model) == expected
+
+
+def test_the_manifest_records_the_family_versions_of_the_training_set(tmp_path: Path, fitted_model: tuple) -> None:
+    """Read back from a written training set's file (what the model assets pass), and null when not given."""
+    model, spec, table = fitted_model
+    written = OfflineStore(tmp_path / "data").write("training/t", table, metadata=training_set_metadata(
+        {"lead": "1.1.0", "activity": "1.0.0"}))
+    recorded = training_metadata(read_parquet(written.path), "churned", REGISTRY)["family_versions"]
+    store = ModelStore(tmp_path / "models")
+    saved = store.save_version("churn", model=model, spec=spec, feature_names=FEATURES, registry_versions={},
+                               training_fingerprint=training_fingerprint(table), metrics={}, plots={}, card="c",
+                               family_versions=recorded)
+    manifest = json.loads((saved.path / "manifest.json").read_text())
+    assert manifest["family_versions"] == {"activity": "1.0.0", "lead": "1.1.0"}
+    assert store.load("churn", saved.version)[2].manifest["family_versions"] == manifest["family_versions"]
+    assert save(store, fitted_model, created_at=T0 + dt.timedelta(seconds=1)).manifest["family_versions"] is None

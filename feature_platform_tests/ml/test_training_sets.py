@@ -190,6 +190,7 @@ def test_churn_metadata(churn_store):
         "snapshot_date_max": "2025-03-18",
         "registry_version": REGISTRY.version,
         "feature_versions": {f: REGISTRY.get_feature_version(f) for f in FEATURES},
+        "family_versions": None,  # an in-memory table records none; a written one does (test_versions.py)
     }
 
 

@@ -92,6 +92,12 @@ def test_each_model_is_stored_gated_promoted_and_shown_with_plots(trained_models
             "roc_pr.png", "importance.png", "calibration.png"} <= files
     manifest = json.loads((champion.path / "manifest.json").read_text())
     assert manifest["registry_versions"]["family:review"] == "1.1.0"
+    # the versions recorded in the training set's file: what its snapshots were computed at
+    training = C.TRAINING_DATASET if name == "churn" else C.CONTACT_TRAINING_SET
+    recorded = json.loads(pq.read_schema(data / f"{'/'.join(training.path)}.parquet").metadata[
+        b"feature_platform.family_versions"])
+    assert manifest["family_versions"] == recorded == {
+        f.name: f.version for f in load_registry().families.values() if not f.derived}
     assert manifest["training_fingerprint"] == meta["training_fingerprint"]
     card = (champion.path / "model_card.md").read_text()
     assert champion.version in card and "![roc_pr](roc_pr.png)" in card and "out_of_time" in card

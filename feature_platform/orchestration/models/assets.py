@@ -1,7 +1,7 @@
 """Model assets: train the churn and contact models, store every version, promote behind a gate.
 
 Each materialization trains candidates on the current training set, writes a new version under
-``<data>/models/<name>/<version>/`` (model, expansion, feature list, registry versions, training-data
+``<data>/models/<name>/<version>/`` (model, expansion, feature list, registry and family versions, training-data
 fingerprint, metrics, plots, model card) and evaluates the blocking ``promotion_gate`` check: the
 champion must beat its baseline on the out-of-time split and reach the AUC floor (FP_MODEL_AUC_FLOOR).
 Only then does ``champion.json`` point at the new version; otherwise the previous champion stays, the
@@ -126,6 +126,7 @@ def store_version(models: ModelStore, trained: Trained, gate: Gate, registry: Re
         spec=result.final_spec,
         feature_names=trained.feature_names,
         registry_versions=versions,
+        family_versions=summary["family_versions"],  # recorded in the training set's file
         training_fingerprint=fingerprint,
         metrics={"champion": result.champion, "seed": result.seed, "auc_floor": gate.auc_floor,
                  "promoted": gate.promoted, "decision": gate.decision, "splits": result.metrics()},

@@ -3,6 +3,11 @@
 Both are unpartitioned Parquet files in the offline store (``training/<name>.parquet``), rebuilt
 from every snapshot partition they need; see :mod:`feature_platform.ml.training_sets` for the
 labels and the point-in-time rule.
+
+Both are built at pinned feature-family versions: ``feature_versions`` in the run config (family -> semver),
+every other family at the registry's current version. Every snapshot a row joins must be of its family's
+version, else the materialization fails naming the family, the dates and the versions found
+(offline/versions.py); the versions used are recorded in the file and in the materialization's metadata.
 """
 
 import datetime as dt
@@ -17,8 +22,12 @@ from feature_platform.ml.training_sets import (
     contact_training_set,
     default_churn_dates,
     last_event_day,
+    training_features,
     training_metadata,
+    training_versions,
 )
+from feature_platform.offline.store import OfflineStore, WriteResult
+from feature_platform.offline.versions import recorded_family_versions, training_set_metadata
 from feature_platform.orchestration.constants import (
     CONTACT_TRAINING_SET,
     FEATURE_SNAPSHOTS,
@@ -31,12 +40,21 @@ from feature_platform.orchestration.constants import (
 )
 from feature_platform.orchestration.metadata import write_metadata
 from feature_platform.orchestration.resources import OfflineStoreResource
-from feature_platform.registry.registry import load_registry
+from feature_platform.registry.registry import Registry, load_registry
 
 
 def table_name(key: dg.AssetKey) -> str:
     """Where an asset's table lives in the offline store: its key path (training/<name>)."""
     return "/".join(key.path)
+
+
+FEATURE_VERSIONS_DESCRIPTION = ("Pinned feature-family versions, family -> semver (e.g. {\"activity\": \"1.1.0\"}); "
+                                "other families: the registry's current version. A snapshot of another version fails "
+                                "the run.")
+
+
+class ContactTrainingSetConfig(dg.Config):
+    feature_versions: dict[str, str] | None = Field(default=None, description=FEATURE_VERSIONS_DESCRIPTION)
 
 
 class ChurnTrainingSetConfig(dg.Config):
@@ -46,6 +64,16 @@ class ChurnTrainingSetConfig(dg.Config):
     every_days: int = Field(default=7, description="Days between snapshot dates, counted back from the last one.")
     horizon_days: int | None = Field(default=None, description="Label horizon in days; default FP_CHURN_HORIZON_DAYS "
                                                                "or 30.")
+    feature_versions: dict[str, str] | None = Field(default=None, description=FEATURE_VERSIONS_DESCRIPTION)
+
+
+def _write(store: OfflineStore, key: dg.AssetKey, table: pa.Table, versions: dict[str, str]) -> WriteResult:
+    """The training set's file, recording the family versions it was built at (what model manifests copy)."""
+    return store.write(table_name(key), table, metadata=training_set_metadata(versions))
+
+
+def _versions(registry: Registry, pin: dict[str, str] | None) -> dict[str, str]:
+    return training_versions(registry, training_features(registry), pin)
 
 
 def _metadata(table: pa.Table, label: str, write, extra: dict) -> dict:
@@ -59,6 +87,7 @@ def _metadata(table: pa.Table, label: str, write, extra: dict) -> dict:
         "snapshot_date_max": summary["snapshot_date_max"],
         "registry_version": summary["registry_version"],
         "feature_versions": dg.MetadataValue.json(summary["feature_versions"]),
+        "family_versions": dg.MetadataValue.json(recorded_family_versions(write.schema) or {}),
         **extra,
     }
 
@@ -90,8 +119,9 @@ def training_dataset(
         raise ValueError(f"no snapshot date with a full {horizon}-day label horizon in {first} .. {last}")
     context.log.info("churn training set: %s snapshot dates %s .. %s, horizon %s days", len(dates), dates[0],
                      dates[-1], horizon)
-    table = churn_training_set(store, registry, dates, horizon_days=horizon)
-    write = store.write(table_name(TRAINING_DATASET), table)
+    versions = _versions(registry, config.feature_versions)
+    table = churn_training_set(store, registry, dates, horizon_days=horizon, versions=versions)
+    write = _write(store, TRAINING_DATASET, table, versions)
     rates = _label_rate_by_date(table)
     return dg.MaterializeResult(metadata=_metadata(table, "churned", write, {
         "horizon_days": horizon,
@@ -108,7 +138,8 @@ def training_dataset(
     kinds={"duckdb", "parquet"},
     owners=[OWNER_ML],
 )
-def contact_training_set_asset(context: dg.AssetExecutionContext, offline: OfflineStoreResource) -> dg.MaterializeResult:
+def contact_training_set_asset(context: dg.AssetExecutionContext, config: ContactTrainingSetConfig,
+                               offline: OfflineStoreResource) -> dg.MaterializeResult:
     """Contact training set: one row per listing view or impression, labelled 1 when the same user
     contacted or favourited that listing in the same session or within 24 h.
 
@@ -116,9 +147,10 @@ def contact_training_set_asset(context: dg.AssetExecutionContext, offline: Offli
     earlier snapshot keeps null features and ``<family>_snapshot_missing``), with the listing's category,
     city, price, premium flag and image count, and the view's day of week, hour and device.
     """
-    store = offline.store()
-    table = contact_training_set(store, load_registry())
-    write = store.write(table_name(CONTACT_TRAINING_SET), table)
+    store, registry = offline.store(), load_registry()
+    versions = _versions(registry, config.feature_versions)
+    table = contact_training_set(store, registry, versions=versions)
+    write = _write(store, CONTACT_TRAINING_SET, table, versions)
     context.log.info("contact training set: %s views", table.num_rows)
     missing = int(pc.sum(table.column("activity_snapshot_missing")).as_py() or 0) if table.num_rows else 0
     return dg.MaterializeResult(metadata=_metadata(table, "contacted", write, {"rows_without_snapshot": missing}))
