@@ -89,6 +89,8 @@ def cmd_online_status(args: argparse.Namespace) -> int:
         "snapshot date": f"{status['snapshot_date']} (data up to {status['computed_at']} UTC)",
         "age": f"{status['age_hours']} h",
         "keys": f"{status['keys']:,} users x {status['features']} features, {status['bytes']:,} bytes of values",
+        "family versions": ", ".join(f"{family} {version or 'unrecorded'}" for family, version in sorted(
+            status["family_versions"].items())) if status["family_versions"] is not None else "not recorded",
         "previous version": status["previous_version"] or "none (rollback not possible)",
         "versions kept": ", ".join(status["versions"]),
         "redis memory": f"{status['redis_used_memory_bytes'] / 2**20:.1f} MiB",

@@ -5,7 +5,8 @@ Layout (``<p>`` is the key prefix, FP_REDIS_PREFIX, default ``fp``)::
     <p>:current                      hash  version, snapshot_date, computed_at, previous; expires with
                                            the version it names (each push and rollback sets its TTL)
     <p>:version:<version>            hash  snapshot_date, computed_at, layout (JSON feature names),
-                                           status (writing|complete), keys, bytes, ttl, pushed_at
+                                           status (writing|complete), keys, bytes, ttl, pushed_at,
+                                           family_versions (JSON: family -> its snapshot file's version)
     <p>:<version>:u:<user_id>        string, the user's whole vector (see codec.py), with a TTL; ``<user_id>``
                                      is the id's canonical text (sources/entity_ids.py: 42, 42.0, "42" -> 42)
     <p>:<version>:e:<user_id>        hash, the event overlay: fields recomputed from events that arrived
@@ -124,13 +125,15 @@ class OnlineStore:
         return int(2 * tolerance.total_seconds())
 
     def push(self, snapshot: pa.Table, snapshot_date: dt.date, batch: int = DEFAULT_BATCH,
-             fail_after_batches: int | None = None) -> PushResult:
+             fail_after_batches: int | None = None, family_versions: Mapping[str, str | None] | None = None
+             ) -> PushResult:
         """Write one snapshot (one row per user, ``user_id`` + registry features) and serve it.
 
         Each user is keyed by its canonical id text, so a ``user_id`` column of integers, whole floats or
         text pushes the same keys for the same customers; a column that holds a bad id (a bool, a fraction,
         a null) is an :class:`EntityIdError` naming the row, before anything is written.
         ``fail_after_batches`` is for tests: raise after that many batches, as a dying process would.
+        ``family_versions`` (family -> its snapshot file's version) is kept for serving's check (serving/versions.py).
         """
         layout = tuple(c for c in snapshot.column_names if c in self.registry.features)
         if "user_id" not in snapshot.column_names or not layout:
@@ -159,6 +162,7 @@ class OnlineStore:
         self.client.hset(self.version_key(version), mapping={
             "snapshot_date": snapshot_date.isoformat(), "computed_at": computed_at.isoformat(),
             "layout": json.dumps(layout), "status": "writing", "ttl": ttl,
+            **({"family_versions": json.dumps(dict(family_versions))} if family_versions is not None else {}),
         })
         written = 0
         for done, start in enumerate(range(0, len(users), batch)):
@@ -430,6 +434,7 @@ class OnlineStore:
             "keys": served.keys if served else 0,
             "bytes": served.bytes if served else 0,
             "features": len(served.layout) if served else 0,
+            "family_versions": served.family_versions if served else None,
             "previous_version": pointer.get("previous") or None,
             "versions": [v.version for v in self.versions()],
             "redis_used_memory_bytes": used,

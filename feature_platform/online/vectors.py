@@ -27,6 +27,9 @@ class VersionInfo:
     bytes: int = 0
     ttl: int = 0
     pushed_at: str = ""
+    # family -> the version of the snapshot file pushed (None: the file recorded none); None: the push recorded
+    # no versions (an older release pushed it)
+    family_versions: dict[str, str | None] | None = None
 
     @classmethod
     def from_hash(cls, version: str, raw: Mapping[str, str]) -> VersionInfo:
@@ -41,6 +44,7 @@ class VersionInfo:
             bytes=int(raw.get("bytes", 0)),
             ttl=int(raw.get("ttl", 0)),
             pushed_at=raw.get("pushed_at", ""),
+            family_versions=json.loads(raw["family_versions"]) if "family_versions" in raw else None,
         )
 
     @cached_property

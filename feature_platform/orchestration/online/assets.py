@@ -5,7 +5,8 @@ snapshot that fails its schema, value or row checks is never pushed. A run over 
 backfill) pushes only its latest day — the store refuses to replace a newer served snapshot with an
 older one anyway — and says so in the metadata. Derived features (model scores such as
 churn_risk_score) are part of the vector; a day that was never scored serves them as null, and the
-metadata names the missing derived families.
+metadata names the missing derived families. The version records which family version each pushed snapshot
+file was computed at (offline/versions.py), for serving's check against a model's (serving/versions.py).
 """
 
 import datetime as dt
@@ -13,6 +14,7 @@ import datetime as dt
 import dagster as dg
 
 from feature_platform.offline.snapshots import missing_derived, user_vectors
+from feature_platform.offline.versions import day_family_versions
 from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration.constants import (
     DAILY_PARTITIONS,
@@ -45,11 +47,12 @@ def user_features_push(context: dg.AssetExecutionContext, offline: OfflineStoreR
     day = dt.date.fromisoformat(max(context.partition_keys))
     store = offline.store()
     table = user_vectors(store, registry, day)
+    versions = day_family_versions(store, registry, day)
     unscored = missing_derived(store, registry, day)
     if unscored:
         context.log.warning("no %s partition for %s: its features are served as null", ", ".join(unscored), day)
     with online.connected() as client:
-        result = OnlineStore(client, registry, online.prefix).push(table, day)
+        result = OnlineStore(client, registry, online.prefix).push(table, day, family_versions=versions)
     superseded = sorted(k for k in context.partition_keys if k != day.isoformat())
     context.log.info("online push %s: %s (%s keys, %.1f s)", day, result.reason, result.keys, result.seconds)
     return dg.MaterializeResult(metadata={
@@ -58,6 +61,7 @@ def user_features_push(context: dg.AssetExecutionContext, offline: OfflineStoreR
         "served": result.served,
         "status": result.reason,
         "version": result.version or "none",
+        "family_versions": dg.MetadataValue.json(versions),
         "previous_version": result.previous or "none",
         "keys_written": result.keys,
         "bytes_written": result.bytes,
