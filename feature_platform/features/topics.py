@@ -44,6 +44,7 @@ STOP_WORDS = "english"
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"
 CURRENT_FILE = "CURRENT"
+MODELS_FOLDER = "review_topic_model"  # the fitted models' folder under the models directory
 MATERIALIZE_HINT = "materialize features/review_topic_model first"
 _VERSION_CHARS = 12
 _VERSION_RE = re.compile(rf"^[0-9a-f]{{{_VERSION_CHARS}}}$")

@@ -8,18 +8,15 @@ One call is one tick of `feature-platform stream`:
    landed at or after its cut-off: the version starts with no overlay and its snapshot lacks them;
 3. per user, the features to write are those the registry maps the user's new event types to
    (``Registry.features_affected_by``) that the served version has;
-4. the families owning them recompute, with the batch engine's own tiles and merge, over tables cut
-   down to those users:
-   offline raw events of the 90-day lookback plus every landed event of theirs (an event in both
-   counts once), their customer rows, and every listing (price ranks are per category). The snapshot
-   date is today: the window ends tonight and holds everything up to now (no accepted event is in the
-   future), which is exactly what tomorrow's daily snapshot of today computes if nothing else lands -
-   so online and offline converge;
+4. the families owning them recompute for those users only (features/recompute.py: their stored tiles,
+   tiles computed from raw and landed events for the days those do not cover, the batch engine's
+   merge). The snapshot date is today: the window ends tonight and holds everything up to now (no
+   accepted event is in the future), which is exactly what tomorrow's daily snapshot of today computes
+   if nothing else lands - so online and offline converge;
 5. write those fields to the overlay, then save the cursor (temp file + rename). A crash in between
    re-applies the same events next tick and writes the same values: at least once, idempotent.
 
-Families updated this way must compute each user from that user's rows alone (no normalisation over
-all users); the event families do. Derived families (model outputs) are not recomputed on events.
+Derived families (model outputs) are not recomputed on events.
 """
 
 from __future__ import annotations
@@ -27,24 +24,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from feature_platform.features.base import LOOKBACK_DAYS
-from feature_platform.features.engine import snapshots_from_tables
-from feature_platform.offline.store import OfflineStore, atomic_write_bytes, connect
-from feature_platform.online import codec
+from feature_platform.features.recompute import recompute
+from feature_platform.offline.store import OfflineStore, atomic_write_bytes
 from feature_platform.online.store import OnlineStore
 from feature_platform.registry.registry import Registry
 from feature_platform.sources.event_records import naive_utc
-from feature_platform.sources.ingest import raw_table
 from feature_platform.sources.landing import LandingLog
-from feature_platform.sources.schema import CUSTOMERS, EVENTS, LISTINGS, REVIEWS
 
 CURSOR_FORMAT = 1
 
@@ -126,37 +116,6 @@ def apply_landed_events(
     return result
 
 
-def recompute(
-    offline: OfflineStore,
-    registry: Registry,
-    log: LandingLog,
-    wanted: Mapping[str, set[str]],
-    day: dt.date,
-) -> dict[str, dict[str, Any]]:
-    """user -> {feature: value} for the ``wanted`` features of each user, as the snapshot of ``day``
-    computes them from the offline raw data plus the landed events, on those users' rows only."""
-    users = sorted(wanted)
-    names = set().union(*wanted.values())
-    families = sorted({registry.get_feature(n).family for n in names})
-    sources = {s for f in families for s in registry.family(f).sources}
-    events = _events(offline, log, users, day)
-    customers = _rows_of(offline, "customers", CUSTOMERS.arrow_schema, users)
-    reviews = _rows_of(offline, "reviews", REVIEWS.arrow_schema, users) if raw_table("reviews") in sources else None
-    listings = _table(offline, "listings", LISTINGS.arrow_schema) if raw_table("listings") in sources else None
-    out: dict[str, dict[str, Any]] = {}
-    for name in families:
-        family = registry.family(name)
-        [(_, table, _)] = snapshots_from_tables(registry, family, [day], events, customers, reviews, listings)
-        layout = [f for f in family.features if f in names]
-        types = {f: registry.get_feature(f).type for f in layout}
-        rows = codec.rows_to_values(table, layout, types)
-        for user, row in zip(table.column("user_id").to_pylist(), rows, strict=True):
-            fields = {f: v for f, v in zip(layout, row, strict=True) if f in wanted[user]}
-            if fields:
-                out.setdefault(user, {}).update(fields)
-    return out
-
-
 def _features_per_user(events: pa.Table, registry: Registry, layout: set[str]) -> dict[str, set[str]]:
     by_type: dict[str, set[str]] = {}
     wanted: dict[str, set[str]] = {}
@@ -171,36 +130,6 @@ def _features_per_user(events: pa.Table, registry: Registry, layout: set[str]) -
         if by_type[event_type]:
             wanted.setdefault(user, set()).update(by_type[event_type])
     return wanted
-
-
-def _events(offline: OfflineStore, log: LandingLog, users: list[str], day: dt.date) -> pa.Table:
-    """The users' events of the lookback ending at ``day``: offline partitions, then landed ones not in them."""
-    first = day - dt.timedelta(days=LOOKBACK_DAYS - 1)
-    files = [str(p) for p in offline.partition_files(raw_table("events"), first.isoformat(), day.isoformat())]
-    stored = EVENTS.arrow_schema.empty_table()
-    if files:
-        with connect() as con:
-            stored = con.sql(
-                "SELECT * FROM read_parquet($files, union_by_name = true) WHERE list_contains($users, user_id)",
-                params={"files": files, "users": users},
-            ).to_arrow_table().select(EVENTS.column_names).cast(EVENTS.arrow_schema)
-    landed = log.events(landed_since=dt.datetime.combine(first, dt.time()), user_ids=users)
-    landed = landed.filter(pc.invert(pc.is_in(landed.column("event_id"), value_set=stored.column("event_id"))))
-    return pa.concat_tables([stored, landed])
-
-
-def _table(offline: OfflineStore, name: str, schema: pa.Schema) -> pa.Table:
-    path = offline.table_path(raw_table(name))
-    if not path.exists():
-        if name == "customers":
-            raise FileNotFoundError(f"{path}: raw/customers is missing; ingest (feature-platform run) first")
-        return schema.empty_table()
-    return offline.read_table(raw_table(name)).select(schema.names).cast(schema)
-
-
-def _rows_of(offline: OfflineStore, name: str, schema: pa.Schema, users: list[str]) -> pa.Table:
-    table = _table(offline, name, schema)
-    return table.filter(pc.is_in(table.column("user_id"), value_set=pa.array(users, pa.string())))
 
 
 def _unique_events(events: pa.Table) -> pa.Table:

@@ -30,7 +30,7 @@ from feature_platform.orchestration.resources import ModelStoreResource, Offline
 from feature_platform.registry.fingerprint import family_fingerprint
 from feature_platform.registry.registry import Family, load_registry
 
-TOPIC_MODEL_DIR = "review_topic_model"
+TOPIC_MODEL_DIR = topics.MODELS_FOLDER
 # Unpartitioned inputs a tile may read (registry sources); raw/events maps partition to partition.
 _UNPARTITIONED_INPUTS = (RAW_LISTINGS, RAW_REVIEWS, REVIEW_TOPIC_MODEL)
 
