@@ -35,6 +35,11 @@ API_SCOPES = ("features:read", "predict", "events:write", "admin")
 # The audit log file rotates at this size, keeping this many old files (FP_AUDIT_LOG_MAX_BYTES/_BACKUPS).
 DEFAULT_AUDIT_LOG_MAX_BYTES = 10 * 1_048_576
 DEFAULT_AUDIT_LOG_BACKUPS = 5
+# Computing an unknown user's features on a read (serving/on_demand.py): how long a request waits for it,
+# how many users one request may have computed, how long Redis keeps a computed vector.
+DEFAULT_ON_DEMAND_BUDGET_MS = 1_000
+DEFAULT_ON_DEMAND_MAX_USERS = 10
+DEFAULT_ON_DEMAND_TTL_SECONDS = 300
 
 
 MAX_SHARDS = 1_024  # a step per shard and family: more would be a run of tens of thousands of steps
@@ -86,6 +91,10 @@ class Settings:
     executor: str | None = None
     celery_broker: str | None = field(default=None, repr=False)  # URLs may carry a password
     celery_backend: str | None = field(default=None, repr=False)
+    # FP_ON_DEMAND_BUDGET_MS (0: never compute on a read), FP_ON_DEMAND_MAX_USERS, FP_ON_DEMAND_TTL_SECONDS
+    on_demand_budget_ms: int = DEFAULT_ON_DEMAND_BUDGET_MS
+    on_demand_max_users: int = DEFAULT_ON_DEMAND_MAX_USERS
+    on_demand_ttl_seconds: int = DEFAULT_ON_DEMAND_TTL_SECONDS
 
     def __post_init__(self) -> None:
         if self.data_url:
@@ -113,6 +122,13 @@ class Settings:
             raise ConfigError(f"FP_MODEL_AUC_FLOOR must be in [0, 1], got {self.model_auc_floor}")
         if self.max_batch < 1:
             raise ConfigError(f"FP_MAX_BATCH must be >= 1, got {self.max_batch}")
+        if self.on_demand_budget_ms < 0:
+            raise ConfigError(f"FP_ON_DEMAND_BUDGET_MS must be >= 0 (0 turns computing on a read off), "
+                              f"got {self.on_demand_budget_ms}")
+        if self.on_demand_max_users < 1:
+            raise ConfigError(f"FP_ON_DEMAND_MAX_USERS must be >= 1, got {self.on_demand_max_users}")
+        if self.on_demand_ttl_seconds < 1:
+            raise ConfigError(f"FP_ON_DEMAND_TTL_SECONDS must be >= 1, got {self.on_demand_ttl_seconds}")
         if self.max_body_bytes < 1_024:
             raise ConfigError(f"FP_MAX_BODY_BYTES must be >= 1024, got {self.max_body_bytes}")
         if self.ingest_memory_mb < 64:
@@ -183,6 +199,9 @@ class Settings:
             executor=(env.get("FP_EXECUTOR") or "").strip().lower() or None,
             celery_broker=env.get("FP_CELERY_BROKER") or None,
             celery_backend=env.get("FP_CELERY_BACKEND") or None,
+            on_demand_budget_ms=_int(env, "FP_ON_DEMAND_BUDGET_MS", DEFAULT_ON_DEMAND_BUDGET_MS),
+            on_demand_max_users=_int(env, "FP_ON_DEMAND_MAX_USERS", DEFAULT_ON_DEMAND_MAX_USERS),
+            on_demand_ttl_seconds=_int(env, "FP_ON_DEMAND_TTL_SECONDS", DEFAULT_ON_DEMAND_TTL_SECONDS),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

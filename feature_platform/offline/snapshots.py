@@ -1,14 +1,20 @@
-"""Every family's snapshot of one day as one row per user: what the online store serves."""
+"""Every family's snapshot of one day as one row per user (what the online store serves), and one user's value
+of a feature over the daily snapshots (the feature history)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from feature_platform.offline.store import OfflineStore, UnreadablePartitionError, connect
 from feature_platform.registry.registry import Registry
+
+# Rows per row group of a snapshot file. Snapshots are sorted by user_id, so a read of a few users (a feature
+# history, a recomputation) touches one small row group per file instead of the whole file.
+SNAPSHOT_ROW_GROUP = 16_384
 
 
 def user_vectors(
@@ -65,3 +71,18 @@ def missing_derived(store: OfflineStore, registry: Registry, day: dt.date) -> li
     """Derived families with no partition for ``day``: their features are null in :func:`user_vectors`."""
     return [f.name for f in registry.families.values()
             if f.derived and not store.partition_path("/".join(f.asset_path), day.isoformat()).exists()]
+
+
+def feature_history(store: OfflineStore, table: str, feature: str, user_id: str, limit: int
+                    ) -> list[tuple[dt.date, Any]]:
+    """``(snapshot_date, value)`` of ``user_id``'s ``feature`` in the newest ``limit`` snapshots of ``table``,
+    newest first. A snapshot holds a user at most once, so only those files are read (a year of them stays a
+    year, however long the retention), each in the row group that holds the user."""
+    keys = store.partitions(table)[-limit:]
+    files = [str(p) for p in store.partition_files(table, keys[0], keys[-1])] if keys else []
+    if not files:  # none, or every one unreadable (the store names those)
+        return []
+    with connect(threads=1) as con:
+        return con.execute(
+            f'SELECT snapshot_date, "{feature}" FROM read_parquet($files, union_by_name = true) '
+            "WHERE user_id = $user ORDER BY snapshot_date DESC", {"files": files, "user": user_id}).fetchall()

@@ -41,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feature_platform.config import Settings
-from feature_platform.offline.store import connect as duckdb_connect
+from feature_platform.offline.snapshots import feature_history
 from feature_platform.online.connection import connect as redis_connect
 from feature_platform.online.connection import release
 from feature_platform.online.store import OnlineStore, OnlineStoreError
@@ -51,6 +51,7 @@ from feature_platform.serving.docs import add_docs
 from feature_platform.serving.hot_path import Handlers, HotPath, encode
 from feature_platform.serving.limits import BodyLimitMiddleware, event_problems, with_text_user_id
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
+from feature_platform.serving.on_demand import COMPUTED, TIMEOUT, OnDemand
 from feature_platform.serving.retrieval import REDIS, REDIS_ERRORS, Retriever, ServedVector
 from feature_platform.serving.schemas import (
     NAME_PATTERN,
@@ -65,7 +66,10 @@ from feature_platform.serving.schemas import (
     Problem,
     UserIdPath,
 )
+from feature_platform.serving.scrape_metrics import ServedSnapshotCollector
 from feature_platform.serving.state import CHURN, CONTACT, Champion, ServingState, StateHolder, context_features
+from feature_platform.serving.versions import RESPONSES as VERSION_SKEW
+from feature_platform.serving.versions import require_trained_versions
 from feature_platform.sources.event_records import validate_event_records
 from feature_platform.sources.landing import LandingLog
 
@@ -111,6 +115,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         online = OnlineStore(client, holder.state.registry, settings.redis_prefix)
     now: Callable[[], dt.datetime] = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     retriever = Retriever(online, metrics, now)
+    metrics.registry.register(ServedSnapshotCollector(retriever, lambda: holder.state))  # computed per scrape
+    on_demand = OnDemand(settings, holder.offline_store, online, metrics, now)
     access = Access(settings)  # refuses an unusable FP_JWT_PUBLIC_KEY now, not at the first request
     audit = AuditLog.from_settings(settings)
 
@@ -121,6 +127,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             holder.start(reload_seconds)
         yield
         holder.stop()
+        on_demand.close()
         release(online.client)
         if audit is not None:
             audit.close()
@@ -183,20 +190,18 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         if size > settings.max_batch:
             raise _problem(422, loc, f"{size} items; at most {settings.max_batch} per request (FP_MAX_BATCH)")
 
-    def read_one(user_id: str, features: str | None, defaults: bool, version: str | None = None) -> dict[str, Any]:
+    async def read_one(user_id: str, features: str | None, defaults: bool, version: str | None = None
+                       ) -> dict[str, Any]:
         state = current()
         names = feature_names(state, features, ["query", "features"])
-        return one_vector(state, user_id, names, version, defaults).as_json()
+        return (await one_vector(state, user_id, names, version, defaults)).as_json()
 
-    def read_batch(body: BatchRequest) -> dict[str, Any]:
+    async def read_batch(body: BatchRequest) -> dict[str, Any]:
         state = current()
         check_batch(len(body.user_ids), ["body", "user_ids"])
         names = feature_names(state, body.features, ["body", "features"])
         users = list(dict.fromkeys(body.user_ids))
-        try:
-            found = retriever.vectors(state, users, names, body.version, defaults=True)
-        except OnlineStoreError as exc:
-            raise _problem(404, ["body", "version"], str(exc)) from None
+        found, _ = await retrieve(state, users, names, body.version, True, ["body", "version"])
         results = []
         for user in users:
             vector = found[user]
@@ -207,15 +212,42 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             results.append(item)
         return {"results": results}
 
-    def one_vector(state: ServingState, user_id: str, names: list[str] | None = None, version: str | None = None,
-                   defaults: bool = False) -> ServedVector:
+    async def retrieve(state: ServingState, users: list[str], names: list[str] | None, version: str | None,
+                       defaults: bool, loc: list[str]) -> tuple[dict[str, ServedVector | None], dict[str, str]]:
+        """The retrieval flow: Redis, the offline snapshot, computed on demand (customers only, not for a pinned
+        version), the registry defaults when ``defaults``. Also why on-demand computing did not answer a user."""
         try:
-            vector = retriever.vectors(state, [user_id], names, version, defaults)[user_id]
+            found = retriever.vectors(state, users, names, version)
         except OnlineStoreError as exc:
-            raise _problem(404, ["query", "version"], str(exc)) from None
+            raise _problem(404, loc, str(exc)) from None
+        marks: dict[str, str] = {}
+        unknown = [user for user in users if found[user] is None]
+        computable = [user for user in unknown if state.is_customer(user)]
+        if computable and version is None and on_demand.enabled:
+            served = retriever.served_features(state.registry, names)
+            for user, item in (await on_demand.vectors(state, computable, served)).items():
+                if isinstance(item, str):
+                    marks[user] = item
+                else:
+                    found[user] = item
+                    metrics.fallbacks_to[COMPUTED].inc()
+        if defaults:
+            for user in unknown:
+                if found[user] is None:
+                    found[user] = retriever.default_vector(state.registry, user, names, marks.get(user))
+        return found, marks
+
+    async def one_vector(state: ServingState, user_id: str, names: list[str] | None = None,
+                         version: str | None = None, defaults: bool = False) -> ServedVector:
+        found, marks = await retrieve(state, [user_id], names, version, defaults, ["query", "version"])
+        vector = found[user_id]
         if vector is None:
-            raise HTTPException(404, detail=f"unknown user {user_id!r}: in no online or offline snapshot "
-                                            "(ask with defaults=true for the registry defaults)")
+            if marks.get(user_id) == TIMEOUT:
+                raise HTTPException(404, detail=f"user {user_id!r} is in no snapshot yet, and computing their "
+                                                "features took longer than FP_ON_DEMAND_BUDGET_MS: retry shortly "
+                                                "(the result is being cached), or ask with defaults=true")
+            raise HTTPException(404, detail=f"unknown user {user_id!r}: in no online or offline snapshot and not "
+                                            "computable (ask with defaults=true for the registry defaults)")
         return vector
 
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 422: {"model": Problem}}
@@ -279,13 +311,13 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         version: Annotated[str | None, Query(max_length=200)] = None,
         defaults: bool = False,
     ) -> Response:
-        return _json(read_one(user_id, features, defaults, version))
+        return _json(await read_one(user_id, features, defaults, version))
 
     @app.post("/features/batch", tags=["features"], dependencies=needs(FEATURES_READ),
               responses={200: {"model": BatchResponse}, **not_found})
     async def batch(body: BatchRequest, request: Request) -> Response:
         request.state.users = len(body.user_ids)  # for the audit log
-        return _json(read_batch(body))
+        return _json(await read_batch(body))
 
     @app.get("/features/{user_id}/history", tags=["features"], dependencies=needs(FEATURES_READ), responses=not_found)
     def history(  # DuckDB over the partitions: on the thread pool, not the event loop
@@ -297,17 +329,10 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         feature_names(state, feature, ["query", "feature"])
         family = state.registry.family(state.registry.get_feature(feature).family)
         table = "/".join(family.asset_path)
-        files = [str(p) for p in holder.offline_store.partition_files(table)]
-        # Unreadable partitions are left out of `files` (the store checks them) and named in the answer.
+        # Unreadable partitions are left out (the store checks them) and named in the answer.
+        rows = feature_history(holder.offline_store, table, feature, user_id, limit)
         skipped = [{"path": str(u.path), "snapshot_date": u.partition, "problem": u.message}
                    for u in list(holder.offline_store.unreadable.values()) if u.table == table]
-        rows: list[tuple] = []
-        if files:
-            with duckdb_connect(threads=1) as con:
-                rows = con.execute(
-                    f'SELECT snapshot_date, "{feature}" FROM read_parquet($files, union_by_name = true) '
-                    "WHERE user_id = $user ORDER BY snapshot_date DESC LIMIT $limit",
-                    {"files": files, "user": user_id, "limit": limit}).fetchall()
         if not rows:
             raise HTTPException(404, detail=f"user {user_id!r} is in no offline snapshot of {family.name}")
         is_map = state.registry.get_feature(feature).type == "map"
@@ -322,7 +347,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         state = current()
         if state.context_spec is None:
             raise HTTPException(503, detail="no offline snapshot yet to fix the context layout; run the pipeline")
-        vector = one_vector(state, user_id, context_features(state.registry))
+        vector = await one_vector(state, user_id, context_features(state.registry))
         names, values = predict.context_vector(state.context_spec, state.registry, vector.values)
         return _json({"user_id": user_id, "names": names, "values": values, "source": vector.source,
                       "version": vector.version,
@@ -344,7 +369,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         return _json({**_feature_json(feature), "lineage": asdict(state.registry.lineage(name))})
 
     @app.post("/predict/churn", tags=["predictions"], dependencies=needs(PREDICT),
-              responses={200: {"model": ChurnPrediction}, **not_found})
+              responses={200: {"model": ChurnPrediction}, **not_found, **VERSION_SKEW})
     async def predict_churn(body: ChurnRequest, request: Request) -> Response:
         request.state.users = 1
         state = current()
@@ -354,7 +379,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
             values, source, snapshot = body.features, "request", None
         else:
             assert body.user_id is not None, "ChurnRequest.one_of: exactly one of user_id and features"
-            vector = one_vector(state, body.user_id, list(champion.feature_names), defaults=body.defaults)
+            vector = await one_vector(state, body.user_id, list(champion.feature_names), defaults=body.defaults)
+            require_trained_versions(champion, state, online, vector, metrics)  # 409 on a version skew
             values, source, snapshot = vector.values, vector.source, vector.version
         try:
             probability, imputed = predict.predict_churn(champion, state.registry, values)
@@ -366,14 +392,15 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
                       "imputed": imputed})
 
     @app.post("/predict/contact", tags=["predictions"], dependencies=needs(PREDICT),
-              responses={200: {"model": ContactPrediction}, **not_found})
+              responses={200: {"model": ContactPrediction}, **not_found, **VERSION_SKEW})
     async def predict_contact(body: ContactRequest, request: Request) -> Response:
         request.state.users = 1
         state = current()
         champion = champion_of(state, CONTACT)
         check_batch(len(body.listing_ids), ["body", "listing_ids"])
         names = list(dict.fromkeys([*champion.feature_names, *predict.MATCH_FEATURES]))
-        vector = one_vector(state, body.user_id, names, defaults=body.defaults)
+        vector = await one_vector(state, body.user_id, names, defaults=body.defaults)
+        require_trained_versions(champion, state, online, vector, metrics)  # 409 on a version skew
         given = body.context.model_dump(exclude_none=True)
         context_values = predict.contact_context(given, state.devices.get(body.user_id), now())
         listings = [state.listings.get(listing) for listing in body.listing_ids]

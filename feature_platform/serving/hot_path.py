@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -49,11 +49,11 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 @dataclass(frozen=True)
 class Handlers:
     """What the routes do, shared with them: ``single(user_id, features, defaults)`` and ``batch(body)``
-    return the answer's content or raise the HTTPException the route would; ``single_route`` and
-    ``batch_route`` are the routes themselves (their templates label metrics and audit lines)."""
+    return (are awaited for) the answer's content or raise the HTTPException the route would; ``single_route``
+    and ``batch_route`` are the routes themselves (their templates label metrics and audit lines)."""
 
-    single: Callable[[str, str | None, bool], Any]
-    batch: Callable[[BatchRequest], Any]
+    single: Callable[[str, str | None, bool], Awaitable[Any]]
+    batch: Callable[[BatchRequest], Awaitable[Any]]
     single_route: APIRoute
     batch_route: APIRoute
 
@@ -67,28 +67,28 @@ class HotPath:
         if handlers is not None:
             method, path = scope["method"], scope["path"]
             if method == "GET" and path.startswith(PREFIX):
-                answer = self._single(scope, handlers, path[len(PREFIX):])
-                if answer is not None:
-                    await answer(scope, receive, send)
+                handle = self._single(scope, handlers, path[len(PREFIX):])
+                if handle is not None:
+                    await (await self._answer(scope, handle))(scope, receive, send)
                     return
             elif method == "POST" and path == BATCH_PATH:
                 body, receive = await _read_body(receive)
-                answer = self._batch(scope, handlers, body)
-                if answer is not None:
-                    await answer(scope, receive, send)
+                handle = self._batch(scope, handlers, body)
+                if handle is not None:
+                    await (await self._answer(scope, handle))(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
-    def _single(self, scope: Scope, handlers: Handlers, user_id: str) -> Response | _Answer | None:
+    def _single(self, scope: Scope, handlers: Handlers, user_id: str) -> Callable[[], Awaitable[Any]] | None:
         if "/" in user_id or not USER_ID.match(user_id) or user_id == "batch":
             return None
         query = _single_query(scope["query_string"])
         if query is None:
             return None
         _route(scope, handlers.single_route, {"user_id": user_id})
-        return self._answer(scope, lambda: handlers.single(user_id, *query))
+        return lambda: handlers.single(user_id, *query)
 
-    def _batch(self, scope: Scope, handlers: Handlers, body: bytes) -> Response | _Answer | None:
+    def _batch(self, scope: Scope, handlers: Handlers, body: bytes) -> Callable[[], Awaitable[Any]] | None:
         if scope["query_string"] or not _is_json(scope):
             return None
         try:  # as FastAPI reads a body: JSON to Python, then the model in Python mode
@@ -97,17 +97,17 @@ class HotPath:
             return None  # FastAPI's 422, with its wording
         _route(scope, handlers.batch_route, {})
 
-        def handle() -> Any:  # authorised by then, as the route records the users only once it runs
+        def handle() -> Awaitable[Any]:  # authorised by then, as the route records the users only once it runs
             scope.setdefault("state", {})["users"] = len(request.user_ids)  # for the audit log
             return handlers.batch(request)
-        return self._answer(scope, handle)
+        return handle
 
-    def _answer(self, scope: Scope, handle: Callable[[], Any]) -> Response | _Answer:
+    async def _answer(self, scope: Scope, handle: Callable[[], Awaitable[Any]]) -> Response | _Answer:
         """The route's answer: authorise (as the route's dependency does), then the handler; an HTTPException
         or a Redis error becomes the response the app's handlers would give."""
         try:
             self._authorize(scope)
-            return _Answer(encode(handle()))
+            return _Answer(encode(await handle()))
         except HTTPException as exc:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         except redis.exceptions.RedisError as exc:

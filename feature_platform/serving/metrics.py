@@ -23,7 +23,7 @@ class ServingMetrics:
                                  ("route", "method", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
         self.online = Counter("fp_online_lookups_total", "Online store lookups per user: hit, miss, stale, error.",
                               ("result",), registry=self.registry)
-        self.fallbacks = Counter("fp_fallbacks_total", "Vectors served from a fallback: offline or default.",
+        self.fallbacks = Counter("fp_fallbacks_total", "Vectors served from a fallback: offline, computed or default.",
                                  ("to",), registry=self.registry)
         self.predictions = Counter("fp_predictions_total", "Predictions served per model.", ("model",),
                                    registry=self.registry)
@@ -31,10 +31,20 @@ class ServingMetrics:
                               registry=self.registry)
         self.reloads = Counter("fp_reloads_total", "Reloads of the registry, snapshot and champions.",
                                registry=self.registry)
+        self.version_mismatches = Counter(
+            "fp_version_mismatch_total", "Predictions refused (409): the served vector holds a feature-family "
+            "version the model was not trained on, per model and family.", ("model", "family"), registry=self.registry)
+        on_demand = Counter("fp_on_demand_total", "Users computed on demand: computed, cached (a computed vector "
+                            "read back), timeout (not within the budget), limit (over the per-request limit).",
+                            ("result",), registry=self.registry)
+        self.on_demand = {result: on_demand.labels(result) for result in ("computed", "cached", "timeout", "limit")}
+        self.on_demand_seconds = Histogram("fp_on_demand_seconds", "Time a request waited for on-demand computing.",
+                                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+                                           registry=self.registry)
         # The children every read touches, looked up once (labels() takes a lock and builds a key per call);
         # they also make these series exist, at 0, from the first scrape.
         self.lookups = {result: self.online.labels(result) for result in ("hit", "miss", "stale", "error")}
-        self.fallbacks_to = {to: self.fallbacks.labels(to) for to in ("offline", "default")}
+        self.fallbacks_to = {to: self.fallbacks.labels(to) for to in ("offline", "computed", "default")}
         self._latency_children: dict[tuple[str, str, str], Any] = {}
 
     def observe_latency(self, template: str, method: str, status: int, seconds: float) -> None:

@@ -1,11 +1,13 @@
-"""Where a served vector comes from: Redis, else the latest offline snapshot, else the registry defaults.
+"""Where a served vector comes from: Redis, else the latest offline snapshot, else computed on demand from the
+user's events (serving/on_demand.py), else the registry defaults.
 
 Per feature the answer carries its value, a status and a source:
 
-    present  a value from a snapshot within the feature's staleness tolerance
-    stale    a value from a snapshot older than the tolerance (served, flagged)
-    missing  the snapshot holds null for the feature (null is not zero)
-    default  no snapshot had the user (or Redis and the offline store both failed): the registry default
+    present   a value from a snapshot within the feature's staleness tolerance
+    stale     a value from a snapshot older than the tolerance (served, flagged)
+    missing   the snapshot (or the computation) holds null for the feature (null is not zero)
+    computed  computed on demand for a user no snapshot has yet
+    default   no source had the user (or Redis and the offline store both failed): the registry default
 
 Redis being down is not an error: the first failure opens a breaker for a few seconds, during which
 reads go straight to the offline snapshot instead of waiting for a connection timeout per request.
@@ -47,6 +49,7 @@ class ServedVector:
     updated_at: dt.datetime | None = None  # event-driven update time, when events changed some fields
     updated_fields: tuple[str, ...] = ()
     found: bool = True
+    on_demand: str | None = None  # why computing on demand did not answer: timeout | limit (serving/on_demand.py)
 
     def as_json(self) -> dict[str, Any]:
         source, statuses = self.source, self.statuses
@@ -56,7 +59,7 @@ class ServedVector:
         else:
             features = {name: {"value": value, "status": status, "source": source}
                         for (name, value), status in zip(self.values.items(), statuses.values(), strict=True)}
-        return {
+        answer = {
             "user_id": self.user_id,
             "found": self.found,
             "source": self.source,
@@ -69,6 +72,9 @@ class ServedVector:
             },
             "features": features,
         }
+        if self.on_demand is not None:
+            answer["on_demand"] = self.on_demand
+        return answer
 
 
 @dataclass
@@ -130,14 +136,20 @@ class Retriever:
                 out[user] = ServedVector(user, OFFLINE, f"offline:{offline.day.isoformat()}",
                                          offline.day, offline.computed_at, values, statuses)
                 continue
-            if defaults:
-                self.metrics.fallbacks_to[DEFAULT].inc()
-                out[user] = ServedVector(user, DEFAULT, None, None, None,
-                                         {name: registry.get_feature(name).default for name in names},
-                                         {name: DEFAULT for name in names}, found=False)
-            else:
-                out[user] = None
+            out[user] = self.default_vector(registry, user, names) if defaults else None
         return out
+
+    def default_vector(self, registry: Registry, user: str, names: Sequence[str] | None,
+                       on_demand: str | None = None) -> ServedVector:
+        """The registry defaults of ``names`` (None: every online feature), for a user no source had."""
+        names = tuple(names) if names is not None else self._served_features(registry)
+        self.metrics.fallbacks_to[DEFAULT].inc()
+        return ServedVector(user, DEFAULT, None, None, None, {name: registry.get_feature(name).default for name in names},
+                            {name: DEFAULT for name in names}, found=False, on_demand=on_demand)
+
+    def served_features(self, registry: Registry, features: Sequence[str] | None) -> tuple[str, ...]:
+        """``features``, or every online feature when None."""
+        return tuple(features) if features is not None else self._served_features(registry)
 
     def _served_features(self, registry: Registry) -> tuple[str, ...]:
         """The registry's online features; a reload brings a new registry object, so identity is the cache key.

@@ -124,8 +124,8 @@ class EventsRequest(Strict):
 
 class FeatureValue(BaseModel):
     value: Any = None
-    status: str = Field(description="present | stale | missing | default")
-    source: str = Field(description="online | offline | default")
+    status: str = Field(description="present | stale | missing | computed | default")
+    source: str = Field(description="online | offline | computed | default")
 
 
 class SnapshotInfo(BaseModel):
@@ -142,6 +142,9 @@ class FeatureVector(BaseModel):
     source: str
     snapshot: SnapshotInfo
     features: dict[str, FeatureValue]
+    on_demand: str | None = Field(default=None, description="Only when computing the user on demand did not "
+                                  "answer: timeout (over FP_ON_DEMAND_BUDGET_MS; retry, the result is being "
+                                  "cached) or limit (over FP_ON_DEMAND_MAX_USERS users in this request)")
 
 
 class BatchResponse(BaseModel):

@@ -26,6 +26,7 @@ from feature_platform.ml.model_store import ModelStore
 from feature_platform.ml.training_sets import listing_inputs
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore, read_parquet
+from feature_platform.offline.versions import day_family_versions
 from feature_platform.registry.registry import REGISTRY_PATH, Registry, parse_registry
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Champion:
     model: Any
     spec: ExpansionSpec
     feature_names: tuple[str, ...]  # the registry features the model reads (the rest of the spec is extra inputs)
+    family_versions: dict[str, str] | None = None  # of its training set (None: not recorded, serving/versions.py)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class OfflineSnapshot:
     table: pa.Table
     index: dict[str, int]
     maps: frozenset[str] = frozenset()  # map features: Parquet gives (key, value) pairs, serving gives dicts
+    family_versions: dict[str, str | None] = field(default_factory=dict)  # recorded in its files (None: not)
 
     @property
     def computed_at(self) -> dt.datetime:
@@ -73,6 +76,10 @@ class ServingState:
     devices: dict[str, str] = field(default_factory=dict)  # user_id -> profile device (contact context)
     context_spec: ExpansionSpec | None = None  # the dense context vector's columns
     problems: tuple[str, ...] = ()  # what could not be loaded, shown by /health
+
+    def is_customer(self, user_id: str) -> bool:
+        """The user has a row in raw/customers (every customer has a device entry, null or not)."""
+        return user_id in self.devices
 
 
 def read_registry(path: Path = REGISTRY_PATH) -> Registry:
@@ -124,7 +131,8 @@ class StateHolder:
         return self._state
 
     def signature(self, registry: Registry | None = None) -> tuple:
-        """What the state is built from: registry mtime, latest snapshot day, champions, listings mtime.
+        """What the state is built from: registry mtime, latest snapshot day, champions, listings and customers
+        mtimes.
 
         Cheap when nothing changed (directory listings, two small JSON files): the YAML registry is parsed
         again only when its file changed, as parsing it holds the GIL for tens of milliseconds.
@@ -142,9 +150,11 @@ class StateHolder:
             except FileNotFoundError:
                 champion = None
             champions.append(champion.version if champion else None)
-        listings = self.offline_store.table_path("raw/listings")
-        return (mtime, day, *champions,
-                listings.stat().st_mtime_ns if listings.exists() else None)
+        stamps = []
+        for table in ("raw/listings", "raw/customers"):
+            path = self.offline_store.table_path(table)
+            stamps.append(path.stat().st_mtime_ns if path.exists() else None)
+        return (mtime, day, *champions, *stamps)
 
     def load(self) -> ServingState:
         registry = read_registry(self.registry_path)
@@ -160,7 +170,8 @@ class StateHolder:
                 continue
             users = table.column("user_id").to_pylist()
             maps = frozenset(f.name for f in registry.features.values() if f.type == "map")
-            offline = OfflineSnapshot(day, table, {u: i for i, u in enumerate(users)}, maps)
+            offline = OfflineSnapshot(day, table, {u: i for i, u in enumerate(users)}, maps,
+                                      day_family_versions(self.offline_store, registry, day))
             break
         if not days:
             problems.append("no offline snapshot yet: run `feature-platform run`")
@@ -176,7 +187,12 @@ class StateHolder:
                     problems.append(f"no {name} champion model yet")
                     continue
                 model, spec, meta = self.models.load(name, meta.version)
-                champions[name] = Champion(name, meta.version, model, spec, tuple(meta.manifest["feature_names"]))
+                trained = meta.manifest.get("family_versions")
+                if trained is None:
+                    problems.append(f"{name} model {meta.version} records no feature family versions (trained before "
+                                    "they were recorded): served without checking them; retrain it to have them checked")
+                champions[name] = Champion(name, meta.version, model, spec, tuple(meta.manifest["feature_names"]),
+                                           trained)
             except Exception as exc:  # a damaged model must not stop the server from serving features
                 problems.append(f"{name} model: {exc}")
         listings, devices = {}, {}
@@ -230,3 +246,4 @@ class StateHolder:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+

@@ -6,9 +6,10 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from feature_platform.offline.snapshots import missing_derived, user_vectors
+from feature_platform.offline.snapshots import SNAPSHOT_ROW_GROUP, feature_history, missing_derived, user_vectors
 from feature_platform.offline.store import OfflineStore
 from feature_platform.registry import load_registry
 
@@ -64,3 +65,42 @@ def test_the_scoring_input_is_the_snapshot_families_only(offline_store):
     inputs = [f.name for f in REGISTRY.families.values() if not f.derived]
     table = user_vectors(offline_store, REGISTRY, SCORED, inputs)
     assert table.column_names == ["user_id", *REGISTRY.snapshot_features()]
+
+
+def _daily(store: OfflineStore, days: int, users: list[str], skip: dict[str, int]) -> list[dt.date]:
+    """``days`` daily snapshots of a two-column table; user ``u`` is left out of day index ``skip[u]``."""
+    first = dt.date(2025, 1, 1)
+    written = []
+    for i in range(days):
+        day = first + dt.timedelta(days=i)
+        present = [u for u in users if skip.get(u) != i]
+        store.write("features/history_probe", pa.table({
+            "snapshot_date": pa.array([day] * len(present), pa.date32()), "user_id": present,
+            "score": pa.array([float(i * 10 + users.index(u)) for u in present])}),
+            partition=day.isoformat(), row_group_size=SNAPSHOT_ROW_GROUP)
+        written.append(day)
+    return written
+
+
+def test_feature_history_reads_the_newest_snapshots_newest_first(tmp_path):
+    store = OfflineStore(tmp_path / "data")
+    days = _daily(store, 400, ["a", "b", "c"], skip={"b": 398})  # b is missing from the day before the last
+
+    year = feature_history(store, "features/history_probe", "score", "c", 365)
+    assert [d for d, _ in year] == days[-365:][::-1]
+    assert year[0][1] == 399 * 10 + 2 and year[-1][1] == 35 * 10 + 2
+    gap = feature_history(store, "features/history_probe", "score", "b", 3)  # the newest 3 snapshots hold 2 rows
+    assert gap == [(days[399], 3991.0), (days[397], 3971.0)]
+    assert feature_history(store, "features/history_probe", "score", "nobody", 365) == []
+    assert feature_history(store, "features/no_such_table", "score", "c", 30) == []
+
+
+def test_snapshot_row_groups_keep_one_user_reads_small(tmp_path):
+    store = OfflineStore(tmp_path / "data")
+    users = [f"u{i:06d}" for i in range(3 * SNAPSHOT_ROW_GROUP + 5)]
+    store.write("features/history_probe", pa.table({"user_id": users, "score": [1.0] * len(users)}),
+                partition="2025-01-01", row_group_size=SNAPSHOT_ROW_GROUP)
+    meta = pq.read_metadata(store.partition_path("features/history_probe", "2025-01-01"))
+    assert meta.num_row_groups == 4
+    stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+    assert all(a.max < b.min for a, b in zip(stats, stats[1:], strict=False))  # sorted ids: disjoint ranges
