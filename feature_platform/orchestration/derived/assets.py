@@ -14,7 +14,7 @@ import dagster as dg
 from feature_platform.features.base import conform, known_user_count
 from feature_platform.features.quality import value_violations
 from feature_platform.ml.scoring import score_summary, score_users
-from feature_platform.offline.snapshots import user_vectors
+from feature_platform.offline.snapshots import SNAPSHOT_ROW_GROUP, user_vectors
 from feature_platform.offline.versions import snapshot_metadata
 from feature_platform.orchestration.constants import (
     CHURN_MODEL,
@@ -73,7 +73,7 @@ def churn_risk_scores(context: dg.AssetExecutionContext, offline: OfflineStoreRe
         vectors = user_vectors(store, registry, day, inputs)
         snapshot = conform(score_users(vectors, CHURN_SCORE, model, spec), registry, family, day)
         writes.append(store.write("/".join(family.asset_path), snapshot, partition=day.isoformat(),
-                                  metadata=snapshot_metadata(family)))
+                                  metadata=snapshot_metadata(family), row_group_size=SNAPSHOT_ROW_GROUP))
         problems[day.isoformat()] = [str(v) for v in value_violations(snapshot, registry.list_features(family.name))]
         rows[day.isoformat()] = (snapshot.num_rows, known_user_count(store, day))
         nulls += snapshot.column(CHURN_SCORE).null_count

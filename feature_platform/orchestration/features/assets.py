@@ -23,6 +23,7 @@ from feature_platform.features.engine import ALL_HISTORY, StoreTiles, compute_sn
 from feature_platform.features.quality import summarize, summary_markdown, value_violations
 from feature_platform.features.shards import Shard, combine
 from feature_platform.offline.location import remove_tree
+from feature_platform.offline.snapshots import SNAPSHOT_ROW_GROUP
 from feature_platform.offline.store import OfflineStore, WriteResult, read_parquet
 from feature_platform.offline.versions import snapshot_metadata
 from feature_platform.orchestration.constants import (
@@ -173,7 +174,8 @@ def _sharded_family_asset(family: Family) -> dg.AssetsDefinition:
                 parts = [read_parquet(part.write_for(day).path) for part in shards]
                 # Parquet names a map's entries after its column when read back: the registry's types again
                 last = combine(parts).cast(schema)
-                writes.append(store.write(table, last, partition=day.isoformat(), metadata=snapshot_metadata(family)))
+                writes.append(store.write(table, last, partition=day.isoformat(), metadata=snapshot_metadata(family),
+                                          row_group_size=SNAPSHOT_ROW_GROUP))
             staged = store.root / STAGING / family.name / context.run_id
             remove_tree(staged)
             for folder in (staged.parent, staged.parent.parent):  # gone too once no other run stages there
@@ -212,7 +214,7 @@ def _compute(registry: Registry, family: Family, store: OfflineStore, customers:
     features = registry.list_features(family.name)
     result, last = ShardResult(), None
     for day, snapshot, known_users in compute_snapshots(registry, family, customers, StoreTiles(store), days):
-        result.writes.append(store.write(target, snapshot, partition=day.isoformat(),
+        result.writes.append(store.write(target, snapshot, partition=day.isoformat(), row_group_size=SNAPSHOT_ROW_GROUP,
                                          metadata=snapshot_metadata(family)))  # its family version
         result.problems[day.isoformat()] = [str(v) for v in value_violations(snapshot, features)]
         result.rows[day.isoformat()] = (snapshot.num_rows, known_users)
