@@ -30,10 +30,11 @@ FEATURES = ["page_views_30d", "email_opens_30d", "engagement_score"]
 FIRST = dt.date(2026, 1, 1)
 
 
-def prepare(work: Path, users: int, days: int) -> OfflineStore:
-    """Write ``days`` snapshots of ``users`` users (random values, registry schema), once per size."""
+def prepare(work: Path, users: int, days: int, row_group_size: int | None = None) -> OfflineStore:
+    """Write ``days`` snapshots of ``users`` users (random values, registry schema), once per size, in row groups
+    of ``row_group_size`` rows (None: pyarrow's default)."""
     registry, store = load_registry(), OfflineStore(work / "data")
-    marker = work / f"ready-{users}-{days}"
+    marker = work / f"ready-{users}-{days}" if row_group_size is None else work / f"ready-{users}-{days}-{row_group_size}"
     if marker.exists():
         return store
     schema = registry.snapshot_schema(FAMILY)
@@ -50,7 +51,7 @@ def prepare(work: Path, users: int, days: int) -> OfflineStore:
                 columns[field.name] = pa.array(rng.integers(0, 200, users), field.type)
             else:
                 columns[field.name] = pa.array(rng.random(users), field.type)
-        store.write(table, pa.table(columns, schema=schema), partition=day.isoformat())
+        store.write(table, pa.table(columns, schema=schema), partition=day.isoformat(), row_group_size=row_group_size)
     marker.touch()
     return store
 

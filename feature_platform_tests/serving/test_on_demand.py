@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from feature_platform.config import Settings
+from feature_platform.config import ConfigError, Settings
 from feature_platform.definitions import build_defs
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
@@ -186,3 +186,16 @@ def test_a_zero_budget_turns_computing_off(world):
     data, _ = world
     with _client(data, on_demand_budget_ms=0) as client:
         assert client.get(f"/features/{NEW[0]}").status_code == 404
+
+
+def test_the_settings_come_from_the_environment_and_bad_values_name_their_variable():
+    settings = Settings.from_env({"FP_ON_DEMAND_BUDGET_MS": "250", "FP_ON_DEMAND_MAX_USERS": "3",
+                                  "FP_ON_DEMAND_TTL_SECONDS": "60"})
+    assert (settings.on_demand_budget_ms, settings.on_demand_max_users, settings.on_demand_ttl_seconds) == (250, 3, 60)
+    defaults = Settings.from_env({})
+    assert (defaults.on_demand_budget_ms, defaults.on_demand_max_users, defaults.on_demand_ttl_seconds) == \
+        (1_000, 10, 300)
+    for variable, value in (("FP_ON_DEMAND_BUDGET_MS", "-1"), ("FP_ON_DEMAND_MAX_USERS", "0"),
+                            ("FP_ON_DEMAND_TTL_SECONDS", "0")):
+        with pytest.raises(ConfigError, match=variable):
+            Settings.from_env({variable: value})
