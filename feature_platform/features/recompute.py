@@ -21,6 +21,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -50,21 +51,26 @@ def recompute(
     names = set().union(*wanted.values())
     families = sorted({registry.get_feature(n).family for n in names})
     sources = {s for f in families for s in registry.family(f).sources}
-    customers = _rows_of(offline, "raw/customers", CUSTOMERS.arrow_schema, users)
-    reviews = _rows_of(offline, "raw/reviews", REVIEWS.arrow_schema, users) if "raw/reviews" in sources else None
-    listings = _table(offline, "raw/listings", LISTINGS.arrow_schema) if "raw/listings" in sources else None
     landed = log.events(user_ids=users)
     start = _history_start(offline)
+    tiles: dict[str, MemoryTiles | None] = {}
+    with connect(threads=1) as con:  # one connection for every read (opening one costs about 10 ms)
+        customers = _rows_of(con, offline, "raw/customers", CUSTOMERS.arrow_schema, users)
+        reviews = _rows_of(con, offline, "raw/reviews", REVIEWS.arrow_schema, users) if "raw/reviews" in sources \
+            else None
+        listings = _table(offline, "raw/listings", LISTINGS.arrow_schema) if "raw/listings" in sources else None
+        for name in families:
+            family = registry.family(name)
+            module = family_module(family)
+            tiles[name] = None
+            if hasattr(module, "tile"):
+                first = start if module.LOOKBACK is ALL_HISTORY else day - dt.timedelta(days=module.LOOKBACK - 1)
+                tiles[name] = MemoryTiles(_user_tiles(con, offline, family, users, landed, reviews, listings,
+                                                      artifacts, max(first, start), day, start))
     out: dict[str, dict[str, Any]] = {}
     for name in families:
         family = registry.family(name)
-        module = family_module(family)
-        tiles = None
-        if hasattr(module, "tile"):
-            first = start if module.LOOKBACK is ALL_HISTORY else day - dt.timedelta(days=module.LOOKBACK - 1)
-            tiles = MemoryTiles(_user_tiles(offline, family, users, landed, reviews, listings, artifacts,
-                                            max(first, start), day, start))
-        [(_, table, _)] = compute_snapshots(registry, family, customers, tiles, [day], artifacts)
+        [(_, table, _)] = compute_snapshots(registry, family, customers, tiles[name], [day], artifacts)
         layout = [f for f in family.features if f in names]
         columns = {f: table.column(f).to_pylist() for f in layout}
         maps = {f for f in layout if registry.get_feature(f).type == "map"}  # Arrow gives (key, value) pairs
@@ -76,7 +82,7 @@ def recompute(
     return out
 
 
-def _user_tiles(offline: OfflineStore, family: Family, users: list[str], landed: pa.Table, reviews: pa.Table | None,
+def _user_tiles(con: duckdb.DuckDBPyConnection, offline: OfflineStore, family: Family, users: list[str], landed: pa.Table, reviews: pa.Table | None,
                 listings: pa.Table | None, artifacts: Mapping[str, Any] | None, first: dt.date, day: dt.date,
                 history_start: dt.date) -> dict[dt.date, pa.Table]:
     """The users' tiles of ``first`` .. ``day``: stored rows where they hold everything, computed elsewhere."""
@@ -89,14 +95,12 @@ def _user_tiles(offline: OfflineStore, family: Family, users: list[str], landed:
     out: dict[dt.date, pa.Table] = {}
     kept = [str(stored[d]) for d in sorted(stored) if d not in fresh]
     if kept:
-        with connect(threads=1) as con:
-            rows = con.sql("SELECT * FROM read_parquet($files) WHERE list_contains($users, user_id)",
-                           params={"files": kept, "users": users}).to_arrow_table()
-        rows = rows.select(schema.names).cast(schema)
+        rows = con.sql("SELECT * FROM read_parquet($files) WHERE list_contains($users, user_id)",
+                       params={"files": kept, "users": users}).to_arrow_table().select(schema.names).cast(schema)
         for key in pc.unique(rows.column("day")).to_pylist():
             out[key] = rows.filter(pc.equal(rows.column("day"), pa.scalar(key, rows.schema.field("day").type)))
     if fresh:
-        events = _events(offline, landed, users, fresh)
+        events = _events(con, offline, landed, users, fresh)
         computed = tiles_from_tables(family, fresh, events, reviews, listings, artifacts, history_start)
         out.update({d: t.select(schema.names).cast(schema) for d, t in computed.items() if t.num_rows})
     return out
@@ -109,18 +113,17 @@ def _history_start(offline: OfflineStore) -> dt.date:
     return dt.date.fromisoformat(min(days))
 
 
-def _events(offline: OfflineStore, landed: pa.Table, users: list[str], days: list[dt.date]) -> pa.Table:
+def _events(con: duckdb.DuckDBPyConnection, offline: OfflineStore, landed: pa.Table, users: list[str], days: list[dt.date]) -> pa.Table:
     """The users' events of ``days``: the stored raw partitions', then the landed ones not in them."""
     wanted = {d.isoformat() for d in days}
     files = [str(p) for p in offline.partition_files(RAW_EVENTS, days[0].isoformat(), days[-1].isoformat())
              if p.stem in wanted]
     stored = EVENTS.arrow_schema.empty_table()
     if files:
-        with connect() as con:
-            stored = con.sql(
-                "SELECT * FROM read_parquet($files, union_by_name = true) WHERE list_contains($users, user_id)",
-                params={"files": files, "users": users},
-            ).to_arrow_table().select(EVENTS.column_names).cast(EVENTS.arrow_schema)
+        stored = con.sql(
+            "SELECT * FROM read_parquet($files, union_by_name = true) WHERE list_contains($users, user_id)",
+            params={"files": files, "users": users},
+        ).to_arrow_table().select(EVENTS.column_names).cast(EVENTS.arrow_schema)
     on_days = pc.is_in(pc.cast(landed.column("timestamp"), pa.date32()), value_set=pa.array(days, pa.date32()))
     extra = landed.filter(pc.and_(on_days, pc.invert(pc.is_in(landed.column("event_id"),
                                                              value_set=stored.column("event_id")))))
@@ -136,6 +139,11 @@ def _table(offline: OfflineStore, table: str, schema: pa.Schema) -> pa.Table:
     return offline.read_table(table).select(schema.names).cast(schema)
 
 
-def _rows_of(offline: OfflineStore, table: str, schema: pa.Schema, users: list[str]) -> pa.Table:
-    rows = _table(offline, table, schema)
-    return rows.filter(pc.is_in(rows.column("user_id"), value_set=pa.array(users, pa.string())))
+def _rows_of(con: duckdb.DuckDBPyConnection, offline: OfflineStore, table: str, schema: pa.Schema, users: list[str]
+             ) -> pa.Table:
+    """The users' rows of an unpartitioned raw table, filtered while it is read."""
+    path = offline.table_path(table)
+    if not path.exists():
+        return _table(offline, table, schema)  # the missing-table rule
+    return con.sql("SELECT * FROM read_parquet($file) WHERE list_contains($users, user_id)",
+                   params={"file": str(path), "users": users}).to_arrow_table().select(schema.names).cast(schema)
