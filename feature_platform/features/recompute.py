@@ -5,11 +5,15 @@ and serving's compute-on-demand (a user no snapshot has yet). It is the batch en
 users' rows only - the same tiles, windows and as-of rule - so the values are the ones the snapshot of
 that day holds when it is computed with the same data:
 
-- for every day of a family's window whose tile is stored and on which the users have no landed event,
-  their rows of the stored tile (tiles are sorted by user_id, so a read touches one row group per file);
-- for the other days (not tiled yet, such as today, or holding events that landed since), tiles computed
-  from those days' raw events of the users plus their landed events (an event in both counts once);
+- for every day of a family's window whose tile is stored, their rows of the stored tile (tiles are sorted
+  by user_id, so a read touches one row group per file);
+- for the other days (not tiled yet, such as today), tiles computed from those days' raw events of the users
+  plus their landed events of days not ingested yet (an event in both counts once);
 - then the merge of those tiles into the snapshot of the day, with the users' customer rows.
+
+As in the batch, an event that lands for a day already ingested counts only once that day is ingested again
+(ingest logs it as late), and a window over the whole history starts at the first stored raw partition (what
+retention left), with the reviews dated before the data's first day in that day's tile.
 
 Every family computes each user from that user's rows alone (no normalisation over all users), which is
 what makes a few users' rows enough; listings are read whole (price ranks are per category).
@@ -51,8 +55,10 @@ def recompute(
     names = set().union(*wanted.values())
     families = sorted({registry.get_feature(n).family for n in names})
     sources = {s for f in families for s in registry.family(f).sources}
-    landed = log.events(user_ids=users)
-    start = _history_start(offline)
+    raw_days = [dt.date.fromisoformat(d) for d in offline.partitions(RAW_EVENTS)]
+    history_start = dt.date.fromisoformat(partitions_range(offline.root)[0])
+    start = raw_days[0] if raw_days else history_start
+    landed = _pending_events(log, users, raw_days)
     tiles: dict[str, MemoryTiles | None] = {}
     with connect(threads=1) as con:  # one connection for every read (opening one costs about 10 ms)
         customers = _rows_of(con, offline, "raw/customers", CUSTOMERS.arrow_schema, users)
@@ -66,7 +72,7 @@ def recompute(
             if hasattr(module, "tile"):
                 first = start if module.LOOKBACK is ALL_HISTORY else day - dt.timedelta(days=module.LOOKBACK - 1)
                 tiles[name] = MemoryTiles(_user_tiles(con, offline, family, users, landed, reviews, listings,
-                                                      artifacts, max(first, start), day, start))
+                                                      artifacts, max(first, start), day, history_start))
     out: dict[str, dict[str, Any]] = {}
     for name in families:
         family = registry.family(name)
@@ -106,11 +112,13 @@ def _user_tiles(con: duckdb.DuckDBPyConnection, offline: OfflineStore, family: F
     return out
 
 
-def _history_start(offline: OfflineStore) -> dt.date:
-    """The first day of the data: the recorded partition calendar's start (the batch's first tile, which also
-    holds the reviews before it), or the first raw events partition when that is earlier."""
-    days = [partitions_range(offline.root)[0], *offline.partitions(RAW_EVENTS)[:1]]
-    return dt.date.fromisoformat(min(days))
+def _pending_events(log: LandingLog, users: list[str], raw_days: list[dt.date]) -> pa.Table:
+    """The users' landed events of days with no raw partition yet: what the next daily run ingests. Such an event
+    landed after the last ingested day (events are never in the future), so older landing files are not read."""
+    since = dt.datetime.combine(raw_days[-1] + dt.timedelta(days=1), dt.time()) if raw_days else None
+    landed = log.events(landed_since=since, user_ids=users)
+    event_days = pc.cast(landed.column("timestamp"), pa.date32())
+    return landed.filter(pc.invert(pc.is_in(event_days, value_set=pa.array(raw_days, pa.date32()))))
 
 
 def _events(con: duckdb.DuckDBPyConnection, offline: OfflineStore, landed: pa.Table, users: list[str], days: list[dt.date]) -> pa.Table:

@@ -51,7 +51,7 @@ from feature_platform.serving.docs import add_docs
 from feature_platform.serving.hot_path import Handlers, HotPath, encode
 from feature_platform.serving.limits import BodyLimitMiddleware, event_problems, with_text_user_id
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
-from feature_platform.serving.on_demand import COMPUTED, TIMEOUT, OnDemand
+from feature_platform.serving.on_demand import COMPUTED, ERROR, TIMEOUT, OnDemand
 from feature_platform.serving.retrieval import REDIS, REDIS_ERRORS, Retriever, ServedVector
 from feature_platform.serving.schemas import (
     NAME_PATTERN,
@@ -116,7 +116,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
     now: Callable[[], dt.datetime] = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     retriever = Retriever(online, metrics, now)
     metrics.registry.register(ServedSnapshotCollector(retriever, lambda: holder.state))  # computed per scrape
-    on_demand = OnDemand(settings, holder.offline_store, online, metrics, now)
+    on_demand = OnDemand(settings, holder.offline_store, retriever)
     access = Access(settings)  # refuses an unusable FP_JWT_PUBLIC_KEY now, not at the first request
     audit = AuditLog.from_settings(settings)
 
@@ -151,6 +151,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         app.add_middleware(AuditMiddleware, audit=audit, protected=protected)
     app.add_middleware(LatencyMiddleware, metrics=metrics)  # outermost: times the 413s too
     app.state.holder, app.state.metrics, app.state.retriever = holder, metrics, retriever
+    app.state.on_demand = on_demand
 
     guards: set[Callable[..., Any]] = set()
 
@@ -242,6 +243,10 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         found, marks = await retrieve(state, [user_id], names, version, defaults, ["query", "version"])
         vector = found[user_id]
         if vector is None:
+            if marks.get(user_id) == ERROR:
+                raise HTTPException(404, detail=f"user {user_id!r} is in no snapshot yet, and computing their "
+                                                "features failed (the server's log says why); ask with defaults=true "
+                                                "for the registry defaults")
             if marks.get(user_id) == TIMEOUT:
                 raise HTTPException(404, detail=f"user {user_id!r} is in no snapshot yet, and computing their "
                                                 "features took longer than FP_ON_DEMAND_BUDGET_MS: retry shortly "

@@ -35,9 +35,11 @@ class ServingMetrics:
             "fp_version_mismatch_total", "Predictions refused (409): the served vector holds a feature-family "
             "version the model was not trained on, per model and family.", ("model", "family"), registry=self.registry)
         on_demand = Counter("fp_on_demand_total", "Users computed on demand: computed, cached (a computed vector "
-                            "read back), timeout (not within the budget), limit (over the per-request limit).",
+                            "read back), timeout (not within the budget), limit (over the per-request limit), "
+                            "error (failed).",
                             ("result",), registry=self.registry)
-        self.on_demand = {result: on_demand.labels(result) for result in ("computed", "cached", "timeout", "limit")}
+        self.on_demand = {result: on_demand.labels(result)
+                          for result in ("computed", "cached", "timeout", "limit", "error")}
         self.on_demand_seconds = Histogram("fp_on_demand_seconds", "Time a request waited for on-demand computing.",
                                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
                                            registry=self.registry)

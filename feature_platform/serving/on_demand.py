@@ -2,7 +2,7 @@
 
 A user whom neither Redis nor the served snapshot knows (one who signed up since the snapshot, say) but who
 has a customer row is computed from their raw and landed events with the batch engine's own code
-(:func:`feature_platform.online.updates.recompute`: the same tiles, windows and as-of rule) as the snapshot
+(:func:`feature_platform.features.recompute.recompute`: the same tiles, windows and as-of rule) as the snapshot
 of today (UTC): the values tonight's daily snapshot will hold if nothing else lands. Features computed this
 way say so (status ``computed``, or ``missing`` when the value is null); a model output (a derived family)
 cannot be computed from events and is the registry default (status ``default``).
@@ -15,21 +15,25 @@ The work is bounded, so unknown ids cannot take the server down:
   MAX_QUEUED computations waiting, a request for new users is answered at once as ``timeout``;
 - a request waits at most FP_ON_DEMAND_BUDGET_MS (0 turns computing off); past it the user is answered as
   unknown, marked ``timeout``, and the computation finishes in the background into the cache;
-- at most FP_ON_DEMAND_MAX_USERS users of one request are computed; the others are marked ``limit``.
+- at most FP_ON_DEMAND_MAX_USERS users of one request are computed; the others are marked ``limit``;
+- a computation that fails is logged and its users marked ``error`` (defaults, or a 404), never a 500.
 
 A result (also "no row at that day") is cached in Redis for FP_ON_DEMAND_TTL_SECONDS under
-``<prefix>:od:<registry version>:<day>:<user_id>``, shared by every server process: a repeated read costs
-one round trip. Redis being down only loses the cache.
+``<prefix>:od:<families' versions hash>:<day>:<user_id>``, shared by every server process: a repeated read
+costs one round trip, and events the user sends meanwhile show after the TTL. The cache follows the read
+breaker: while reads skip Redis it is neither read nor written, and a failed cache call opens the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -43,16 +47,15 @@ from feature_platform.features.recompute import recompute
 from feature_platform.features.review import TOPIC_MODEL_ARTIFACT
 from feature_platform.offline.location import store_path
 from feature_platform.offline.store import OfflineStore
-from feature_platform.online.store import MISSING, OnlineStore
+from feature_platform.online.store import MISSING
 from feature_platform.registry.registry import Registry
-from feature_platform.serving.metrics import ServingMetrics
-from feature_platform.serving.retrieval import DEFAULT, REDIS_ERRORS, ServedVector
+from feature_platform.serving.retrieval import DEFAULT, REDIS_ERRORS, Retriever, ServedVector
 from feature_platform.serving.state import ServingState
 from feature_platform.sources.landing import LandingLog
 
 log = logging.getLogger(__name__)
 COMPUTED = "computed"  # a feature's status, and a vector's source
-TIMEOUT, LIMIT = "timeout", "limit"  # why a user was not computed (ServedVector.on_demand)
+TIMEOUT, LIMIT, ERROR = "timeout", "limit", "error"  # why a user was not computed (ServedVector.on_demand)
 CACHE_KEY = "od"
 MAX_QUEUED = 4  # computations waiting for the thread: past it new users are not queued (a flood stays bounded)
 
@@ -67,18 +70,19 @@ class Computed:
 
 
 class OnDemand:
-    def __init__(self, settings: Settings, offline: OfflineStore, online: OnlineStore | None,
-                 metrics: ServingMetrics, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, settings: Settings, offline: OfflineStore, retriever: Retriever) -> None:
         self.budget = settings.on_demand_budget_ms / 1000
         self.max_users = settings.on_demand_max_users
         self.ttl = settings.on_demand_ttl_seconds
-        self.offline, self.online, self.metrics, self.clock = offline, online, metrics, clock
+        self.offline, self.retriever = offline, retriever
+        self.metrics, self.clock = retriever.metrics, retriever.clock
         self.landing = LandingLog(settings.landing_dir)
         self.topic_models = store_path(settings.models_dir) / topics.MODELS_FOLDER
         self._prefix = settings.redis_prefix
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fp-on-demand")
         self._running: dict[tuple[str, dt.date, str], Future[dict[str, Computed]]] = {}
         self._lock = threading.Lock()
+        self._keys: tuple[Any, str] = (None, "")  # (registry, its cache key part)
 
     @property
     def enabled(self) -> bool:
@@ -92,15 +96,16 @@ class OnDemand:
         """Per user of ``users`` (unknown to Redis and the snapshot, with a customer row): the computed vector
         of ``names``, or why there is none (``timeout``, ``limit``); users with no row at the day are left out."""
         registry, day = state.registry, self.clock().date()
+        version = self._version(registry)
         out: dict[str, ServedVector | str] = {}
         wanted = list(dict.fromkeys(users))
         for user in wanted[self.max_users:]:
             out[user] = LIMIT
         self.metrics.on_demand[LIMIT].inc(len(wanted[self.max_users:]))
-        found = self._cached(registry, day, wanted[:self.max_users])
+        found = self._cached(version, day, wanted[:self.max_users])
         self.metrics.on_demand["cached"].inc(len(found))
         missing = [u for u in wanted[:self.max_users] if u not in found]
-        future = self._submit(registry, day, missing) if missing else None
+        future = self._submit(registry, version, day, missing) if missing else None
         if future is None and missing:  # the queue is full
             self.metrics.on_demand[TIMEOUT].inc(len(missing))
             out.update(dict.fromkeys(missing, TIMEOUT))
@@ -116,6 +121,10 @@ class OnDemand:
                             len(missing), self.budget * 1000)
                 self.metrics.on_demand[TIMEOUT].inc(len(missing))
                 out.update(dict.fromkeys(missing, TIMEOUT))
+            except Exception:  # a damaged tile, a topic model that does not fit: the request still gets an answer
+                log.exception("computing %d unknown user(s) on demand failed; answered without them", len(missing))
+                self.metrics.on_demand[ERROR].inc(len(missing))
+                out.update(dict.fromkeys(missing, ERROR))
             self.metrics.on_demand_seconds.observe(time.perf_counter() - started)
         for user, computed in found.items():
             if computed.values is not None:
@@ -123,21 +132,23 @@ class OnDemand:
         return out
 
     # -- the work, on the computing thread ------------------------------------------------------------
-    def _submit(self, registry: Registry, day: dt.date, users: list[str]) -> Future[dict[str, Computed]] | None:
+    def _submit(self, registry: Registry, version: str, day: dt.date, users: list[str]
+                ) -> Future[dict[str, Computed]] | None:
         """One future for ``users``: those being computed already are waited for, the rest computed together;
         None when new users would have to queue behind MAX_QUEUED computations."""
+        future = None
         with self._lock:
-            waiting = {u: self._running[(registry.version, day, u)] for u in users
-                       if (registry.version, day, u) in self._running}
+            waiting = {u: self._running[(version, day, u)] for u in users if (version, day, u) in self._running}
             new = [u for u in users if u not in waiting]
             if new and len({id(f) for f in self._running.values() if not f.running()}) >= MAX_QUEUED:
                 return None
             if new:
-                future = self._pool.submit(self._compute, registry, day, new)
+                future = self._pool.submit(self._compute, registry, version, day, new)
                 for user in new:
-                    self._running[(registry.version, day, user)] = future
-                future.add_done_callback(partial(self._forget, registry.version, day, new))
+                    self._running[(version, day, user)] = future
                 waiting.update(dict.fromkeys(new, future))
+        if future is not None:  # outside the lock: a future already done runs the callback here and now
+            future.add_done_callback(partial(self._forget, version, day, new))
         if len(set(map(id, waiting.values()))) == 1:
             return next(iter(waiting.values()))
         combined: Future[dict[str, Computed]] = Future()
@@ -160,7 +171,7 @@ class OnDemand:
             for user in users:
                 self._running.pop((version, day, user), None)
 
-    def _compute(self, registry: Registry, day: dt.date, users: list[str]) -> dict[str, Computed]:
+    def _compute(self, registry: Registry, version: str, day: dt.date, users: list[str]) -> dict[str, Computed]:
         computable = computable_features(registry)
         families = {registry.get_feature(n).family for n in computable}
         artifacts: dict[str, Any] = {}
@@ -170,23 +181,39 @@ class OnDemand:
                            artifacts)
         at = self.clock()
         result = {user: Computed(day, at, values.get(user)) for user in users}
-        self._store(registry, result)
+        self._store(version, result)
         return result
 
     # -- the cache ----------------------------------------------------------------------------------
-    def _key(self, registry: Registry, day: dt.date, user: str) -> str:
-        return f"{self._prefix}:{CACHE_KEY}:{registry.version}:{day.isoformat()}:{user}"
+    def _version(self, registry: Registry) -> str:
+        """What the cached values depend on: every family's version (a registry's own version is not bumped
+        when a family changes), hashed short."""
+        cached, key = self._keys
+        if cached is not registry:
+            versions = json.dumps(sorted((f.name, f.version) for f in registry.families.values()))
+            key = hashlib.sha256(versions.encode()).hexdigest()[:12]
+            self._keys = (registry, key)
+        return key
 
-    def _cached(self, registry: Registry, day: dt.date, users: list[str]) -> dict[str, Computed]:
-        if self.online is None or not users:
+    def _key(self, version: str, day: dt.date, user: str) -> str:
+        return f"{self._prefix}:{CACHE_KEY}:{version}:{day.isoformat()}:{user}"
+
+    def _cache(self) -> Any:
+        """The Redis client, or None while reads skip Redis (the breaker is open)."""
+        online = self.retriever.online
+        return online.client if online is not None and self.retriever.online_available else None
+
+    def _cached(self, version: str, day: dt.date, users: list[str]) -> dict[str, Computed]:
+        client = self._cache()
+        if client is None or not users:
             return {}
         try:  # GETs in one pipeline, not MGET: in a Redis Cluster the keys live on different slots
-            pipe = self.online.client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for user in users:
-                pipe.get(self._key(registry, day, user))
+                pipe.get(self._key(version, day, user))
             raw = pipe.execute()
         except REDIS_ERRORS as exc:
-            log.warning("on-demand cache unreadable (%s); computing", exc)
+            self.retriever.trip(exc)
             return {}
         found = {}
         for user, blob in zip(users, raw, strict=True):
@@ -195,17 +222,18 @@ class OnDemand:
                 found[user] = Computed(day, dt.datetime.fromisoformat(item["at"]), item["values"])
         return found
 
-    def _store(self, registry: Registry, result: dict[str, Computed]) -> None:
-        if self.online is None:
+    def _store(self, version: str, result: dict[str, Computed]) -> None:
+        client = self._cache()
+        if client is None:
             return
         try:
-            pipe = self.online.client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for user, computed in result.items():
                 blob = orjson.dumps({"at": computed.computed_at.isoformat(), "values": computed.values})
-                pipe.set(self._key(registry, computed.day, user), blob, ex=self.ttl)
+                pipe.set(self._key(version, computed.day, user), blob, ex=self.ttl)
             pipe.execute()
         except REDIS_ERRORS as exc:
-            log.warning("on-demand cache not written (%s)", exc)
+            self.retriever.trip(exc)
 
 
 def computable_features(registry: Registry) -> list[str]:

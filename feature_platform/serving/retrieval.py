@@ -92,6 +92,13 @@ class Retriever:
     def online_available(self) -> bool:
         return self.online is not None and time.monotonic() >= self._open_until
 
+    def trip(self, exc: BaseException) -> None:
+        """A Redis call failed: skip Redis for ``breaker_seconds`` (reads, the on-demand cache, scrapes)."""
+        self._open_until = time.monotonic() + self.breaker_seconds
+        self.degraded_since(REDIS, True)
+        log.warning("online store unavailable (%s); serving from the offline snapshot for %.0f s",
+                    exc, self.breaker_seconds)
+
     def degraded_since(self, dependency: str, degraded: bool, first_seen: dt.datetime | None = None) -> dt.datetime | None:
         """Since when ``dependency`` is degraded (``first_seen``, else now, when this is news); None, and
         forgotten, when it is not. Reads record Redis failures here; /health asks about the rest."""
@@ -177,11 +184,8 @@ class Retriever:
         try:
             found = online.read_many(user_ids, names, version)
         except REDIS_ERRORS as exc:  # an OnlineStoreError (unknown version) is not one: it reaches the caller
-            self._open_until = time.monotonic() + self.breaker_seconds
-            self.degraded_since(REDIS, True)
+            self.trip(exc)
             self.metrics.lookups["error"].inc(len(user_ids))
-            log.warning("online store unavailable (%s); serving from the offline snapshot for %.0f s",
-                        exc, self.breaker_seconds)
             if version is not None:
                 raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable") from exc
             return {}

@@ -144,7 +144,8 @@ class FeatureVector(BaseModel):
     features: dict[str, FeatureValue]
     on_demand: str | None = Field(default=None, description="Only when computing the user on demand did not "
                                   "answer: timeout (over FP_ON_DEMAND_BUDGET_MS; retry, the result is being "
-                                  "cached) or limit (over FP_ON_DEMAND_MAX_USERS users in this request)")
+                                  "cached), limit (over FP_ON_DEMAND_MAX_USERS users in this request) or error "
+                                  "(the computation failed; the server's log says why)")
 
 
 class BatchResponse(BaseModel):

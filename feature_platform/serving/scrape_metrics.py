@@ -3,8 +3,8 @@ version, how old is the snapshot reads are answered from, and the staleness tole
 
 The alert rules (deploy/prometheus/rules.yml) compare these; a request pays nothing for them. A scrape asks
 Redis for the served version (two small reads) only while the read breaker is closed: while it is open,
-reads skip Redis and the scrape does too, reporting it unreachable, so a hanging Redis never holds the
-event loop for a scrape.
+reads skip Redis and the scrape does too, reporting it unreachable; a scrape whose Redis call fails opens
+the breaker itself, so a hanging Redis holds the event loop for one timeout, not for every scrape.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class ServedSnapshotCollector(Collector):
             return False, None
         try:
             served, _problem = online.served()
-        except REDIS_ERRORS:
+        except REDIS_ERRORS as exc:  # the next scrapes and reads skip Redis for a while: no wait per scrape
+            self.retriever.trip(exc)
             return False, None
         return True, served
 

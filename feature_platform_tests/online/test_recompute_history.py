@@ -15,6 +15,7 @@ from feature_platform.features.review import TOPIC_MODEL_ARTIFACT
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
 from feature_platform.registry import load_registry
+from feature_platform.sources.event_records import validate_event_records
 from feature_platform.sources.landing import LandingLog
 from feature_platform.sources.schema import CUSTOMERS, EVENTS
 
@@ -66,3 +67,25 @@ def test_a_few_users_recomputed_from_stored_tiles_equal_their_rows_of_the_stored
     for user in users:
         expected = {k: dict(v) if k in maps and v is not None else v for k, v in rows[user].items() if k in names}
         assert values[user] == expected, user
+
+
+def test_landed_events_count_for_days_not_ingested_yet_and_wait_for_a_rerun_otherwise(tmp_path):
+    store = OfflineStore(tmp_path / "data")
+    store.write("raw/customers", pa.Table.from_pylist([{"user_id": "u1", "signup_date": dt.date(2024, 1, 5)}],
+                                                      schema=CUSTOMERS.arrow_schema))
+    events = _events()
+    for i in range(events.num_rows):
+        store.write("raw/events", events.slice(i, 1), partition=events.column("timestamp")[i].as_py().date().isoformat())
+    log = LandingLog(tmp_path / "landing")
+    arrived = dt.datetime(2025, 3, 13, 10, 0)
+    accepted, rejected = validate_event_records([
+        {"event_id": "late", "user_id": "u1", "event_type": "purchase", "timestamp": "2025-03-01T18:00:00",
+         "amount": 5.0},  # its day is ingested: the batch counts it once that day is re-run
+        {"event_id": "today", "user_id": "u1", "event_type": "purchase", "timestamp": "2025-03-13T09:00:00",
+         "amount": 7.0},  # no raw partition yet: the next daily run ingests it
+    ], arrived, landing=log)
+    assert rejected == [] and log.append(accepted, arrived).accepted == 2
+
+    values = recompute(store, REGISTRY, log, {"u1": {"lifetime_purchases", "lifetime_spend"}}, DAY)["u1"]
+
+    assert values == {"lifetime_purchases": 4, "lifetime_spend": 52.0}

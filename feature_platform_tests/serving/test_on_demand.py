@@ -9,6 +9,8 @@ their events through the landing log (as POST /events lands them).
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -16,12 +18,14 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from feature_platform.config import ConfigError, Settings
 from feature_platform.definitions import build_defs
 from feature_platform.offline.snapshots import user_vectors
 from feature_platform.offline.store import OfflineStore
+from feature_platform.online.store import OnlineStore
 from feature_platform.orchestration import constants as C
 from feature_platform.orchestration.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from feature_platform.orchestration.resources import local_resources
@@ -199,3 +203,52 @@ def test_the_settings_come_from_the_environment_and_bad_values_name_their_variab
                             ("FP_ON_DEMAND_TTL_SECONDS", "0")):
         with pytest.raises(ConfigError, match=variable):
             Settings.from_env({variable: value})
+
+
+def test_a_failed_computation_is_answered_without_the_user_not_with_a_500(world, monkeypatch):
+    data, _ = world
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("a damaged tile")
+    monkeypatch.setattr("feature_platform.serving.on_demand.recompute", broken)
+    with _client(data, redis_prefix="fp-od-error") as client:
+        body = client.get(f"/features/{NEW[0]}", params={"defaults": "true"}).json()
+        assert body["source"] == "default" and body["on_demand"] == "error"
+        response = client.get(f"/features/{NEW[0]}")
+        assert response.status_code == 404 and "failed" in response.json()["detail"]
+        assert _metric(client, 'fp_on_demand_total{result="error"}') == 2
+
+
+def test_a_computation_done_before_it_is_registered_does_not_hang_the_caller(world):
+    """A future that is already done runs its callbacks at once, in the caller's thread."""
+    data, _ = world
+    app = create_app(Settings(data_dir=data, on_demand_budget_ms=60_000), reload_seconds=0, clock=lambda: NOW)
+    with TestClient(app):
+        on_demand = app.state.on_demand
+        on_demand._compute = lambda *_args: {}  # finishes before _submit returns
+        for i in range(20):
+            caller = threading.Thread(target=on_demand._submit, args=(REGISTRY, "v", NEXT, [f"x{i}"]), daemon=True)
+            caller.start()
+            caller.join(10)
+            assert not caller.is_alive(), "_submit deadlocked"
+
+
+def test_with_redis_down_users_are_still_computed_and_the_cache_is_skipped_while_the_breaker_is_open(world):
+    data, _ = world
+    dead = OnlineStore(redis.Redis(port=_free_port(), socket_connect_timeout=0.2, socket_timeout=0.2), REGISTRY)
+    app = create_app(Settings(data_dir=data, on_demand_budget_ms=60_000), online=dead, reload_seconds=0,
+                     clock=lambda: NOW)
+    with TestClient(app) as client:
+        first = client.get(f"/features/{NEW[0]}", params={"defaults": "true"}).json()
+        assert first["source"] == "computed"
+        assert not app.state.retriever.online_available  # the failed read opened the breaker: no cache call waits
+        started = time.monotonic()
+        for _ in range(5):
+            assert client.get(f"/features/{NEW[1]}", params={"defaults": "true"}).json()["source"] == "computed"
+        assert time.monotonic() - started < 30
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
