@@ -42,6 +42,9 @@ def family_versions(pin: object) -> dict[str, str]:
                        f"registry); got {type(pin).__name__}")
     if isinstance(record.get(MANIFEST_FAMILY_VERSIONS), Mapping):
         return _checked(record[MANIFEST_FAMILY_VERSIONS])
+    if MANIFEST_FAMILY_VERSIONS in record:  # null: the training set recorded none; the registry's are no stand-in
+        raise PinError(f"the model manifest {record.get('name', '')}/{record.get('version', '')} records no family "
+                       "versions (its training set recorded none); pin the versions by name instead")
     if isinstance(record.get("families"), Mapping):  # a registry snapshot
         return _checked({name: spec.get("version") if isinstance(spec, Mapping) else spec
                          for name, spec in record["families"].items()})

@@ -210,6 +210,8 @@ def test_the_registry_file_as_a_mapping_is_its_current_versions():
     pytest.param({"activity": 1}, id="not-text"),
     pytest.param({"name": "churn", "version": "v", "registry_versions": {"total_events": "1.0.0"}},
                  id="manifest-without-family-versions"),
+    pytest.param({"name": "churn", "version": "v", "family_versions": None,
+                  "registry_versions": {"family:activity": "1.1.0"}}, id="manifest-with-null-family-versions"),
 ])
 def test_a_pin_that_says_no_version_is_refused(pin):
     with pytest.raises(PinError):
