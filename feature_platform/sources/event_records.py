@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,15 +19,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from feature_platform.offline.store import connect
 from feature_platform.sources.loaders import SOURCE_FILE, SOURCE_ROW, LoadedSource, SourceError
 from feature_platform.sources.schema import EVENTS
 from feature_platform.sources.validation import validate
 
 if TYPE_CHECKING:
+    import duckdb
+
     from feature_platform.sources.landing import LandingLog
 
 REQUEST_LABEL = "request"  # the source label of a request's rows in validation
 DUPLICATE = f"duplicate_{EVENTS.key}"
+_DATABASE: list[duckdb.DuckDBPyConnection] = []  # one per process, opened at the first batch (see _cursor)
+_DATABASE_LOCK = threading.Lock()
 
 
 def validate_event_records(
@@ -56,7 +62,7 @@ def validate_event_records(
         data = data.append_column(SOURCE_FILE, pa.array([REQUEST_LABEL] * len(rows)).dictionary_encode())
         data = data.append_column(SOURCE_ROW, pa.array(np.arange(1, len(rows) + 1, dtype=np.int64)))
         source = LoadedSource(table=EVENTS, files=(), data=data, absent_columns=())
-        result = validate(source, now)
+        result = validate(source, now, cursor=_cursor())
         accepted = result.accepted
         for q in result.quarantined.select(["event_id", "reason", "detail", "source_row"]).to_pylist():
             index = positions[q["source_row"] - 1]
@@ -177,3 +183,13 @@ def naive_utc(moment: dt.datetime) -> dt.datetime:
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _cursor() -> duckdb.DuckDBPyConnection:
+    """A cursor of the process's in-memory DuckDB for validating one batch of events (its own temp tables), so a
+    request does not pay for opening a database. The database is opened at the first batch and lives as long as
+    the process; cursors are taken under a lock, one per batch, as DuckDB wants one per thread."""
+    with _DATABASE_LOCK:
+        if not _DATABASE:
+            _DATABASE.append(connect())
+        return _DATABASE[0].cursor()

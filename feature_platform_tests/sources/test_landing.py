@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -246,3 +247,21 @@ def test_customers_derived_from_events_include_users_known_only_from_landed_even
     customers = pq.read_table(store.table_path("raw/customers")).to_pylist()
     assert report.status == "derived" and [(c["user_id"], str(c["signup_date"])) for c in customers] == [
         ("new", "2025-02-02"), ("u1", "2025-02-01")]
+
+
+def test_batches_validated_at_once_from_many_threads_each_get_their_own_answer():
+    """Every batch runs on its own cursor of one process-wide database: no batch sees another's rows."""
+    now = dt.datetime(2025, 3, 13, 12, 0)
+
+    def batch(n: int) -> tuple[int, list[str], list[str]]:
+        records = [{"event_id": f"t{n}-{i}", "user_id": f"u{n}", "event_type": "page_view",
+                    "timestamp": "2025-03-13T09:00:00"} for i in range(n % 5 + 1)]
+        records.append({"event_id": f"t{n}-bad", "user_id": f"u{n}", "event_type": "page_view",
+                        "timestamp": "2099-01-01T00:00:00"})  # in the future: refused
+        accepted, rejected = validate_event_records(records, now)
+        return n, sorted(accepted.column("event_id").to_pylist()), [r["event_id"] for r in rejected]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(batch, range(64)))
+    for n, accepted, rejected in results:
+        assert accepted == sorted(f"t{n}-{i}" for i in range(n % 5 + 1)) and rejected == [f"t{n}-bad"], n
