@@ -92,8 +92,7 @@ def complete_days(store: OfflineStore, registry: Registry) -> list[dt.date]:
     null). With a store that skips unreadable partitions, a day with a damaged snapshot is not complete."""
     days = [{p.stem for p in store.partition_files("/".join(f.asset_path))}
             for f in registry.families.values() if not f.derived]
-    days = [d for d in days if d]
-    common = set.intersection(*days) if days else set()
+    common = set.intersection(*days) if days else set()  # a family with no snapshot at all: no day is complete
     return [dt.date.fromisoformat(d) for d in sorted(common, reverse=True)]
 
 
@@ -101,6 +100,18 @@ def latest_complete_day(store: OfflineStore, registry: Registry) -> dt.date | No
     """The newest of :func:`complete_days`, or None."""
     days = complete_days(store, registry)
     return days[0] if days else None
+
+
+def _no_complete_day(store: OfflineStore, registry: Registry) -> str:
+    """Why no offline snapshot can be served: nothing materialized yet, or which families have no snapshot."""
+    families = [f for f in registry.families.values() if not f.derived]
+    absent = [f.name for f in families if not store.partition_files("/".join(f.asset_path))]
+    if len(absent) == len(families):
+        return "no offline snapshot yet: run `feature-platform run`"
+    if absent:
+        return (f"no day has every family's snapshot: {', '.join(absent)} {'has' if len(absent) == 1 else 'have'} "
+                "none yet; materialize the features group (`feature-platform run`)")
+    return "no day has every family's snapshot yet; materialize the features group for a common day"
 
 
 def context_features(registry: Registry) -> list[str]:
@@ -174,7 +185,7 @@ class StateHolder:
                                       day_family_versions(self.offline_store, registry, day))
             break
         if not days:
-            problems.append("no offline snapshot yet: run `feature-platform run`")
+            problems.append(_no_complete_day(self.offline_store, registry))
         for unreadable in list(self.offline_store.unreadable.values()):
             problem = f"offline partition skipped: {unreadable.message}"
             if problem not in problems and str(unreadable.path) not in " ".join(problems):

@@ -16,6 +16,7 @@ from feature_platform.offline.store import OfflineStore
 from feature_platform.online.connection import connect
 from feature_platform.online.store import OnlineStore
 from feature_platform.serving.api import create_app
+from feature_platform.serving.state import StateHolder
 from feature_platform_tests import fault_tally
 from feature_platform_tests.helpers import copy_tree
 from feature_platform_tests.serving.conftest import END, REGISTRY, START
@@ -137,3 +138,19 @@ def test_health_is_ok_degraded_with_since_or_down_503(data, tmp_path):
     with _client(empty, redis_url="redis://127.0.0.1:1/0") as c:
         health = c.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "down"
+
+
+def test_a_store_with_some_families_only_names_the_missing_ones_once_instead_of_trying_every_day(data, tmp_path,
+                                                                                                  caplog):
+    partial = copy_tree(data, tmp_path / "partial")
+    for family in ("lead", "review"):
+        for path in OfflineStore(partial).partition_files("/".join(REGISTRY.family(family).asset_path)):
+            path.unlink()
+    holder = StateHolder(Settings(data_dir=partial))
+    with caplog.at_level("WARNING"):
+        state = holder.load()
+    assert state.offline is None
+    offline = [p for p in state.problems if "snapshot" in p]
+    assert offline == ["no day has every family's snapshot: lead, review have none yet; materialize the features "
+                       "group (`feature-platform run`)"]
+    assert not [r for r in caplog.records if "offline snapshot 20" in r.getMessage()]  # no line per day tried
