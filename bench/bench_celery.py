@@ -52,6 +52,7 @@ from typing import Any
 import dagster as dg
 import psutil
 import yaml
+from bench_shards import prepare  # the same data, prepared (and reused) the same way
 
 from feature_platform.config import Settings
 from feature_platform.offline.calendar import partitions_range
@@ -60,7 +61,6 @@ from feature_platform.orchestration.execution import platform_executor
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_YAML = REPO / "deploy" / "celery" / "worker.yaml"
-END = dt.date(2026, 11, 21)
 JOB = "bench_celery_backfill"
 SETUPS = (1, 2)  # workers per run, in the order each pair runs them
 POLL = 0.25
@@ -78,53 +78,6 @@ def backfill_job() -> dg.JobDefinition:
     job = dg.define_asset_job(JOB, selection=dg.AssetSelection.groups(C.GROUP_FEATURES),
                               executor_def=platform_executor)
     return dg.Definitions.merge(build_defs(start, end=end), dg.Definitions(jobs=[job])).resolve_job_def(JOB)
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "feature_platform.cli", *args]
-
-
-# -- the data, once ------------------------------------------------------------------------------------------
-def prepare(work: Path, users: int, days: int) -> Path:
-    """Sample data of ``users`` x ``days`` ingested and tiled under ``work`` (reused when already there)."""
-    sample, data = work / "sample", work / "data"
-    size = f"{users}-{days}"
-    steps = [
-        ("generate", sample / f".done-{size}", cli("generate", "--users", str(users), "--days", str(days),
-                                                   "--end-date", END.isoformat(), "--seed", "7", "--out", str(sample))),
-        ("ingest", data / f".ingested-{size}", cli("ingest", "--source", str(sample), "--data-dir", str(data))),
-        ("tiles", data / f".tiled-{size}", [sys.executable, __file__, "--data-dir", str(work), "--tiles-only"]),
-    ]
-    for label, marker, command in steps:
-        if marker.exists():
-            print(f"[prepare] {label}: done before ({marker})", flush=True)
-            continue
-        print(f"[prepare] {label}: {' '.join(command[1:])}", flush=True)
-        started = time.monotonic()
-        env = {**os.environ, "FP_SHARDS": "1", "FP_DATA_DIR": str(data)}
-        env.pop("FP_EXECUTOR", None)
-        subprocess.run(command, check=True, env=env)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-        print(f"[prepare] {label}: {time.monotonic() - started:.0f} s", flush=True)
-    return data
-
-
-def tiles_only(data: Path) -> None:
-    """The tiles of every day with raw events, one in-process Dagster run (as ``feature-platform run`` does)."""
-    from feature_platform.definitions import build_defs
-    from feature_platform.offline.store import OfflineStore
-    from feature_platform.orchestration.pipeline import TILES_STEP, run_steps
-    from feature_platform.orchestration.resources import platform_resources
-
-    settings = Settings.from_env().with_overrides(data_dir=data.resolve())
-    days = OfflineStore(settings.data_dir).partitions("raw/events")
-    start, end = partitions_range(settings.data_dir)
-    with _instance(data.parent / "prepare_home") as instance:
-        outcomes = run_steps(build_defs(start, end=end), [TILES_STEP], instance,
-                             platform_resources(settings, raw_dir=data.parent / "sample"), days[0], days[-1], print)
-    if not all(o.success for o in outcomes):
-        sys.exit(f"tiles failed: {outcomes}")
 
 
 def _instance(home: Path) -> dg.DagsterInstance:
@@ -481,12 +434,8 @@ def main() -> None:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
-    parser.add_argument("--tiles-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = args.data_dir.resolve()
-    if args.tiles_only:
-        tiles_only(work / "data")
-        return
     if args.run_only:
         print(json.dumps(run_only(args.run_only, args.prefix, args.start, args.end)))
         return

@@ -78,7 +78,9 @@ def prepare(work: Path, users: int, days: int) -> Path:
             continue
         print(f"[prepare] {label}: {' '.join(command[1:])}", flush=True)
         started = time.monotonic()
-        subprocess.run(command, check=True, env={**os.environ, "FP_SHARDS": "1", "FP_DATA_DIR": str(data)})
+        env = {**os.environ, "FP_SHARDS": "1", "FP_DATA_DIR": str(data)}
+        env.pop("FP_EXECUTOR", None)  # preparing runs in process, whatever the measured runs use
+        subprocess.run(command, check=True, env=env)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
         print(f"[prepare] {label}: {time.monotonic() - started:.0f} s", flush=True)
