@@ -103,15 +103,16 @@ def latest_complete_day(store: OfflineStore, registry: Registry) -> dt.date | No
 
 
 def _no_complete_day(store: OfflineStore, registry: Registry) -> str:
-    """Why no offline snapshot can be served: nothing materialized yet, or which families have no snapshot."""
+    """Why no offline snapshot can be served: nothing materialized yet, or which families have no snapshot (each
+    starts "no offline snapshot", which /health files under offline_snapshot)."""
     families = [f for f in registry.families.values() if not f.derived]
     absent = [f.name for f in families if not store.partition_files("/".join(f.asset_path))]
     if len(absent) == len(families):
         return "no offline snapshot yet: run `feature-platform run`"
     if absent:
-        return (f"no day has every family's snapshot: {', '.join(absent)} {'has' if len(absent) == 1 else 'have'} "
+        return (f"no offline snapshot with every family: {', '.join(absent)} {'has' if len(absent) == 1 else 'have'} "
                 "none yet; materialize the features group (`feature-platform run`)")
-    return "no day has every family's snapshot yet; materialize the features group for a common day"
+    return "no offline snapshot with every family on one day yet; materialize the features group for a common day"
 
 
 def context_features(registry: Registry) -> list[str]:

@@ -151,6 +151,10 @@ def test_a_store_with_some_families_only_names_the_missing_ones_once_instead_of_
         state = holder.load()
     assert state.offline is None
     offline = [p for p in state.problems if "snapshot" in p]
-    assert offline == ["no day has every family's snapshot: lead, review have none yet; materialize the features "
-                       "group (`feature-platform run`)"]
+    assert offline == ["no offline snapshot with every family: lead, review have none yet; materialize the "
+                       "features group (`feature-platform run`)"]
     assert not [r for r in caplog.records if "offline snapshot 20" in r.getMessage()]  # no line per day tried
+    with TestClient(create_app(Settings(data_dir=partial), reload_seconds=0)) as client:
+        degraded = {d["dependency"]: d["problem"] for d in client.get("/health").json()["degraded"]}
+    assert degraded["offline_snapshot"] == offline[0]  # filed under the offline snapshot, not the models
+    assert offline[0] not in degraded.get("models", "")
