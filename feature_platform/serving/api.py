@@ -48,11 +48,12 @@ from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.serving import predict
 from feature_platform.serving.auth import ADMIN, EVENTS_WRITE, FEATURES_READ, PREDICT, Access, AuditLog, AuditMiddleware
 from feature_platform.serving.docs import add_docs
+from feature_platform.serving.health import health_report
 from feature_platform.serving.hot_path import Handlers, HotPath, encode
 from feature_platform.serving.limits import BodyLimitMiddleware, event_problems, with_text_user_id
 from feature_platform.serving.metrics import LatencyMiddleware, ServingMetrics
 from feature_platform.serving.on_demand import COMPUTED, ERROR, TIMEOUT, OnDemand
-from feature_platform.serving.retrieval import REDIS, REDIS_ERRORS, Retriever, ServedVector
+from feature_platform.serving.retrieval import Retriever, ServedVector
 from feature_platform.serving.schemas import (
     NAME_PATTERN,
     BatchRequest,
@@ -264,49 +265,8 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
                              "snapshot)"}})
     async def health() -> Response:
         """ok / degraded / down for load balancers: 200 while features can be served, 503 when not."""
-        state = current()
-        served, error, pointer_problem = None, None, None
-        try:
-            if retriever.online_available:
-                info, pointer_problem = online.served()
-                served = {"version": info.version, "snapshot_date": info.snapshot_date.isoformat()} if info else None
-        except REDIS_ERRORS as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        reachable = error is None and retriever.online_available
-        unreadable = list(holder.offline_store.unreadable.values())
-        problems = list(state.problems)
-        offline_problems = [p for p in problems if p.startswith(("offline", "no offline"))]
-        offline_problems += [u.message for u in unreadable if str(u.path) not in " ".join(offline_problems)]
-        model_problems = [p for p in problems if p not in offline_problems]
-        checks = {  # dependency -> (what is wrong or None, since when at the latest)
-            REDIS: (None if reachable else error or "unreachable: a read failed, reads skip Redis for a few seconds "
-                    "and use the offline snapshot", None),
-            "online_version": (pointer_problem or (None if served or not reachable else
-                                                   "nothing is pushed online yet; reads use the offline snapshot"),
-                               None),
-            "offline_snapshot": ("; ".join(offline_problems) or None, state.loaded_at),
-            "models": ("; ".join(model_problems) or None, state.loaded_at),
-        }
-        degraded = []
-        for dependency, (problem, first_seen) in checks.items():
-            since = retriever.degraded_since(dependency, problem is not None, first_seen)
-            if problem is not None and since is not None:
-                degraded.append({"dependency": dependency, "problem": problem, "since": since.isoformat()})
-        down = served is None and state.offline is None  # neither Redis nor the offline store can answer
-        status = "down" if down else "degraded" if degraded else "ok"
-        return _json({
-            "status": status,
-            "degraded": degraded,
-            "online": {"reachable": reachable, "served": served, "error": error, "problem": pointer_problem},
-            "offline_snapshot": state.offline.day.isoformat() if state.offline else None,
-            "offline_unreadable": [str(u.path) for u in unreadable],
-            "models": {name: champion.version for name, champion in state.champions.items()},
-            "registry_version": state.registry.version,
-            "loaded_at": state.loaded_at.isoformat(),
-            "reloads": holder.reloads,
-            "problems": problems + [f"offline partition skipped: {u.message}" for u in unreadable
-                                    if str(u.path) not in " ".join(problems)],
-        }, 503 if down else 200)
+        report, status = health_report(current(), holder, retriever, online)
+        return _json(report, status)
 
     @app.get("/features/{user_id}", tags=["features"], dependencies=needs(FEATURES_READ),
              responses={200: {"model": FeatureVector}, **not_found})
