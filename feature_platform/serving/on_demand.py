@@ -94,7 +94,8 @@ class OnDemand:
     async def vectors(self, state: ServingState, users: Sequence[str], names: Sequence[str]
                       ) -> dict[str, ServedVector | str]:
         """Per user of ``users`` (unknown to Redis and the snapshot, with a customer row): the computed vector
-        of ``names``, or why there is none (``timeout``, ``limit``); users with no row at the day are left out."""
+        of ``names``, or why there is none (``timeout``, ``limit``, ``error``); users with no row at the day are
+        left out."""
         registry, day = state.registry, self.clock().date()
         version = self._version(registry)
         out: dict[str, ServedVector | str] = {}
