@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -53,6 +53,60 @@ class VersionInfo:
         return {name: i for i, name in enumerate(self.layout)}
 
 
+class Values(Mapping[str, Any]):
+    """One vector's values by feature name, read like a read-only dict (``[name]``, ``get``, ``in``, ``items()``,
+    ``==`` a dict; ``dict(values)`` for a copy).
+
+    Every value is decoded; what is not built is a hash table per user: the values stay the list msgpack
+    decodes, and the name -> position index is shared by every vector of a read. Reading 100 users of 103
+    features, the 100 dicts were half of the decoding time.
+    """
+
+    __slots__ = ("_names", "_index", "_values")
+
+    def __init__(self, names: tuple[str, ...], index: Mapping[str, int], values: list[Any]) -> None:
+        self._names, self._index, self._values = names, index, values  # index: name -> position in values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[self._index[name]]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        i = self._index.get(name)
+        return default if i is None else self._values[i]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def items(self) -> ItemsView[str, Any]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[Any]:
+        return _Values(self)
+
+    def __repr__(self) -> str:
+        return f"Values({dict(zip(self._names, self._values, strict=True))!r})"
+
+
+class _Items(ItemsView[str, Any]):
+    _mapping: Values
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:  # pairs in name order, without a lookup per name
+        return zip(self._mapping._names, self._mapping._values, strict=True)
+
+
+class _Values(ValuesView[Any]):
+    _mapping: Values
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._mapping._values)
+
+
 @dataclass
 class OnlineVector:
     """One user's features from one version; ``values`` holds only what was asked for.
@@ -66,7 +120,7 @@ class OnlineVector:
     version: str
     snapshot_date: dt.date
     computed_at: dt.datetime
-    values: dict[str, Any]
+    values: Mapping[str, Any]
     updated_at: dt.datetime | None = None
     updated_fields: tuple[str, ...] = ()
 
@@ -85,11 +139,14 @@ def decode_replies(info: VersionInfo, user_ids: Sequence[str], replies: Sequence
     """Per user, its vector of ``info``'s version from the replies to ``GET`` of its vector and ``HGETALL`` of
     its overlay (two per user, in ``user_ids`` order): ``features`` (all of the layout when None), a name the
     layout lacks as None, overlay fields over the vector's. None for a user without a vector."""
-    index = info.index
-    wanted = info.layout if features is None else tuple(features)
-    whole = wanted == info.layout  # the whole layout, in its order: zipped, not looked up name by name
-    missing = [] if whole else [name for name in wanted if name not in index]
-    pairs = [] if whole else [(name, index[name]) for name in wanted if name in index]  # once per call
+    wanted = info.layout if features is None else tuple(dict.fromkeys(features))
+    width = len(info.layout)
+    if wanted == info.layout:  # the whole layout, in its order: the decoded list as it is
+        index: Mapping[str, int] = info.index
+        picks = None
+    else:  # positions in the layout, once per call; a name the layout lacks reads the None appended at its end
+        index = {name: i for i, name in enumerate(wanted)}
+        picks = [info.index.get(name, width) for name in wanted]
     out: dict[str, OnlineVector | None] = {}
     for i, user in enumerate(user_ids):
         blob, overlay = replies[2 * i], replies[2 * i + 1]
@@ -97,20 +154,22 @@ def decode_replies(info: VersionInfo, user_ids: Sequence[str], replies: Sequence
             out[user] = None  # an overlay without its vector (it outlived it by seconds) is not served
             continue
         values = codec.decode(blob)
-        vector = dict(zip(wanted, values, strict=True)) if whole else {name: values[j] for name, j in pairs}
-        if missing:
-            vector.update(dict.fromkeys(missing))
+        if len(values) != width:
+            raise ValueError(f"the vector of {user!r} holds {len(values)} values; version {info.version}'s layout has {width}")
+        if picks is not None:
+            values.append(None)
+            values = list(map(values.__getitem__, picks))
         updated_at: dt.datetime | None = None
         updated: tuple[str, ...] = ()
         if overlay:
             fields = {reply_text(k): v for k, v in overlay.items()}
-            updated = tuple(name for name in wanted if name in fields and name in index)
+            updated = tuple(name for name in wanted if name in fields and name in info.index)
             for name in updated:
-                vector[name] = codec.decode(fields[name])[0]
+                values[index[name]] = codec.decode(fields[name])[0]
             if updated:
                 updated_at = dt.datetime.fromisoformat(reply_text(fields[OVERLAY_AS_OF]))
-        out[user] = OnlineVector(user, info.version, info.snapshot_date, info.computed_at, vector,
-                                 updated_at, updated)
+        out[user] = OnlineVector(user, info.version, info.snapshot_date, info.computed_at,
+                                 Values(wanted, index, values), updated_at, updated)
     return out
 
 
