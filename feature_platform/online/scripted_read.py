@@ -20,6 +20,8 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from feature_platform.online.connection import held_call
+
 # KEYS[1]: the pointer hash. ARGV[1]: the key prefix; ARGV[2]: the version, or "" for the one the pointer
 # names; ARGV[3..]: user ids. Returns {version or false, vector 1, overlay 1 (flat), vector 2, ...}; a missing
 # vector is false (a null reply).
@@ -51,12 +53,12 @@ def read(client: Any, pointer_key: str, prefix: str, version: str | None,
     """``(version read, replies)``: the version (the pointer's when ``version`` is None; None when the pointer
     names none) and per user its vector and its overlay as a dict, in ``user_ids`` order, as a pipeline of
     ``GET`` and ``HGETALL`` would give them."""
-    args = (pointer_key, prefix, version or "", *user_ids)
+    args = ("EVALSHA", SHA, 1, pointer_key, prefix, version or "", *user_ids)
     try:
-        reply = client.evalsha(SHA, 1, *args)
+        reply = held_call(client, *args)
     except redis.exceptions.NoScriptError:
         client.script_load(SCRIPT)
-        reply = client.evalsha(SHA, 1, *args)
+        reply = held_call(client, *args)
     served, flat = reply[0], reply[1:]
     if served is None:
         return None, []

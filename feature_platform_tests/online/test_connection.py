@@ -12,11 +12,12 @@ CLIENT = """
 import sys, threading
 from pathlib import Path
 from feature_platform.config import Settings
-from feature_platform.online.connection import connect
+from feature_platform.online.connection import connect, held_call
 client = connect(Settings(data_dir=Path(sys.argv[1])))
-def work():  # several pooled connections, as the server's threads and pipelines open
+def work():  # several pooled connections, as the server's threads and pipelines open, and held ones
     for _ in range(20):
         client.set("fp:probe", "kept")
+        held_call(client, "GET", "fp:probe")
 threads = [threading.Thread(target=work) for _ in range(4)]
 [t.start() for t in threads]
 [t.join() for t in threads]

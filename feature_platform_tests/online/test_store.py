@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import threading
 import uuid
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from feature_platform.online.store import OnlineStore, OnlineStoreError
 from feature_platform.registry import load_registry
@@ -142,43 +145,35 @@ def test_a_subset_is_read_and_an_unknown_feature_refused(online_store):
         online_store.read("u1", ["not_a_feature"])
 
 
-class Counting:
-    """Counts round trips: each direct command and each pipeline execution is one."""
+@pytest.fixture
+def counting(monkeypatch):
+    """Counts what each connection sends: a command, or a whole pipeline, is one send. One round trip is one send
+    per connection used (a Redis Cluster pipeline sends once to each node it touches, in parallel)."""
+    counter = SimpleNamespace(sends=collections.Counter())
+    send = redis.connection.AbstractConnection.send_packed_command
 
-    def __init__(self, client):
-        self.client, self.trips = client, 0
-
-    def __getattr__(self, name):
-        attr = getattr(self.client, name)
-        if name == "pipeline":
-            def pipeline(*args, **kwargs):
-                pipe = attr(*args, **kwargs)
-                execute = pipe.execute
-
-                def counted():
-                    self.trips += 1
-                    return execute()
-                pipe.execute = counted
-                return pipe
-            return pipeline
-        if callable(attr) and name not in ("register_script",):
-            def call(*args, **kwargs):
-                self.trips += 1
-                return attr(*args, **kwargs)
-            return call
-        return attr
+    def counted(self, command, check_health=True):
+        counter.sends[id(self)] += 1
+        return send(self, command, check_health)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return counter
 
 
-def test_a_vector_a_subset_and_a_batch_each_take_one_round_trip(online_store):
+def one_round_trip(counting, client) -> bool:
+    """One send in all; on a Redis Cluster, one send to each node touched."""
+    sends = list(counting.sends.values())
+    return set(sends) == {1} if isinstance(client, RedisCluster) else sends == [1]
+
+
+def test_a_vector_a_subset_and_a_batch_each_take_one_round_trip(online_store, counting):
     online_store.push(snapshot(EXACT), D1)
-    counting = Counting(online_store.client)
-    reader = OnlineStore(counting, REGISTRY, prefix=online_store.prefix)
+    reader = OnlineStore(online_store.client, REGISTRY, prefix=online_store.prefix)
     reader.read("u1")  # the first read learns the served version and its layout
     for read in (lambda: reader.read("u1"), lambda: reader.read("u2", ["total_events"]),
                  lambda: reader.read_many(["u1", "u2", "u3"])):
-        counting.trips = 0
+        counting.sends.clear()
         read()
-        assert counting.trips == 1
+        assert one_round_trip(counting, online_store.client)
 
 
 def test_an_interrupted_push_leaves_the_previous_snapshot_served_and_a_rerun_completes_it(online_store):
@@ -397,17 +392,16 @@ def test_an_overlay_is_refused_for_an_unknown_version_or_feature(online_store):
         online_store.write_overlay(online_store.current().version, {"u1": {"monetary_total": 1.0}}, as_of=AS_OF)
 
 
-def test_vector_and_overlay_are_read_in_one_round_trip(online_store):
+def test_vector_and_overlay_are_read_in_one_round_trip(online_store, counting):
     online_store.push(marked(1), D1)
     online_store.write_overlay(online_store.current().version, {"u1": {"total_events": 7}}, as_of=AS_OF)
-    counting = Counting(online_store.client)
-    reader = OnlineStore(counting, REGISTRY, prefix=online_store.prefix)
+    reader = OnlineStore(online_store.client, REGISTRY, prefix=online_store.prefix)
     reader.read("u1")
     for read in (lambda: reader.read("u1"), lambda: reader.read("u1", ["total_events"]),
                  lambda: reader.read_many(["u1", "u2", "u3"])):
-        counting.trips = 0
+        counting.sends.clear()
         vector = read()
-        assert counting.trips == 1
+        assert one_round_trip(counting, online_store.client)
     assert vector["u1"].values["total_events"] == 7 and vector["u2"].values["total_events"] == 1
 
 
