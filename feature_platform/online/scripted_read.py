@@ -21,6 +21,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from feature_platform.online.connection import held_call
+from feature_platform.online.loop_connection import loop_call
 
 # KEYS[1]: the pointer hash. ARGV[1]: the key prefix; ARGV[2]: the version, or "" for the one the pointer
 # names; ARGV[3..]: user ids. Returns {version or false, vector 1, overlay 1 (flat), vector 2, ...}; a missing
@@ -53,12 +54,36 @@ def read(client: Any, pointer_key: str, prefix: str, version: str | None,
     """``(version read, replies)``: the version (the pointer's when ``version`` is None; None when the pointer
     names none) and per user its vector and its overlay as a dict, in ``user_ids`` order, as a pipeline of
     ``GET`` and ``HGETALL`` would give them."""
-    args = ("EVALSHA", SHA, 1, pointer_key, prefix, version or "", *user_ids)
+    args = _args(pointer_key, prefix, version, user_ids)
     try:
         reply = held_call(client, *args)
     except redis.exceptions.NoScriptError:
         client.script_load(SCRIPT)
         reply = held_call(client, *args)
+    return _split(reply)
+
+
+async def read_async(client: Any, pointer_key: str, prefix: str, version: str | None,
+                     user_ids: Sequence[str]) -> tuple[Any, list[Any]]:
+    """:func:`read`, awaiting the reply on the running loop (online/loop_connection.py) instead of blocking it. A
+    lost connection is read again through :func:`read` (redis-py's path and retry policy); a timeout is raised."""
+    args = _args(pointer_key, prefix, version, user_ids)
+    try:
+        try:
+            reply = await loop_call(client, *args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(SCRIPT)
+            reply = await loop_call(client, *args)
+    except redis.exceptions.ConnectionError:
+        return read(client, pointer_key, prefix, version, user_ids)
+    return _split(reply)
+
+
+def _args(pointer_key: str, prefix: str, version: str | None, user_ids: Sequence[str]) -> tuple[Any, ...]:
+    return ("EVALSHA", SHA, 1, pointer_key, prefix, version or "", *user_ids)
+
+
+def _split(reply: list[Any]) -> tuple[Any, list[Any]]:
     served, flat = reply[0], reply[1:]
     if served is None:
         return None, []

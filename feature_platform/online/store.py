@@ -51,7 +51,7 @@ from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 
-from feature_platform.online import codec, scripted_read
+from feature_platform.online import codec, loop_connection, scripted_read
 from feature_platform.online.vectors import (
     MISSING,
     OVERLAY_AS_OF,
@@ -103,6 +103,7 @@ class OnlineStore:
         self._seen: str | None = None  # the version the last read found current
         self._checked: tuple[Registry | None, tuple[str, ...]] = (None, ())  # the last feature tuple found known
         self._scripted = scripted_read.supports(client)  # reads as one script call (not on a Redis Cluster)
+        self._on_loop = self._scripted and loop_connection.supported(client)  # read_many_async awaits the reply
 
     # -- keys --------------------------------------------------------------------------------
     @property
@@ -263,10 +264,19 @@ class OnlineStore:
         """
         keys = canonical_ids_list(user_ids)
         self._check_features(features)
-        found = self._read_keys(list(dict.fromkeys(keys)), features, version)
-        if keys == list(user_ids):  # every id given as its canonical text (the server's reads): keyed as given
-            return cast(dict[EntityId, OnlineVector | None], found)
-        return {user: found[key] for user, key in zip(user_ids, keys, strict=True)}
+        return _keyed(user_ids, keys, self._read_keys(list(dict.fromkeys(keys)), features, version))
+
+    async def read_many_async(self, user_ids: Sequence[EntityId], features: Sequence[str] | None = None
+                              ) -> dict[EntityId, OnlineVector | None]:
+        """:meth:`read_many` of the served version, for a server's event loop: the Redis round trip is awaited
+        instead of blocking the loop (online/loop_connection.py), where the client allows it. Same answers."""
+        if not self._on_loop:
+            return self.read_many(user_ids, features)
+        keys = canonical_ids_list(user_ids)
+        self._check_features(features)
+        distinct = list(dict.fromkeys(keys))
+        served, replies = await scripted_read.read_async(self.client, self.pointer_key, self.prefix, None, distinct)
+        return _keyed(user_ids, keys, self._decode_served(self._maybe_text(served), distinct, replies, features))
 
     def _read_keys(self, user_ids: list[str], features: Sequence[str] | None,
                    version: str | None) -> dict[str, OnlineVector | None]:
@@ -448,3 +458,11 @@ class OnlineStore:
     def _maybe_text(value: bytes | str | None) -> str | None:
         """A reply that is null when the key or field is absent (HGET, GET)."""
         return None if value is None else reply_text(value)
+
+
+def _keyed(user_ids: Sequence[EntityId], keys: list[str], found: dict[str, OnlineVector | None]
+           ) -> dict[EntityId, OnlineVector | None]:
+    """``found`` (by canonical id) keyed by the ids as given."""
+    if keys == list(user_ids):  # every id given as its canonical text (the server's reads): keyed as given
+        return cast(dict[EntityId, OnlineVector | None], found)
+    return {user: found[key] for user, key in zip(user_ids, keys, strict=True)}

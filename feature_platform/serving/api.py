@@ -42,6 +42,7 @@ from redis.retry import Retry
 
 from feature_platform.config import Settings
 from feature_platform.offline.snapshots import feature_history
+from feature_platform.online import loop_connection
 from feature_platform.online.connection import connect as redis_connect
 from feature_platform.online.connection import release
 from feature_platform.online.store import OnlineStore, OnlineStoreError
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         yield
         holder.stop()
         on_demand.close()
+        await loop_connection.aclose(online.client)  # its socket closed before an embedded server is let go
         release(online.client)
         if audit is not None:
             audit.close()
@@ -219,7 +221,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         """The retrieval flow: Redis, the offline snapshot, computed on demand (customers only, not for a pinned
         version), the registry defaults when ``defaults``. Also why on-demand computing did not answer a user."""
         try:
-            found = retriever.vectors(state, users, names, version)
+            found = await retriever.vectors_async(state, users, names, version)
         except OnlineStoreError as exc:
             raise _problem(404, loc, str(exc)) from None
         marks: dict[str, str] = {}

@@ -113,12 +113,32 @@ class Retriever:
 
         ``version`` pins an online version (raises :class:`OnlineStoreError` when Redis does not hold it).
         """
+        names = self.served_features(state.registry, features)
+        return self._assemble(state, user_ids, names, version, defaults, self._read_online(user_ids, names, version))
+
+    async def vectors_async(self, state: ServingState, user_ids: Sequence[str], features: Sequence[str] | None,
+                            version: str | None = None, defaults: bool = False) -> dict[str, ServedVector | None]:
+        """:meth:`vectors` for the server's event loop: a read of the served version awaits its Redis round trip
+        instead of blocking the loop (``OnlineStore.read_many_async``). Same answers."""
+        names = self.served_features(state.registry, features)
+        online = self.online
+        if version is not None or online is None or not self.online_available:
+            found = self._read_online(user_ids, names, version)
+        else:
+            try:
+                found = self._online_found(await online.read_many_async(user_ids, names))
+            except REDIS_ERRORS as exc:
+                found = self._online_failed(exc, len(user_ids), version)
+        return self._assemble(state, user_ids, names, version, defaults, found)
+
+    def _assemble(self, state: ServingState, user_ids: Sequence[str], names: tuple[str, ...], version: str | None,
+                  defaults: bool, online: dict[str, Any]) -> dict[str, ServedVector | None]:
+        """Per user, its online vector (``online``: what Redis had), else the offline snapshot's row, else the
+        defaults (when ``defaults``), else None."""
         registry = state.registry
-        names = tuple(features) if features is not None else self._served_features(registry)
         shortest = self._shortest_tolerance(registry)
         now = self.clock()
         out: dict[str, ServedVector | None] = {}
-        online = self._read_online(user_ids, names, version)
         for user in user_ids:
             vector = online.get(user)
             if vector is not None:
@@ -184,16 +204,22 @@ class Retriever:
         try:
             found = online.read_many(user_ids, names, version)
         except REDIS_ERRORS as exc:  # an OnlineStoreError (unknown version) is not one: it reaches the caller
-            self.trip(exc)
-            self.metrics.lookups["error"].inc(len(user_ids))
-            if version is not None:
-                raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable") from exc
-            return {}
+            return self._online_failed(exc, len(user_ids), version)
+        return self._online_found(found)
+
+    def _online_found(self, found: dict[Any, Any]) -> dict[str, Any]:
         self.degraded_since(REDIS, False)
         misses = sum(1 for v in found.values() if v is None)
         if misses:
             self.metrics.lookups["miss"].inc(misses)
         return {user: vector for user, vector in found.items() if vector is not None}
+
+    def _online_failed(self, exc: BaseException, asked: int, version: str | None) -> dict[str, Any]:
+        self.trip(exc)
+        self.metrics.lookups["error"].inc(asked)
+        if version is not None:
+            raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable") from exc
+        return {}
 
 
 def _mark_missing(values: dict[str, Any], statuses: dict[str, str]) -> dict[str, str]:
