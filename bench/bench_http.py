@@ -15,7 +15,12 @@
    - the raw limit: a bare ASGI app on the same uvicorn settings and the same redis-py client options that
      sends the round trip the online store sends for one vector (pipelined HGET of the pointer, GET of the
      vector, HGETALL of its event overlay) and answers the vector's bytes. The gap is the price of
-     FastAPI, validation, decoding, per-feature status and JSON.
+     FastAPI, validation, decoding, per-feature status and JSON. It blocks its event loop for the round trip,
+     as redis-py does; the feature server awaits it (online/loop_connection.py), so under concurrent load it
+     can pass this limit;
+   - the awaiting raw limit (closed loop only): the same bare app, sending the feature server's own read (the
+     one script call) through the same loop connection and answering the vector's bytes: the floor for a
+     server that awaits Redis.
    A server's rounds start once its tree has its workers and has gone quiet (no worker still starting).
 3. Load, from a separate process (asyncio on uvloop, raw keep-alive HTTP/1.1 sockets):
    - open loop, ``--repeat`` rounds for the raw limit and the first worker count (``--open-all-workers``: every
@@ -86,13 +91,7 @@ def raw_app(data_dir: Path) -> Any:
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await _lifespan(receive, send)
         user = scope["path"].rsplit("/", 1)[-1]
         pipe = client.pipeline(transaction=False)
         pipe.hget(pointer, "version")
@@ -111,10 +110,49 @@ def raw_app(data_dir: Path) -> Any:
     return app
 
 
-def serve_raw(data_dir: Path, port: int) -> None:
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def raw_awaiting_app(data_dir: Path) -> Any:
+    """A bare ASGI app awaiting the feature server's read (one script call) on its loop connection; the vector's
+    bytes as the answer."""
+    from feature_platform.config import Settings
+    from feature_platform.online import scripted_read
+    from feature_platform.online.connection import connect
+
+    settings = Settings.from_env().with_overrides(data_dir=data_dir)
+    client = connect(settings, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+    prefix = settings.redis_prefix
+    pointer = f"{prefix}:current"
+    not_found = b'{"detail":"unknown user"}'
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await _lifespan(receive, send)
+        user = scope["path"].rsplit("/", 1)[-1]
+        _served, replies = await scripted_read.read_async(client, pointer, prefix, None, [user])
+        blob = replies[0] if replies else None
+        status, body = (200, blob) if blob is not None else (404, not_found)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/octet-stream"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def serve_raw(data_dir: Path, port: int, awaiting: bool = False) -> None:
     import uvicorn
 
-    uvicorn.run(raw_app(data_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = raw_awaiting_app(data_dir) if awaiting else raw_app(data_dir)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # -- the load generator (runs in a separate process) ------------------------------------------------
@@ -506,6 +544,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reload-seconds", type=float,
                         help="passed to `serve` (default: not passed, the shipped 30 s); 0 isolates reload pauses")
     parser.add_argument("--serve-raw", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw-awaiting", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     for key, (full, quick) in DEFAULTS.items():
         if getattr(args, key) is None:
@@ -526,8 +565,8 @@ def check_workers_option(workers: list[int]) -> None:
 def main() -> None:
     args = parse_args()
     data_dir = args.data_dir.resolve()
-    if args.serve_raw:
-        serve_raw(data_dir, args.serve_raw)
+    if args.serve_raw or args.serve_raw_awaiting:
+        serve_raw(data_dir, args.serve_raw or args.serve_raw_awaiting, awaiting=bool(args.serve_raw_awaiting))
         return
     check_workers_option(args.workers)
 
@@ -550,6 +589,8 @@ def main() -> None:
     specs = [(f"feature_server_w{n}", n, [*serve, *(["--workers", str(n)] if n > 1 else []), "--port"],
               n in open_workers) for n in args.workers]
     specs.append(("raw_limit", 1, [sys.executable, __file__, "--data-dir", str(data_dir), "--serve-raw"], True))
+    specs.append(("raw_awaiting", 1, [sys.executable, __file__, "--data-dir", str(data_dir), "--serve-raw-awaiting"],
+                  False))
     try:
         for name, workers, command, with_open in specs:
             port = free_port()
@@ -574,6 +615,7 @@ def main() -> None:
                 assert status == 200 and vector["found"] and vector["source"] == "online", (name, vector)
         raw_status, raw_body = get(f"http://127.0.0.1:{servers['raw_limit']['port']}{paths[0]}")
         assert raw_status == 200 and raw_body, raw_status
+        assert get(f"http://127.0.0.1:{servers['raw_awaiting']['port']}{paths[0]}") == (raw_status, raw_body)
         print(f"one answer: feature server {len(body):,} bytes JSON ({len(vector['features'])} features, "
               f"snapshot {vector['snapshot']['snapshot_date']}); raw limit {len(raw_body):,} bytes", flush=True)
         redis_pid = getattr(client, "pid", None)
@@ -619,6 +661,10 @@ def main() -> None:
                 else:
                     results[name]["closed"] = result
                 show(name, kind, result)
+        for name, server in servers.items():  # where the answers came from: Redis, or a fallback
+            if name.startswith("feature_server") and server["workers"] == 1:
+                results[name]["sources"] = sources(server["port"])
+                print(f"{name} answers by source (all rounds): {results[name]['sources']}", flush=True)
     finally:
         for process in processes:
             stop(process)
@@ -654,6 +700,18 @@ def judge(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> bool 
           f"at {feature_open['achieved_rate']:,.0f} req/s; rounds {[r['latency_ms']['p99'] for r in rounds]} ms; "
           f"raw limit p99 {raw_open['latency_ms']['p99']} ms)")
     return met
+
+
+def sources(port: int) -> dict[str, float]:
+    """The server's own count of vectors by source: online store hits (and stale hits, misses, errors), fallbacks."""
+    _, body = get(f"http://127.0.0.1:{port}/metrics")
+    counts: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        for metric, label in (("fp_online_lookups_total", "result"), ("fp_fallbacks_total", "to")):
+            if line.startswith(metric + "{"):
+                value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+                counts[f"{'online ' if label == 'result' else 'fallback '}{value}"] = float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def show(name: str, kind: str, result: dict[str, Any]) -> None:

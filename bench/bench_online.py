@@ -209,10 +209,10 @@ def sh(*cmd: str) -> str:
 def machine() -> dict[str, Any]:
     lscpu = dict(line.split(":", 1) for line in sh("lscpu").splitlines() if ":" in line)
     others = [line for line in sh("pgrep", "-af", "/tmp/ci_clone").splitlines() if line]
-    online = sorted(Path(__file__).resolve().parents[1].glob("feature_platform/online/*.py"))
-    code = hashlib.sha256(b"".join(p.read_bytes() for p in online)).hexdigest()[:12]
-    return {"git_head": sh("git", "rev-parse", "--short", "HEAD"), "online_code_sha256": code,
-            "online_code_dirty": bool(sh("git", "status", "--porcelain", "feature_platform/online")),
+    package = Path(codec.__file__).resolve().parent  # the code measured: a worktree's when PYTHONPATH names one
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(package.glob("*.py")))).hexdigest()[:12]
+    return {"git_head": sh("git", "-C", str(package), "rev-parse", "--short", "HEAD"), "online_code_sha256": code,
+            "online_code_dirty": bool(sh("git", "-C", str(package), "status", "--porcelain", ".")),
             "cpu": lscpu.get("Model name", "?").strip(), "cpus": os.cpu_count(), "date_utc": sh("date", "-u"),
             "loadavg": os.getloadavg(), "ci_clone_processes": len(others)}
 

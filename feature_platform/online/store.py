@@ -262,9 +262,8 @@ class OnlineStore:
         one user); the result is keyed by the ids as given, so ``read_many([42])[42]`` finds the vector, whose
         ``user_id`` is ``"42"``. A bad id is an :class:`EntityIdError` before Redis is asked.
         """
-        keys = canonical_ids_list(user_ids)
-        self._check_features(features)
-        return _keyed(user_ids, keys, self._read_keys(list(dict.fromkeys(keys)), features, version))
+        keys, distinct = self._asked(user_ids, features)
+        return _keyed(user_ids, keys, self._read_keys(distinct, features, version))
 
     async def read_many_async(self, user_ids: Sequence[EntityId], features: Sequence[str] | None = None
                               ) -> dict[EntityId, OnlineVector | None]:
@@ -272,11 +271,15 @@ class OnlineStore:
         instead of blocking the loop (online/loop_connection.py), where the client allows it. Same answers."""
         if not self._on_loop:
             return self.read_many(user_ids, features)
-        keys = canonical_ids_list(user_ids)
-        self._check_features(features)
-        distinct = list(dict.fromkeys(keys))
+        keys, distinct = self._asked(user_ids, features)
         served, replies = await scripted_read.read_async(self.client, self.pointer_key, self.prefix, None, distinct)
         return _keyed(user_ids, keys, self._decode_served(self._maybe_text(served), distinct, replies, features))
+
+    def _asked(self, user_ids: Sequence[EntityId], features: Sequence[str] | None) -> tuple[list[str], list[str]]:
+        """The ids' canonical texts, and those once each; the features checked (EntityIdError, UnknownNameError)."""
+        keys = canonical_ids_list(user_ids)
+        self._check_features(features)
+        return keys, list(dict.fromkeys(keys))
 
     def _read_keys(self, user_ids: list[str], features: Sequence[str] | None,
                    version: str | None) -> dict[str, OnlineVector | None]:
