@@ -95,9 +95,10 @@ def held_call(client: redis.Redis, *args: Any) -> Any:
     """``client.execute_command(*args)``, sent on a connection of ``client``'s pool that the calling thread keeps
     between calls instead of taking and returning one each time.
 
-    For the serving hot path: taking a connection from the pool and handing it back (a lock, health and fork
+    For the online store's reads: taking a connection from the pool and handing it back (a lock, health and fork
     checks, connection metrics) and redis-py's retry wrapper cost about as much CPU as the command itself
-    (~25 µs a call). Replies are the same, with no response callback (what EVALSHA and GET get anyway). The
+    (20–40 µs a call). (The server's reads go further and await the reply on its event loop:
+    online/loop_connection.py.) Replies are the same, with no response callback (what EVALSHA and GET get anyway). The
     connection stays in the pool's in-use set, so ``pool.disconnect()`` (:func:`release`) closes it and a later
     call reconnects it. When it fails (Redis restarted, a timeout) it is dropped and the command goes through
     the client's own path, whose retry policy decides; a Redis error reply (``ResponseError``) is raised as is.
