@@ -1,4 +1,4 @@
-"""What the online store hands back: a version's metadata, users' vectors read from their keys, a push's outcome."""
+"""What the online store hands back: a version's metadata, users' vectors read from their keys, a push's outcome, its errors."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from feature_platform.registry.registry import Registry
 
 STALE, PRESENT, MISSING = "stale", "present", "missing"
 OVERLAY_AS_OF = "@as_of"  # the overlay hash's time field; feature names never start with @
+
+
+class OnlineStoreError(RuntimeError):
+    """The online store cannot do what was asked (nothing served, unknown version, ...)."""
 
 
 @dataclass(frozen=True)
