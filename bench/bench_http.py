@@ -87,7 +87,6 @@ def raw_app(data_dir: Path) -> Any:
     prefix = settings.redis_prefix
     pointer = f"{prefix}:current"
     seen = [(client.hget(pointer, "version") or b"").decode()]
-    not_found = b'{"detail":"unknown user"}'
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -101,13 +100,18 @@ def raw_app(data_dir: Path) -> Any:
         if served is not None and served.decode() != seen[0]:  # the pointer moved: a second trip, as the store
             seen[0] = served.decode()
             blob = client.get(f"{prefix}:{seen[0]}:u:{user}")
-        status, body = (200, blob) if blob is not None else (404, not_found)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/octet-stream"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, blob)
 
     return app
+
+
+async def _answer(send: Any, blob: bytes | None) -> None:
+    """The vector's bytes, or a 404 without them."""
+    status, body = (200, blob) if blob is not None else (404, b'{"detail":"unknown user"}')
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -131,7 +135,6 @@ def raw_awaiting_app(data_dir: Path) -> Any:
     client = connect(settings, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
     prefix = settings.redis_prefix
     pointer = f"{prefix}:current"
-    not_found = b'{"detail":"unknown user"}'
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -139,11 +142,7 @@ def raw_awaiting_app(data_dir: Path) -> Any:
         user = scope["path"].rsplit("/", 1)[-1]
         _served, replies = await scripted_read.read_async(client, pointer, prefix, None, [user])
         blob = replies[0] if replies else None
-        status, body = (200, blob) if blob is not None else (404, not_found)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/octet-stream"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, blob)
 
     return app
 
