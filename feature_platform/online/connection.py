@@ -97,9 +97,9 @@ def held_call(client: redis.Redis, *args: Any) -> Any:
 
     For the online store's reads: taking a connection from the pool and handing it back (a lock, health and fork
     checks, connection metrics) and redis-py's retry wrapper cost about as much CPU as the command itself
-    (20–40 µs a call). (The server's reads go further and await the reply on its event loop:
-    online/loop_connection.py.) Replies are the same, with no response callback (what EVALSHA and GET get anyway). The
-    connection stays in the pool's in-use set, so ``pool.disconnect()`` (:func:`release`) closes it and a later
+    (20–40 µs a call); the server's reads go further and await the reply on its event loop
+    (online/loop_connection.py). Replies are the same, with no response callback (what EVALSHA and GET get anyway).
+    The connection stays in the pool's in-use set, so ``pool.disconnect()`` (:func:`release`) closes it and a later
     call reconnects it. When it fails (Redis restarted, a timeout) it is dropped and the command goes through
     the client's own path, whose retry policy decides; a Redis error reply (``ResponseError``) is raised as is.
     """

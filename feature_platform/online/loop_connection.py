@@ -9,9 +9,10 @@ answers in order).
 The connection is opened by redis-py (``connection_class(**connection_kwargs)`` of the client's pool, so address,
 password, database, Sentinel master and handshake are the client's own), then its socket is handed to the loop.
 Replies are parsed by hiredis as redis-py does (bytes, in the protocol the handshake chose; an error reply raises
-``ResponseError``, ``NOSCRIPT`` as ``NoScriptError``; out-of-band push messages are skipped). A call not answered within the client's socket timeout fails with ``TimeoutError`` and drops
-the connection, as does any connection error; the next call opens a new one. TLS connections are not handed over
-(:func:`supported` is False) and the caller keeps redis-py's path.
+``ResponseError``, ``NOSCRIPT`` as ``NoScriptError``; out-of-band push messages are skipped). A call not answered
+within the client's socket timeout fails with ``TimeoutError`` and drops the connection, as does any connection
+error; the next call opens a new one. TLS connections are not handed over (:func:`supported` is False) and the
+caller keeps redis-py's path.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class _Protocol(asyncio.Protocol):
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
-                error = redis.exceptions.NoScriptError if message.startswith("NOSCRIPT") else redis.exceptions.ResponseError
-                future.set_exception(error(message))
+                noscript = message.startswith("NOSCRIPT")
+                future.set_exception((redis.exceptions.NoScriptError if noscript else redis.exceptions.ResponseError)(
+                    message))
             else:
                 future.set_result(reply)
 

@@ -31,13 +31,13 @@ go back in time. So:
   push writes fresh keys (so fresh TTLs); a value older than its own tolerance reads as ``stale``;
 - the previous version stays for `feature-platform online rollback`; older ones are deleted.
 
-A read is one command: a script that follows the pointer and returns, per user, the vector and the
-overlay of that version (online/scripted_read.py), read at one instant. On a Redis Cluster, where a
-script cannot span hash slots, it is a pipeline of ``HGET <p>:current version`` and the ``GET`` and
-``HGETALL`` under the version it last saw: one round trip, a second one only right after a swap. Overlay fields replace the vector's; the vector says which
-(``updated_fields``) and when (``updated_at``). The overlay keeps the no-mixed-snapshot rule: it
-belongs to one version (a new push starts with none), and one ``HSET`` writes a user's update, so a
-reader sees the overlay before or after it, never half of it.
+A read is one command: a script that follows the pointer and returns, per user, the vector and the overlay of that
+version (online/scripted_read.py), read at one instant. On a Redis Cluster, where a script cannot span hash slots,
+it is a pipeline of ``HGET <p>:current version`` and the ``GET`` and ``HGETALL`` under the version it last saw: one
+round trip, a second only right after a swap. A server awaits it on its event loop (``read_many_async``). Overlay
+fields replace the vector's; the vector says which (``updated_fields``) and when (``updated_at``). The overlay keeps
+the no-mixed-snapshot rule: it belongs to one version (a new push starts with none), and one ``HSET`` writes a
+user's update, so a reader sees the overlay before or after it, never half of it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What the online store hands back: a version's metadata, users' vectors read from their keys, a push's outcome, its errors."""
+"""What the online store hands back: a version's metadata, users' vectors read from their keys, a push's outcome,
+its errors."""
 
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def decode_replies(info: VersionInfo, user_ids: Sequence[str], replies: Sequence
             continue
         values = codec.decode(blob)
         if len(values) != width:
-            raise ValueError(f"the vector of {user!r} holds {len(values)} values; version {info.version}'s layout has {width}")
+            raise ValueError(f"the vector of {user!r} holds {len(values)} values; "
+                             f"version {info.version}'s layout has {width}")
         if picks is not None:
             values.append(None)
             values = list(map(values.__getitem__, picks))

@@ -221,7 +221,7 @@ def create_app(settings: Settings, *, online: OnlineStore | None = None, holder:
         """The retrieval flow: Redis, the offline snapshot, computed on demand (customers only, not for a pinned
         version), the registry defaults when ``defaults``. Also why on-demand computing did not answer a user."""
         try:
-            found = await retriever.vectors_async(state, users, names, version)
+            found = await retriever.vectors(state, users, names, version)
         except OnlineStoreError as exc:
             raise _problem(404, loc, str(exc)) from None
         marks: dict[str, str] = {}

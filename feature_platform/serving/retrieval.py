@@ -107,34 +107,16 @@ class Retriever:
             return None
         return self._since.setdefault(dependency, first_seen or self.clock())
 
-    def vectors(self, state: ServingState, user_ids: Sequence[str], features: Sequence[str] | None,
-                version: str | None = None, defaults: bool = False) -> dict[str, ServedVector | None]:
+    async def vectors(self, state: ServingState, user_ids: Sequence[str], features: Sequence[str] | None,
+                      version: str | None = None, defaults: bool = False) -> dict[str, ServedVector | None]:
         """Each user's vector by the retrieval flow; None for a user no source knows (unless ``defaults``).
 
-        ``version`` pins an online version (raises :class:`OnlineStoreError` when Redis does not hold it).
+        ``version`` pins an online version (raises :class:`OnlineStoreError` when Redis does not hold it). A read of
+        the served version awaits its Redis round trip on the running loop instead of blocking it
+        (``OnlineStore.read_many_async``).
         """
         names = self.served_features(state.registry, features)
-        return self._assemble(state, user_ids, names, version, defaults, self._read_online(user_ids, names, version))
-
-    async def vectors_async(self, state: ServingState, user_ids: Sequence[str], features: Sequence[str] | None,
-                            version: str | None = None, defaults: bool = False) -> dict[str, ServedVector | None]:
-        """:meth:`vectors` for the server's event loop: a read of the served version awaits its Redis round trip
-        instead of blocking the loop (``OnlineStore.read_many_async``). Same answers."""
-        names = self.served_features(state.registry, features)
-        online = self.online
-        if version is not None or online is None or not self.online_available:
-            found = self._read_online(user_ids, names, version)
-        else:
-            try:
-                found = self._online_found(await online.read_many_async(user_ids, names))
-            except REDIS_ERRORS as exc:
-                found = self._online_failed(exc, len(user_ids), version)
-        return self._assemble(state, user_ids, names, version, defaults, found)
-
-    def _assemble(self, state: ServingState, user_ids: Sequence[str], names: tuple[str, ...], version: str | None,
-                  defaults: bool, online: dict[str, Any]) -> dict[str, ServedVector | None]:
-        """Per user, its online vector (``online``: what Redis had), else the offline snapshot's row, else the
-        defaults (when ``defaults``), else None."""
+        online = await self._read_online(user_ids, names, version)
         registry = state.registry
         shortest = self._shortest_tolerance(registry)
         now = self.clock()
@@ -195,31 +177,27 @@ class Retriever:
             self._shortest = (registry, shortest)
         return shortest
 
-    def _read_online(self, user_ids: Sequence[str], names: Sequence[str], version: str | None) -> dict[str, Any]:
+    async def _read_online(self, user_ids: Sequence[str], names: Sequence[str], version: str | None
+                           ) -> dict[str, Any]:
         online = self.online
         if online is None or not self.online_available:
             if version is not None:
                 raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable")
             return {}
-        try:
-            found = online.read_many(user_ids, names, version)
+        try:  # a pinned version is read as redis-py does (it needs the version's metadata first)
+            found = (online.read_many(user_ids, names, version) if version is not None
+                     else await online.read_many_async(user_ids, names))
         except REDIS_ERRORS as exc:  # an OnlineStoreError (unknown version) is not one: it reaches the caller
-            return self._online_failed(exc, len(user_ids), version)
-        return self._online_found(found)
-
-    def _online_found(self, found: dict[Any, Any]) -> dict[str, Any]:
+            self.trip(exc)
+            self.metrics.lookups["error"].inc(len(user_ids))
+            if version is not None:
+                raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable") from exc
+            return {}
         self.degraded_since(REDIS, False)
         misses = sum(1 for v in found.values() if v is None)
         if misses:
             self.metrics.lookups["miss"].inc(misses)
         return {user: vector for user, vector in found.items() if vector is not None}
-
-    def _online_failed(self, exc: BaseException, asked: int, version: str | None) -> dict[str, Any]:
-        self.trip(exc)
-        self.metrics.lookups["error"].inc(asked)
-        if version is not None:
-            raise OnlineStoreError(f"version {version!r} cannot be read: the online store is unavailable") from exc
-        return {}
 
 
 def _mark_missing(values: dict[str, Any], statuses: dict[str, str]) -> dict[str, str]:

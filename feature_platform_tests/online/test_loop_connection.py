@@ -173,3 +173,26 @@ def test_push_messages_between_replies_are_not_taken_for_answers(client):
     own, echoes, value, still = run(go())
     assert echoes == [b"0", b"1", b"2"] and value == b"changed"
     assert still == own  # the push did not cost the connection
+
+
+def test_a_read_whose_loop_connection_is_lost_is_read_again_through_redis_py(client, monkeypatch):
+    from feature_platform.online import scripted_read
+
+    prefix = client.key.rsplit(":", 1)[0]
+    client.hset(f"{prefix}:current", "version", "v1")
+    client.set(f"{prefix}:v1:u:a", b"blob-a")
+
+    async def lost(*_args):
+        raise redis.exceptions.ConnectionError("connection to Redis lost: reset")
+
+    try:
+        monkeypatch.setattr(scripted_read, "loop_call", lost)
+        assert run(scripted_read.read_async(client, f"{prefix}:current", prefix, None, ["a"])) == (b"v1", [b"blob-a", {}])
+
+        async def hung(*_args):
+            raise redis.exceptions.TimeoutError("Redis did not answer within 2 s")
+        monkeypatch.setattr(scripted_read, "loop_call", hung)  # a timeout is not read again: it would wait as long
+        with pytest.raises(redis.exceptions.TimeoutError):
+            run(scripted_read.read_async(client, f"{prefix}:current", prefix, None, ["a"]))
+    finally:
+        client.delete(f"{prefix}:current", f"{prefix}:v1:u:a")
